@@ -1,0 +1,31 @@
+"""User errors: one clear line, exit code 2, no traceback.
+
+Anything a user can cause (a missing file, a bad flag value, a model that cannot be
+loaded offline) raises :class:`UserError`. :func:`run_main` turns it into a single
+log line and exit code 2. Every other exception is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Callable, Sequence
+
+logger = logging.getLogger("ragtune")
+
+USER_ERROR_EXIT_CODE = 2
+
+
+class UserError(Exception):
+    """An error in the user's input: data files, flags or models."""
+
+
+def run_main(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> None:
+    """Run a script's ``main`` and exit with its code; user errors exit 2 without a traceback."""
+    try:
+        code = main(argv)
+    except UserError as err:
+        # Without configured handlers, logging's last-resort handler still prints it to stderr.
+        logger.error("error: %s", err)
+        sys.exit(USER_ERROR_EXIT_CODE)
+    sys.exit(code or 0)

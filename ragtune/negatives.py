@@ -1,0 +1,98 @@
+"""Hard-negative mining from BM25 and a dense model, never returning a labelled-relevant passage.
+
+Why not ``sentence_transformers.util.mine_hard_negatives``: it sees only (query, positive)
+texts, so with several labelled positives per query it can return one positive as another's
+negative, and it has no lexical source. Here each query's candidates come from one BM25 index
+and one dense encoding of the corpus (built once per run), cut to a rank window, with every
+passage labelled relevant to the query removed.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from .bm25 import BM25Index
+from .data import Corpus, LabelledQuery
+
+logger = logging.getLogger(__name__)
+
+NEGATIVE_SOURCES = ("bm25", "dense", "both", "none")
+
+
+@dataclass
+class NegativeCandidates:
+    """Per query, candidate hard negatives in rank order (BM25 and dense interleaved)."""
+
+    per_query: list[list[str]]
+    sources: list[str] = field(default_factory=list)
+
+
+def mine_candidates(queries: Sequence[LabelledQuery], corpus: Corpus, source: str = "both",
+                    rank_range: tuple[int, int] = (3, 50), dense_model=None,
+                    batch_size: int = 32) -> NegativeCandidates:
+    """Candidates from ranks ``rank_range[0]``..``rank_range[1]`` (1-based, inclusive) of each source.
+
+    The window skips the very top ranks, where unlabelled true positives hide in small domain corpora.
+    """
+    lo, hi = rank_range
+    if lo < 1 or hi < lo:
+        from .errors import UserError
+
+        raise UserError(f"--hard_negative_range must be two ranks 1 <= MIN <= MAX, got {lo} {hi}")
+    texts = [q.query for q in queries]
+    rankings: list[list[list[str]]] = []
+    used: list[str] = []
+    if source in ("bm25", "both"):
+        index = BM25Index(corpus.texts)
+        idx, _ = index.top_k(texts, hi)
+        rankings.append([[corpus.ids[i] for i in row] for row in idx])
+        used.append("bm25")
+    if source in ("dense", "both") and dense_model is not None:
+        from .retrieval import encode_passages, encode_queries, top_k_dense
+
+        q_emb = encode_queries(dense_model, texts, batch_size=batch_size)
+        p_emb = encode_passages(dense_model, corpus.texts, batch_size=batch_size, show_progress_bar=len(corpus) > 1000)
+        idx, _ = top_k_dense(q_emb, p_emb, hi)
+        rankings.append([[corpus.ids[i] for i in row] for row in idx])
+        used.append("dense")
+    per_query = []
+    for qi, query in enumerate(queries):
+        relevant = set(query.relevant_ids)
+        merged: list[str] = list(query.given_negative_ids)
+        # Interleave the sources rank by rank so both contribute the hardest candidates.
+        for rank in range(lo - 1, hi):
+            for ranking in rankings:
+                row = ranking[qi]
+                if rank < len(row) and row[rank] not in relevant and row[rank] not in merged:
+                    merged.append(row[rank])
+        per_query.append([pid for pid in merged if pid not in relevant])
+    return NegativeCandidates(per_query=per_query, sources=used)
+
+
+def draw_negatives(candidates: Sequence[str], count: int, rng: random.Random,
+                   exclude: set[str] | frozenset[str] = frozenset()) -> list[str]:
+    """Draw ``count`` distinct negatives from ``candidates``, favouring the harder (earlier) half."""
+    pool = [pid for pid in candidates if pid not in exclude]
+    if count <= 0 or not pool:
+        return []
+    if len(pool) <= count:
+        return list(pool)
+    # Sampling from the window (FlagEmbedding's practice) avoids always showing the same few
+    # negatives; sampling weighted towards the top keeps them hard.
+    weights = [1.0 / (1 + i) ** 0.5 for i in range(len(pool))]
+    chosen: list[str] = []
+    while len(chosen) < count:
+        pick = rng.choices(range(len(pool)), weights=weights)[0]
+        if pool[pick] not in chosen:
+            chosen.append(pool[pick])
+            weights[pick] = 0.0
+    return chosen
+
+
+def draw_random_negatives(corpus: Corpus, count: int, rng: random.Random, exclude: set[str]) -> list[str]:
+    """Uniform negatives from the whole corpus, excluding the given ids."""
+    pool = [pid for pid in corpus.ids if pid not in exclude]
+    return rng.sample(pool, min(count, len(pool)))

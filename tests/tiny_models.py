@@ -1,0 +1,90 @@
+"""Tiny models built at test time: random weights, a tokenizer trained on the sample corpus.
+
+They are saved to a folder and loaded with the real ``from_pretrained`` code, so the scripts
+run exactly as with a real model, in seconds on a CPU and without the network.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ragtune.data import SAMPLE_CORPUS, SAMPLE_TEST, SAMPLE_TRAIN
+
+NUM_LAYERS = 6  # more than the template's --freeze_layers 4
+
+
+def _sample_texts() -> list[str]:
+    import pandas as pd
+
+    texts = pd.read_csv(SAMPLE_CORPUS, encoding="utf-8-sig")["Văn bản"].astype(str).tolist()
+    for path in (SAMPLE_TRAIN, SAMPLE_TEST):
+        texts += pd.read_csv(path, encoding="utf-8-sig")["Query"].astype(str).tolist()
+    return texts
+
+
+def build_tokenizer(folder: Path):
+    """A WordPiece tokenizer trained on the sample corpus, saved as a BERT tokenizer."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.Sequence([normalizers.NFC(), normalizers.Lowercase()])
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok.train_from_iterator(_sample_texts(), trainers.WordPieceTrainer(vocab_size=2000, special_tokens=special))
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))])
+    from tokenizers import decoders
+
+    tok.decoder = decoders.WordPiece()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                                   sep_token="[SEP]", mask_token="[MASK]", model_max_length=512)
+    fast.save_pretrained(folder)
+    return fast
+
+
+def _config(vocab_size: int, **extra):
+    from transformers import BertConfig
+
+    return BertConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=NUM_LAYERS, num_attention_heads=2,
+                      intermediate_size=64, max_position_embeddings=512, **extra)
+
+
+def build_tiny_encoder(folder: Path, seed: int = 0) -> Path:
+    """A plain Hugging Face BertModel (no sentence-transformers files)."""
+    import torch
+    from transformers import BertModel
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tokenizer(folder)
+    torch.manual_seed(seed)
+    BertModel(_config(len(tokenizer))).save_pretrained(folder)
+    return folder
+
+
+def build_tiny_sentence_transformer(folder: Path, seed: int = 0) -> Path:
+    """A sentence-transformers model (BERT + mean pooling + normalize)."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+
+    folder = Path(folder)
+    encoder_dir = build_tiny_encoder(folder.parent / (folder.name + "-encoder"), seed)
+    transformer = Transformer(str(encoder_dir))
+    model = SentenceTransformer(modules=[transformer, Pooling(transformer.get_embedding_dimension()), Normalize()])
+    model.save(str(folder))
+    return folder
+
+
+def build_tiny_cross_encoder(folder: Path, seed: int = 0) -> Path:
+    """A BertForSequenceClassification with one logit (a reranker head with random weights)."""
+    import torch
+    from transformers import BertForSequenceClassification
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tokenizer(folder)
+    torch.manual_seed(seed)
+    BertForSequenceClassification(_config(len(tokenizer), num_labels=1)).save_pretrained(folder)
+    return folder
