@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 from typing import Sequence
 
 from ragtune.cli import (HelpFormatter, Parser, add_data_args, add_negative_args, add_output_args, add_training_args,
@@ -21,8 +22,8 @@ from ragtune.cli import (HelpFormatter, Parser, add_data_args, add_negative_args
 from ragtune.data import count_pairs, load_corpus, load_queries, split_queries
 from ragtune.errors import run_main
 from ragtune.metrics import DEFAULT_KS, TRAINING_METRICS
-from ragtune.training import (FINISHED_MARKER, InterruptCheckpointCallback, compute_on_main_and_share,
-                              dev_metrics_from_history, early_stopping_callbacks, exit_after_interrupt,
+from ragtune.training import (DEBUG_DIR_ENV, FINISHED_MARKER, InterruptCheckpointCallback, compute_on_main_and_share,
+                              debug_dump, dev_metrics_from_history, early_stopping_callbacks, exit_after_interrupt,
                               format_metrics_table, is_main_process, local_rank_is_main, plot_training_curves,
                               prepare_output_dir, resolve_precision, resolve_resume, setup_logging, trainer_kwargs,
                               write_json)
@@ -71,9 +72,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
     from sentence_transformers.sentence_transformer.training_args import SentenceTransformerTrainingArguments
+    from sentence_transformers.util.distributed import distributed_evaluation
 
-    from ragtune.embedding import (DevRetrievalEvaluator, EmbeddingTrainer, NoFalseNegativesBatchSampler,
-                                   build_training_examples, negatives_per_query_in_batch)
+    from ragtune.embedding import (DevRetrievalEvaluator, EmbeddingTrainer, GatherRecordingMNRL,
+                                   NoFalseNegativesBatchSampler, build_training_examples,
+                                   negatives_per_query_in_batch)
     from ragtune.models import freeze_bottom_layers, load_or_explain
     from ragtune.negatives import mine_candidates
 
@@ -89,8 +92,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     precision = resolve_precision(args.precision)
     metric_key = f"eval_dev_{args.metric_for_best_model}"
     training_args = SentenceTransformerTrainingArguments(
-        **trainer_kwargs(args, precision, bool(dev_queries), metric_key, args.output_dir))
+        **trainer_kwargs(args, precision, bool(dev_queries), metric_key, args.output_dir,
+                         eval_on_start=resume_from is None))
     world_size = training_args.world_size
+    # Under accelerate launch every rank resumes from the checkpoint the main process found.
+    resume_from = compute_on_main_and_share(lambda found=resume_from: found)
+    if dev_queries:
+        training_args.eval_on_start = resume_from is None
 
     # Hard negatives: mined once on the main process, shared with every rank.
     candidates = None
@@ -104,8 +112,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         training_args.prompts = prompts
 
     gather = args.gather_across_devices and world_size > 1
-    batches_per_epoch = len(NoFalseNegativesBatchSampler(
-        examples.dataset, args.batch_size, False, seed=args.seed, examples=examples, world_size=world_size))
+    sampler = NoFalseNegativesBatchSampler(examples.dataset, args.batch_size, False, seed=args.seed,
+                                           examples=examples, world_size=world_size, epochs=args.epochs)
+    batches_per_epoch = len(sampler)
+    # The labels can keep global batches below batch_size x processes (no passage relevant to another query).
+    mean_rows = sum(map(len, sampler)) / max(1, batches_per_epoch // world_size)
     steps = (args.max_steps if args.max_steps > 0 else
              math.ceil(batches_per_epoch / world_size / args.gradient_accumulation_steps) * args.epochs)
     logger.info(
@@ -114,13 +125,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         len(examples.dataset), len(dev_queries))
     logger.info(
         "Training: %s on %s, precision %s, %d process(es), effective batch %d (= %d x %d accumulation x %d), "
-        "%d negatives per query (%d hard, in-batch%s), %d optimizer steps, warm-up %s, output %s",
+        "%d negatives per query (%d hard, in-batch%s; %.1f on average: the labels fill global batches with "
+        "%.1f rows on average), %d optimizer steps, warm-up %s, output %s",
         args.base_model, training_args.device, precision.name, world_size,
         args.batch_size * args.gradient_accumulation_steps * world_size, args.batch_size,
         args.gradient_accumulation_steps, world_size,
         negatives_per_query_in_batch(args.batch_size, world_size, examples.negatives_per_row, gather),
-        examples.negatives_per_row, " gathered across processes" if gather else "", steps, args.warmup_steps,
-        args.output_dir)
+        examples.negatives_per_row, " gathered across processes" if gather else "",
+        (mean_rows if gather else mean_rows / world_size) * (1 + examples.negatives_per_row) - 1, mean_rows,
+        steps, args.warmup_steps, args.output_dir)
     if 1 <= args.warmup_steps and args.warmup_steps >= steps:
         logger.warning("--warmup_steps %d covers all %d optimizer steps: the learning rate never reaches --lr %g",
                        args.warmup_steps, steps, args.lr)
@@ -128,7 +141,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     evaluator = None
     if dev_queries:
         evaluator = DevRetrievalEvaluator(corpus, dev_queries, primary_metric=args.metric_for_best_model)
-    loss = MultipleNegativesRankingLoss(model, gather_across_devices=gather)
+    # Test hook: with $RAGTUNE_DEBUG_DIR set, the same loss records what each query was contrasted with.
+    loss_class = GatherRecordingMNRL if os.environ.get(DEBUG_DIR_ENV) else MultipleNegativesRankingLoss
+    loss = loss_class(model, gather_across_devices=gather)
     interrupt = InterruptCheckpointCallback()
     trainer = EmbeddingTrainer(
         model=model, args=training_args, train_dataset=examples.dataset, loss=loss, evaluator=evaluator,
@@ -140,13 +155,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         trainer.train(resume_from_checkpoint=resume_from)
     finally:
         interrupt.uninstall()
+    interrupt.synchronize(training_args.device)  # a signal after the last step: every rank or none stops
+    debug_dump("fine_tune_bge_m3", lambda: {
+        "dev_queries": [q.query for q in dev_queries], "train_rows": examples.dataset.to_dict(),
+        "resume_from": resume_from, "global_step": trainer.state.global_step, "interrupted": interrupt.received,
+        "loss_records": getattr(loss, "records", None)})
     if interrupt.received:
         return exit_after_interrupt(interrupt, args.output_dir)
 
     # The Trainer has loaded the best checkpoint (load_best_model_at_end): it is the final model.
     history = dev_metrics_from_history(trainer.state.log_history, "eval_dev_")
     before = history[0][1] if history else {}
-    after = evaluator(model, epoch=trainer.state.epoch, steps=trainer.state.global_step) if evaluator else {}
+    # Final dev metrics on the main process only; under DDP the other ranks encode their share of it.
+    with distributed_evaluation(model) as run_evaluator:
+        after = evaluator(model, epoch=trainer.state.epoch, steps=trainer.state.global_step) \
+            if evaluator and run_evaluator else {}
     after = {k.removeprefix("dev_"): v for k, v in after.items()}
     if not is_main_process():
         return 0

@@ -155,6 +155,9 @@ def default_output_dir(base_model: str, suffix: str) -> str:
     return str(Path("outputs") / f"{name}-{suffix}")
 
 
+SECRET_FLAG_PARTS = ("token", "api_key", "secret", "password")
+
+
 def args_to_config(args: argparse.Namespace) -> dict[str, Any]:
-    """Flag values for metrics.json and model cards (never tokens)."""
-    return {k: v for k, v in vars(args).items() if "token" not in k}
+    """Flag values for metrics.json and model cards (never tokens or keys)."""
+    return {k: v for k, v in vars(args).items() if not any(part in k for part in SECRET_FLAG_PARTS)}

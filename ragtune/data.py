@@ -319,8 +319,8 @@ def _check_against_corpus(queries: list[LabelledQuery], corpus: Corpus, path: Pa
             kept.append(query)
     if unknown_rows:
         logger.warning(
-            "%s: %d passage id(s) not in the corpus (%s) at %d row(s): %s; dropped them, and %d query(ies) left "
-            "without a relevant passage", path, len(unknown_ids), ", ".join(sorted(unknown_ids, key=_id_sort_key)[:10]),
+            "%s: %d passage id(s) not in the corpus (%s) at %d row(s): rows %s; dropped those ids, and %d "
+            "query(ies) left without a relevant passage", path, len(unknown_ids), ", ".join(sorted(unknown_ids, key=_id_sort_key)[:10]),
             len(unknown_rows), _format_rows(unknown_rows), len(queries) - len(kept))
     if not kept:
         raise UserError(f"{flag}: no query in {path} has a ground-truth id that exists in the corpus {corpus.source}")

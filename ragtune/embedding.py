@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import random
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
@@ -11,6 +12,8 @@ from datasets import Dataset
 from sentence_transformers import SentenceTransformerTrainer
 from sentence_transformers.base.evaluation import SentenceEvaluator
 from sentence_transformers.base.sampler import DefaultBatchSampler
+from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+from transformers import TrainerCallback
 
 from .data import Corpus, LabelledQuery
 from .metrics import DEFAULT_KS, TRAINING_METRICS, query_metrics, mean_metrics
@@ -78,54 +81,120 @@ class NoFalseNegativesBatchSampler(DefaultBatchSampler):
     This sampler knows the labels. With several processes (``gather_across_devices``), the rule
     holds for the global batch: each group of ``world_size`` consecutive batches, which accelerate
     hands out one per rank, is built as one.
+
+    Under ``accelerate launch`` (checked against accelerate 1.15's ``BatchSamplerShard``, which the
+    Trainer wraps around this sampler): batch ``i`` goes to rank ``i % world_size``, but a sampler with
+    an integer ``batch_size`` loses every group whose last batch is short, and a group of fewer than
+    ``world_size`` batches shifts every later group across ranks. So with ``world_size > 1`` every
+    group is exactly ``world_size`` batches of equal size (the gathered loss needs equal sizes too;
+    a group that cannot be split evenly hands its extra rows to the next group), ``batch_size`` reads
+    ``None`` (accelerate's "batches of varying size": yielded as they come), and ``rows_per_batch``
+    holds the per-device batch size. A last group smaller than ``world_size`` rows is padded with rows
+    of other queries that are compatible with it (seen twice in that epoch, like DistributedSampler's
+    padding), so every row is still trained on every epoch.
     """
 
     def __init__(self, dataset: Dataset, batch_size: int, drop_last: bool, valid_label_columns=None,
-                 generator=None, seed: int = 0, *, examples: TrainingExamples, world_size: int = 1) -> None:
+                 generator=None, seed: int = 0, *, examples: TrainingExamples, world_size: int = 1,
+                 epochs: int = 1) -> None:
         super().__init__(dataset, batch_size=batch_size, drop_last=drop_last,
                          valid_label_columns=valid_label_columns, generator=generator, seed=seed)
         self.examples = examples
         self.world_size = max(1, world_size)
+        self.epochs = max(1, epochs)
+        self.rows_per_batch = batch_size
+        if self.world_size > 1:
+            self.batch_size = None  # see the class docstring: accelerate then keeps short, equal batches
         self._cache: dict[int, list[list[int]]] = {}
+        self._num_groups: int | None = None
 
-    def _batches(self, epoch: int) -> list[list[int]]:
-        if epoch in self._cache:
-            return self._cache[epoch]
+    def _groups(self, epoch: int) -> list[list[int]]:
+        """This epoch's global batches (row indices), as the labels allow them to be packed."""
         ex = self.examples
         order = list(range(len(ex.row_query)))
         random.Random(self.seed + epoch).shuffle(order)
-        group_size = self.batch_size * self.world_size
+        group_size = self.rows_per_batch * self.world_size
         groups: list[list[int]] = []
         pending = order
         while pending:
-            group: list[int] = []
-            queries: set[str] = set()
-            passages: set[str] = set()
-            relevant: set[str] = set()
-            deferred: list[int] = []
-            for row in pending:
-                if len(group) == group_size:
-                    deferred.append(row)
-                    continue
-                q = ex.row_query[row]
-                ids = ex.row_passage_ids[row]
-                if q in queries or ids & relevant or ex.relevant_by_query[q] & passages:
-                    deferred.append(row)
-                    continue
-                group.append(row)
-                queries.add(q)
-                passages |= ids
-                relevant |= ex.relevant_by_query[q]
-            groups.append(group)
+            group, deferred = self._fill_group(pending, group_size)
+            extra = len(group) % self.world_size
+            if extra and len(group) > extra:  # equal rows per rank; the extra rows start the next group
+                group, deferred = group[:-extra], group[-extra:] + deferred
+            elif extra:  # fewer rows than ranks, and nothing else fits with them: pad with compatible rows
+                group = self._fill_group(order, self.world_size, start=group)[0]
+                if len(group) < self.world_size:
+                    logger.warning("Dropped %d training rows this epoch: no rows of other queries fit with them",
+                                   len(group))
+                    group = []
+            if group and not (self.drop_last and len(group) < group_size):
+                groups.append(group)
             pending = deferred
+        return groups
+
+    def _batches(self, epoch: int) -> list[list[int]]:
+        """The epoch's batches, always ``len(self)`` of them.
+
+        How tightly the labels let rows pack varies from one shuffle to the next, but the Trainer
+        reads ``len()`` once and assumes every epoch has that many steps (for the schedule and for
+        resuming mid-epoch). So every epoch has as many global batches as the fullest of the first
+        ``epochs`` epochs: an epoch that packs tighter splits its largest global batches in two
+        (a subset of a valid batch is valid). Past ``epochs`` (``--max_steps``), an epoch that packs
+        looser leaves out its smallest global batches.
+        """
+        if epoch in self._cache:
+            return self._cache[epoch]
+        if self._num_groups is None:
+            self._num_groups = max(len(self._groups(e)) for e in range(self.epochs))
+        groups = self._groups(epoch)
+        rng = random.Random(self.seed + epoch + 1)
+        while len(groups) < self._num_groups:
+            i = max(range(len(groups)), key=lambda j: len(groups[j]))
+            half = len(groups[i]) // self.world_size // 2 * self.world_size
+            if half and not self.drop_last:
+                groups[i:i + 1] = [groups[i][:half], groups[i][half:]]
+                continue
+            # Nothing to split (one row per rank everywhere): one more global batch of rows seen twice.
+            order = list(range(len(self.examples.row_query)))
+            rng.shuffle(order)
+            extra = self._fill_group(order, self.rows_per_batch * self.world_size)[0]
+            groups.append(extra[:len(extra) // self.world_size * self.world_size] or groups[i])
+        if len(groups) > self._num_groups:
+            keep = sorted(sorted(range(len(groups)), key=lambda j: -len(groups[j]))[:self._num_groups])
+            logger.info("Epoch %d: %d training rows wait for the next epoch (the labels packed them into more "
+                        "batches than the first epochs had)", epoch,
+                        sum(len(g) for j, g in enumerate(groups) if j not in set(keep)))
+            groups = [groups[j] for j in keep]
         batches = []
         for group in groups:
-            if len(group) < group_size and self.drop_last:
-                continue
-            for start in range(0, len(group), self.batch_size):
-                batches.append(group[start:start + self.batch_size])
+            size = self.rows_per_batch if self.world_size == 1 else len(group) // self.world_size
+            for start in range(0, len(group), size):
+                batches.append(group[start:start + size])
         self._cache = {epoch: batches}
         return batches
+
+    def _fill_group(self, rows: list[int], size: int, start: Sequence[int] = ()) -> tuple[list[int], list[int]]:
+        """Greedily add ``rows`` to ``start`` while no row's query has a relevant passage among the others."""
+        ex = self.examples
+        group: list[int] = []
+        queries: set[str] = set()
+        passages: set[str] = set()
+        relevant: set[str] = set()
+        deferred: list[int] = []
+        for row in [*start, *(row for row in rows if row not in start)]:
+            if len(group) == size:
+                deferred.append(row)
+                continue
+            q = ex.row_query[row]
+            ids = ex.row_passage_ids[row]
+            if q in queries or ids & relevant or ex.relevant_by_query[q] & passages:
+                deferred.append(row)
+                continue
+            group.append(row)
+            queries.add(q)
+            passages |= ids
+            relevant |= ex.relevant_by_query[q]
+        return group, deferred
 
     def __iter__(self) -> Iterator[list[int]]:
         yield from self._batches(self.epoch)
@@ -144,12 +213,77 @@ class EmbeddingTrainer(SentenceTransformerTrainer):
     def __init__(self, *args: Any, examples: TrainingExamples, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.examples = examples
+        self.train_batch_sampler: NoFalseNegativesBatchSampler | None = None
+        self.add_callback(_SamplerEpochCallback(self))
 
     def get_batch_sampler(self, dataset, batch_size, drop_last, valid_label_columns=None, generator=None, seed=0):
         if dataset is not self.examples.dataset:  # evaluation datasets keep the default sampler
             return super().get_batch_sampler(dataset, batch_size, drop_last, valid_label_columns, generator, seed)
-        return NoFalseNegativesBatchSampler(dataset, batch_size, drop_last, valid_label_columns, generator, seed,
-                                            examples=self.examples, world_size=self.args.world_size)
+        # drop_last=False even under DDP, where sentence-transformers forces dataloader_drop_last=True
+        # against uneven last batches: this sampler never makes one, and would otherwise drop every
+        # global batch the labels keep below batch_size x processes (most of them on small corpora).
+        self.train_batch_sampler = NoFalseNegativesBatchSampler(
+            dataset, batch_size, False, valid_label_columns, generator, seed, examples=self.examples,
+            world_size=self.args.world_size, epochs=math.ceil(self.args.num_train_epochs))
+        return self.train_batch_sampler
+
+
+class _SamplerEpochCallback(TrainerCallback):
+    """Tell the batch sampler the epoch at the start of every epoch, resumed ones included.
+
+    When a run resumes mid-epoch, the Trainer wraps the dataloader to skip the batches already
+    trained; with several processes the chain is SkipBatchSampler -> accelerate's BatchSamplerShard
+    -> our sampler, and neither accelerate 1.15 nor transformers 5 reaches that deep with
+    ``set_epoch``: the resumed epoch would replay epoch 0's order.
+    """
+
+    def __init__(self, trainer: EmbeddingTrainer) -> None:
+        self.trainer = trainer
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        if self.trainer.train_batch_sampler is not None:
+            # state.epoch is the fractional epoch reached: an integer at an epoch boundary.
+            self.trainer.train_batch_sampler.set_epoch(int(state.epoch + 1e-6) if state.epoch else 0)
+        return control
+
+
+class GatherRecordingMNRL(MultipleNegativesRankingLoss):
+    """MultipleNegativesRankingLoss that records what each query was contrasted with (a test hook).
+
+    Used instead of the plain loss only when $RAGTUNE_DEBUG_DIR is set. Per training micro-batch it
+    keeps the number of local rows and of candidate passages in the loss (gathered from every rank
+    with ``gather_across_devices``), and a checksum of each rank's slice of the gathered candidates
+    next to this rank's own embeddings, so a test can check that the candidates came from every rank
+    and that hard negatives stayed aligned with their queries.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.records: list[dict[str, Any]] = []
+
+    def compute_loss_from_embeddings(self, embeddings, labels):
+        seen = []
+        similarity = self.similarity_fct
+
+        def recording(a, b):  # the first call is queries x all candidates (query_to_doc)
+            if not seen:
+                seen.append(b.detach())
+            return similarity(a, b)
+
+        self.similarity_fct = recording
+        try:
+            loss = super().compute_loss_from_embeddings(embeddings, labels)
+        finally:
+            self.similarity_fct = similarity
+        local, columns, candidates = embeddings[0].shape[0], len(embeddings) - 1, seen[0]
+        per_column = candidates.shape[0] // columns
+        self.records.append({
+            "local_rows": local, "candidates": candidates.shape[0], "columns": columns,
+            "gathered": [[float(candidates[c * per_column + r * local:c * per_column + (r + 1) * local].sum())
+                          for r in range(per_column // local)] for c in range(columns)],
+            "local": [float(e.detach().sum()) for e in embeddings[1:]],
+        })
+        return loss
 
 
 class DevRetrievalEvaluator(SentenceEvaluator):

@@ -32,10 +32,13 @@ class NegativeCandidates:
 
 def mine_candidates(queries: Sequence[LabelledQuery], corpus: Corpus, source: str = "both",
                     rank_range: tuple[int, int] = (3, 50), dense_model=None,
-                    batch_size: int = 32) -> NegativeCandidates:
+                    batch_size: int = 32, bm25_index: BM25Index | None = None,
+                    passage_embeddings=None) -> NegativeCandidates:
     """Candidates from ranks ``rank_range[0]``..``rank_range[1]`` (1-based, inclusive) of each source.
 
     The window skips the very top ranks, where unlabelled true positives hide in small domain corpora.
+    A caller that also retrieves with the same corpus (e.g. a reranker's first stage) passes its
+    ``bm25_index`` and the dense model's ``passage_embeddings`` so the corpus is indexed only once.
     """
     lo, hi = rank_range
     if lo < 1 or hi < lo:
@@ -46,7 +49,7 @@ def mine_candidates(queries: Sequence[LabelledQuery], corpus: Corpus, source: st
     rankings: list[list[list[str]]] = []
     used: list[str] = []
     if source in ("bm25", "both"):
-        index = BM25Index(corpus.texts)
+        index = bm25_index if bm25_index is not None else BM25Index(corpus.texts)
         idx, _ = index.top_k(texts, hi)
         rankings.append([[corpus.ids[i] for i in row] for row in idx])
         used.append("bm25")
@@ -54,7 +57,10 @@ def mine_candidates(queries: Sequence[LabelledQuery], corpus: Corpus, source: st
         from .retrieval import encode_passages, encode_queries, top_k_dense
 
         q_emb = encode_queries(dense_model, texts, batch_size=batch_size)
-        p_emb = encode_passages(dense_model, corpus.texts, batch_size=batch_size, show_progress_bar=len(corpus) > 1000)
+        p_emb = passage_embeddings
+        if p_emb is None:
+            p_emb = encode_passages(dense_model, corpus.texts, batch_size=batch_size,
+                                    show_progress_bar=len(corpus) > 1000)
         idx, _ = top_k_dense(q_emb, p_emb, hi)
         rankings.append([[corpus.ids[i] for i in row] for row in idx])
         used.append("dense")

@@ -33,9 +33,10 @@ T = TypeVar("T")
 def setup_logging(is_main_process: bool = True) -> None:
     """INFO on the main process, warnings only on the others (one readable log under accelerate)."""
     level = logging.INFO if is_main_process else logging.WARNING
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
-                        level=level, force=True)
-    for noisy in ("httpx", "httpcore", "urllib3", "filelock", "huggingface_hub"):
+    # No force=True: keep handlers already installed (a notebook's, pytest's log capture).
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", level=level)
+    logging.getLogger().setLevel(level)
+    for noisy in ("httpx", "httpx2", "httpcore", "urllib3", "filelock", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     import transformers
 
@@ -130,6 +131,9 @@ class InterruptCheckpointCallback(TrainerCallback):
     def __init__(self) -> None:
         self.received: int | None = None
         self._previous: dict[int, Any] = {}
+        # Test hook: RAGTUNE_TEST_SIGTERM_AT_STEP=N has rank 0 send a real SIGTERM after step N to
+        # the launcher (which forwards it to every rank, as on a disconnect) or, unlaunched, to itself.
+        self._test_sigterm_at = int(os.environ.get("RAGTUNE_TEST_SIGTERM_AT_STEP") or 0)
 
     def install(self) -> "InterruptCheckpointCallback":
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -149,10 +153,31 @@ class InterruptCheckpointCallback(TrainerCallback):
                        signal.Signals(signum).name)
 
     def on_step_end(self, args, state, control, **kwargs):
+        if self._test_sigterm_at and state.global_step == self._test_sigterm_at and is_main_process():
+            os.kill(os.getppid() if is_distributed() else os.getpid(), signal.SIGTERM)
+        self.synchronize(args.device)
         if self.received is not None:
             control.should_save = True
             control.should_training_stop = True
         return control
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        # Test hook ($RAGTUNE_DEBUG_DIR): each rank records the weights it ends with (best model loaded).
+        debug_dump("train_end", lambda: {"global_step": state.global_step, "weights": weights_checksum(model)})
+        return control
+
+    def synchronize(self, device: Any = "cpu") -> None:
+        """Under DDP, stop on every rank when any rank got the signal (one scalar all-reduce per step).
+
+        ``accelerate launch`` forwards SIGTERM/SIGINT to each process separately, so the ranks can see
+        it at different steps; a rank that stopped alone would leave the others waiting forever.
+        """
+        if not is_distributed():
+            return
+        flag = torch.tensor([self.received or 0], dtype=torch.int64, device=device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        if flag.item() and self.received is None:
+            self.received = int(flag.item())
 
     @property
     def exit_code(self) -> int:
@@ -201,9 +226,21 @@ def total_optimizer_steps(num_examples: int, batch_size: int, grad_accum: int, e
     return max(1, math.ceil(batches / grad_accum)) * epochs
 
 
+def _has_accelerator() -> bool:
+    """A GPU (or another torch accelerator) is present."""
+    accelerator = getattr(torch, "accelerator", None)  # torch >= 2.6
+    if accelerator is not None and hasattr(accelerator, "is_available"):
+        return bool(accelerator.is_available())
+    return torch.cuda.is_available()
+
+
 def trainer_kwargs(args: argparse.Namespace, precision: Precision, has_dev: bool, metric_key: str,
-                   output_dir: str) -> dict[str, Any]:
-    """Arguments common to SentenceTransformerTrainingArguments and CrossEncoderTrainingArguments."""
+                   output_dir: str, eval_on_start: bool = True) -> dict[str, Any]:
+    """Arguments common to SentenceTransformerTrainingArguments and CrossEncoderTrainingArguments.
+
+    ``eval_on_start=False`` when resuming: the base model's dev metrics are already in the restored
+    log history, and a second evaluation would count against early stopping's patience.
+    """
     kwargs: dict[str, Any] = dict(
         output_dir=output_dir,
         num_train_epochs=args.epochs,
@@ -228,15 +265,20 @@ def trainer_kwargs(args: argparse.Namespace, precision: Precision, has_dev: bool
         seed=args.seed,
         data_seed=args.seed,
         dataloader_num_workers=args.dataloader_num_workers,
-        # Frozen layers leave parameters without gradients; DDP must not wait for them.
-        ddp_find_unused_parameters=bool(getattr(args, "freeze_layers", 0)),
+        # DDP (accelerate launch): frozen layers need nothing (requires_grad=False parameters are not
+        # DDP's), but the encoder's pooler (BERT, XLM-R) is trainable and unused by mean/CLS pooling;
+        # with False, DDP stops at the second step ("Expected to have finished reduction").
+        ddp_find_unused_parameters=True,
+        # A multi-GPU accelerate config on a machine without a GPU: N gloo processes on the CPU
+        # (without this, each process would train alone on a full copy of the data).
+        use_cpu=int(os.environ.get("WORLD_SIZE", "1")) > 1 and not _has_accelerator(),
         disable_tqdm=not local_rank_is_main(),
     )
     if has_dev:
         kwargs.update(
             eval_strategy="steps",
             eval_steps=args.evaluation_steps,
-            eval_on_start=True,
+            eval_on_start=eval_on_start,
             load_best_model_at_end=True,
             metric_for_best_model=metric_key,
             greater_is_better=True,
@@ -250,6 +292,27 @@ def early_stopping_callbacks(args: argparse.Namespace, has_dev: bool) -> list[Tr
     if has_dev and args.early_stopping_patience > 0:
         return [EarlyStoppingCallback(early_stopping_patience=args.early_stopping_patience)]
     return []
+
+
+class SaveBestCheckpointCallback(TrainerCallback):
+    """Also save a checkpoint at every dev evaluation that improves the best metric (after step 0).
+
+    ``load_best_model_at_end`` can only go back to a checkpoint that exists: with
+    ``--checkpoint_save_steps`` a multiple of ``--evaluation_steps``, a best evaluation that falls
+    between two saves would otherwise be lost and a worse checkpoint become the final model.
+    """
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        key = args.metric_for_best_model
+        if not key or not metrics or state.global_step == 0:
+            return control
+        value = metrics.get(key if key.startswith("eval_") else f"eval_{key}")
+        if value is None:
+            return control
+        best = state.best_metric
+        if best is None or (value > best if args.greater_is_better else value < best):
+            control.should_save = True
+        return control
 
 
 # ---------------------------------------------------------------------------- distributed helpers
@@ -274,6 +337,33 @@ def compute_on_main_and_share(fn: Callable[[], T]) -> T:
     payload = [fn() if is_main_process() else None]
     torch.distributed.broadcast_object_list(payload, src=0)
     return payload[0]
+
+
+DEBUG_DIR_ENV = "RAGTUNE_DEBUG_DIR"
+
+
+def debug_dump(name: str, payload: Callable[[], dict[str, Any]]) -> None:
+    """Test hook: with $RAGTUNE_DEBUG_DIR set, every rank writes ``<dir>/<name>.rank<R>.json``.
+
+    ``payload`` is only called when the variable is set, so the hook costs nothing otherwise.
+    The distributed tests compare the ranks' files (dev split, training rows, final weights).
+    """
+    directory = os.environ.get(DEBUG_DIR_ENV)
+    if not directory:
+        return
+    rank = torch.distributed.get_rank() if is_distributed() else 0
+    write_json(Path(directory) / f"{name}.rank{rank}.json", {"rank": rank, "world_size": world_size(), **payload()})
+
+
+def weights_checksum(model: torch.nn.Module) -> str:
+    """SHA-256 of every parameter and buffer, in name order (equal models give equal sums)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------------------- outputs

@@ -1,0 +1,312 @@
+"""Answer generation from retrieved contexts, and answer metrics.
+
+Generators: any OpenAI-compatible endpoint, or a local transformers causal LM (optionally with a
+LoRA adapter loaded with peft). Both run greedy / temperature 0 and go through the same disk
+cache as the judge, so a rerun generates nothing.
+
+Metrics (per query, then the mean; BLEU at corpus level):
+  string_presence     1 if the normalised reference answer occurs in the normalised generated answer
+  rouge_l             ROUGE-L F1 (rouge_score) on lower-cased Unicode word tokens: Vietnamese letters
+                      with diacritics survive, unlike rouge_score's default [a-z0-9] tokenizer
+  bleu4               sacrebleu corpus BLEU-4 (13a tokenizer, exponential smoothing), divided by 100
+  groundedness        judge: share of the answer's claims supported by the contexts
+  response_relevancy  judge + embeddings: mean cosine between the question and 3 questions generated
+                      from the answer; 0 if the judge finds the answer noncommittal (RAGAS)
+  noise_sensitivity   judge: share of the answer's claims that are wrong (per the reference answer)
+                      yet supported by a retrieved context; lower is better (RAGAS)
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import unicodedata
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import UserError
+from .judge import (CachedLLM, Judge, LLMCache, Messages, groundedness_prompt, noise_prompt, parse_claims,
+                    parse_questions, relevancy_prompt)
+
+logger = logging.getLogger(__name__)
+
+ANSWER_METRICS = ("string_presence", "rouge_l", "bleu4", "groundedness", "response_relevancy", "noise_sensitivity")
+JUDGED_ANSWER_METRICS = ("groundedness", "response_relevancy", "noise_sensitivity")
+
+GENERATOR_SYSTEM = ("You answer questions using only the numbered contexts provided. Answer concisely, in the "
+                    "language of the question. If the contexts do not contain the answer, say that you do not know.")
+
+
+def answer_messages(question: str, contexts: Sequence[str]) -> Messages:
+    numbered = "\n".join(f"[{i}] {c}" for i, c in enumerate(contexts, start=1))
+    return [{"role": "system", "content": GENERATOR_SYSTEM},
+            {"role": "user", "content": f"Contexts:\n{numbered}\n\nQuestion: {question}"}]
+
+
+# ---------------------------------------------------------------------------- string metrics
+
+
+class UnicodeWordTokenizer:
+    """rouge_score tokenizer: NFC, lower case, Unicode word characters (``\\w+``), so "được" stays "được"."""
+
+    _word = re.compile(r"\w+", re.UNICODE)
+
+    def tokenize(self, text: str) -> list[str]:
+        return self._word.findall(unicodedata.normalize("NFC", text or "").lower())
+
+
+_SCORER = None
+_SCORER_LOCK = threading.Lock()
+
+
+def _rouge_scorer():
+    global _SCORER
+    with _SCORER_LOCK:
+        if _SCORER is None:
+            from rouge_score import rouge_scorer
+
+            _SCORER = rouge_scorer.RougeScorer(["rougeL"], tokenizer=UnicodeWordTokenizer())
+    return _SCORER
+
+
+def rouge_l(prediction: str, reference: str) -> float:
+    """ROUGE-L F1 between two texts with :class:`UnicodeWordTokenizer`."""
+    return float(_rouge_scorer().score(reference or "", prediction or "")["rougeL"].fmeasure)
+
+
+def bleu4(predictions: Sequence[str], references: Sequence[str]) -> float:
+    """Corpus BLEU-4 with sacrebleu's defaults (13a tokenizer, exp smoothing), in [0, 1]."""
+    import sacrebleu
+
+    if not predictions:
+        return 0.0
+    preds = [unicodedata.normalize("NFC", p or "") for p in predictions]
+    refs = [unicodedata.normalize("NFC", r or "") for r in references]
+    return float(sacrebleu.corpus_bleu(preds, [refs]).score) / 100.0
+
+
+def normalize_answer(text: str) -> str:
+    text = unicodedata.normalize("NFC", text or "").lower()
+    text = re.sub(r"[^\w\s]", " ", text)
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def string_presence(prediction: str, reference: str) -> float:
+    ref = normalize_answer(reference)
+    return 1.0 if ref and ref in normalize_answer(prediction) else 0.0
+
+
+# ---------------------------------------------------------------------------- generators
+
+
+class EndpointGenerator:
+    """Answers from an OpenAI-compatible endpoint, through the disk cache, in parallel."""
+
+    def __init__(self, llm: CachedLLM, judge_pool: Judge) -> None:
+        self.llm = llm
+        self.pool = judge_pool
+        self.model_id = llm.model_id
+
+    def generate(self, prompts: Sequence[Messages]) -> list[str]:
+        jobs = [lambda m=m: self.llm.ask(m, "generate") for m in prompts]
+        return [(a or "").strip() for a in self.pool.run_all(jobs, "generate")]
+
+
+class LocalGenerator:
+    """A local transformers causal LM (plus an optional peft LoRA adapter), greedy, batched, cached."""
+
+    def __init__(self, path: str, adapter: str | None, cache: LLMCache, max_new_tokens: int = 256,
+                 batch_size: int = 4, device: str | None = None) -> None:
+        from .evaluation import folder_fingerprint
+
+        self.path = Path(path).expanduser()
+        if not self.path.is_dir() or not (self.path / "config.json").exists():
+            raise UserError(f"--generator_local: {path} is not a model folder (no config.json)")
+        self.adapter = Path(adapter).expanduser() if adapter else None
+        if self.adapter is not None and not (self.adapter / "adapter_config.json").exists():
+            raise UserError(f"--generator_adapter: {adapter} is not a peft adapter folder (no adapter_config.json)")
+        ident = f"local:{folder_fingerprint(self.path)}"
+        if self.adapter is not None:
+            ident += f"+lora:{folder_fingerprint(self.adapter)}"
+        self.model_id = ident
+        self.cache = cache
+        self.max_new_tokens = max_new_tokens
+        self.batch_size = max(1, batch_size)
+        self.device = device
+        self.requests = 0
+        self._model = None
+        self._tokenizer = None
+
+    def _load(self) -> None:
+        if self._model is not None:
+            return
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(self.path))
+            model = AutoModelForCausalLM.from_pretrained(str(self.path))
+        except Exception as err:  # noqa: BLE001 - any load failure is the user's folder
+            raise UserError(f"--generator_local: cannot load a causal LM from {self.path}: "
+                            f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from err
+        if self.adapter is not None:
+            try:
+                from peft import PeftModel
+
+                model = PeftModel.from_pretrained(model, str(self.adapter))
+            except Exception as err:  # noqa: BLE001
+                raise UserError(f"--generator_adapter: cannot load the LoRA adapter {self.adapter} on "
+                                f"{self.path}: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from err
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token or tokenizer.sep_token or tokenizer.unk_token
+        if self.device:
+            model.to(self.device)
+        model.eval()
+        self._model, self._tokenizer = model, tokenizer
+
+    def _render(self, messages: Messages) -> str:
+        tokenizer = self._tokenizer
+        if getattr(tokenizer, "chat_template", None):
+            return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return "\n\n".join(m["content"] for m in messages) + "\n\nAnswer:"
+
+    def generate(self, prompts: Sequence[Messages]) -> list[str]:
+        import torch
+        from tqdm.auto import tqdm
+
+        params = {"temperature": 0.0, "max_tokens": self.max_new_tokens}
+        keys = [LLMCache.key(self.model_id, m, params) for m in prompts]
+        answers: list[str | None] = [self.cache.get(k) for k in keys]
+        todo = [i for i, a in enumerate(answers) if a is None]
+        if todo:
+            self._load()
+            model, tokenizer = self._model, self._tokenizer
+            limit = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions",
+                                                                                       2048)
+            max_input = max(16, int(limit) - self.max_new_tokens)
+            for start in tqdm(range(0, len(todo), self.batch_size), desc="generate (local)", leave=False):
+                batch = todo[start:start + self.batch_size]
+                texts = [self._render(prompts[i]) for i in batch]
+                tokenizer.truncation_side = "left"
+                enc = tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=max_input,
+                                add_special_tokens=False)
+                enc = {k: v.to(model.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+                with torch.no_grad():
+                    out = model.generate(**enc, max_new_tokens=self.max_new_tokens, do_sample=False,
+                                         pad_token_id=tokenizer.pad_token_id)
+                for i, row in zip(batch, out[:, enc["input_ids"].shape[1]:]):
+                    text = tokenizer.decode(row, skip_special_tokens=True).strip()
+                    answers[i] = text
+                    self.cache.put(keys[i], text, {"model": self.model_id, "kind": "generate"})
+                self.requests += len(batch)
+        return [a or "" for a in answers]
+
+
+# ---------------------------------------------------------------------------- evaluation
+
+
+def evaluate_answers(systems: Sequence[Any], queries: Sequence[Any], corpus: Any, ks: Sequence[int], generator: Any,
+                     judge: Judge | None, embed_queries: Any | None) -> list[dict[str, Any]]:
+    """Generate an answer per (system, k, query) from its top-k contexts, and score it.
+
+    Adds per-query values to each system (``add_per_query_metrics``) and corpus BLEU to its metrics;
+    returns one record per answer for answers.csv. ``embed_queries(texts) -> normalised vectors`` is
+    needed for response relevancy; without it (or without a judge) the judged metrics are skipped.
+    """
+    from .evaluation import add_per_query_metrics
+
+    slots: list[tuple[int, int, int]] = []  # (system, k, query)
+    prompts: list[Messages] = []
+    for si, system in enumerate(systems):
+        for k in ks:
+            for qi, query in enumerate(queries):
+                contexts = [corpus.texts[pi] for pi in system.ranked[qi][:k]]
+                slots.append((si, k, qi))
+                prompts.append(answer_messages(query.query, contexts))
+    logger.info("Generating %d answers (%d systems x %d k x %d queries) with %s", len(prompts), len(systems),
+                len(ks), len(queries), generator.model_id)
+    answers = generator.generate(prompts)
+
+    judged: dict[int, dict[str, Any]] = {}
+    if judge is not None:
+        jobs, keys = [], []
+        for n, ((si, k, qi), answer) in enumerate(zip(slots, answers)):
+            query = queries[qi]
+            contexts = [corpus.texts[pi] for pi in systems[si].ranked[qi][:k]]
+            name = systems[si].name
+            jobs.append(lambda q=query, a=answer, c=contexts, s=name: judge.ask(
+                groundedness_prompt(q.query, a, c), lambda t: parse_claims(t, {"supported": "flag"}),
+                "groundedness", q.row, system=s))
+            keys.append((n, "groundedness"))
+            if embed_queries is not None:
+                jobs.append(lambda q=query, a=answer, s=name: judge.ask(
+                    relevancy_prompt(a), parse_questions, "response_relevancy", q.row, system=s))
+                keys.append((n, "relevancy"))
+            if query.answer:
+                jobs.append(lambda q=query, a=answer, c=contexts, s=name: judge.ask(
+                    noise_prompt(q.query, q.answer, a, c), lambda t, n_c=len(c): parse_claims(
+                        t, {"correct": "flag", "supported_by": "indices"}, n_c), "noise_sensitivity", q.row,
+                    system=s))
+                keys.append((n, "noise"))
+        for (n, name), value in zip(keys, judge.run_all(jobs, "judge: answers")):
+            judged.setdefault(n, {})[name] = value
+
+    relevancy: dict[int, float | None] = {}
+    if judge is not None and embed_queries is not None:
+        texts: list[str] = []
+        plan: list[tuple[int, int, int]] = []  # (answer index, first text, count)
+        for n, found in judged.items():
+            if "relevancy" not in found:
+                continue
+            if found["relevancy"] is None:
+                relevancy[n] = None
+                continue
+            questions, noncommittal = found["relevancy"]
+            if noncommittal or not questions:
+                relevancy[n] = 0.0
+                continue
+            plan.append((n, len(texts), len(questions)))
+            texts += [queries[slots[n][2]].query] + questions
+        if texts:
+            vectors = np.asarray(embed_queries(texts), dtype=np.float32)
+            for n, first, count in plan:
+                question, generated = vectors[first], vectors[first + 1:first + 1 + count]
+                relevancy[n] = float(np.mean(generated @ question))
+
+    records = []
+    per_system: dict[int, list[dict[str, float | None]]] = {si: [{} for _ in queries] for si in range(len(systems))}
+    bleu_inputs: dict[tuple[int, int], tuple[list[str], list[str]]] = {}
+    for n, ((si, k, qi), answer) in enumerate(zip(slots, answers)):
+        query = queries[qi]
+        values = per_system[si][qi]
+        has_ref = bool(query.answer)
+        values[f"string_presence@{k}"] = string_presence(answer, query.answer) if has_ref else None
+        values[f"rouge_l@{k}"] = rouge_l(answer, query.answer) if has_ref else None
+        if has_ref:
+            preds, refs = bleu_inputs.setdefault((si, k), ([], []))
+            preds.append(answer)
+            refs.append(query.answer)
+        found = judged.get(n, {})
+        if judge is not None:
+            claims = found.get("groundedness")
+            values[f"groundedness@{k}"] = (sum(c["supported"] for c in claims) / len(claims)) if claims else None
+            if embed_queries is not None:
+                values[f"response_relevancy@{k}"] = relevancy.get(n)
+            if has_ref:
+                claims = found.get("noise")
+                values[f"noise_sensitivity@{k}"] = (
+                    sum(1 for c in claims if not c["correct"] and c["supported_by"]) / len(claims)) if claims else None
+            else:
+                values[f"noise_sensitivity@{k}"] = None
+        records.append({"system": systems[si].name, "k": k, "row": query.row, "query": query.query,
+                        "reference": query.answer, "answer": answer,
+                        **{key.split("@")[0]: value for key, value in values.items() if key.endswith(f"@{k}")}})
+    for si, system in enumerate(systems):
+        add_per_query_metrics(system, per_system[si])
+        for k in ks:
+            preds, refs = bleu_inputs.get((si, k), ([], []))
+            system.metrics[f"bleu4@{k}"] = bleu4(preds, refs) if preds else None
+    return records

@@ -1,0 +1,383 @@
+"""Cross-encoder reranker fine-tuning pieces: model loading, labelled pairs, first stage, dev evaluator.
+
+The reranker reads (query, passage) pairs and outputs one logit. It is trained pointwise with
+binary cross-entropy on every labelled positive (label 1) and, per positive, mined hard negatives
+and uniform random negatives (label 0), never a passage labelled relevant to the query. On the dev
+split it reorders the top-N candidates of a first stage (BM25, or a fine-tuned embedding model),
+the way it is used in a RAG pipeline.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from datasets import Dataset
+from sentence_transformers.base.evaluation import SentenceEvaluator
+from sentence_transformers.base.sampler import DefaultBatchSampler
+from sentence_transformers.cross_encoder import CrossEncoderTrainer
+
+from .bm25 import BM25Index
+from .data import Corpus, LabelledQuery
+from .errors import UserError
+from .metrics import DEFAULT_KS, TRAINING_METRICS, mean_metrics, query_metrics
+from .models import load_or_explain
+from .negatives import NegativeCandidates, draw_negatives, draw_random_negatives, mine_candidates
+from .retrieval import encode_passages, encode_queries, top_k_dense
+
+logger = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------------- model
+
+
+def load_reranker(name: str, max_seq_length: int, flag: str = "--base_model"):
+    """A one-logit CrossEncoder in fp32 (AMP, if any, is the Trainer's job), with a new head if needed.
+
+    A plain encoder (BertModel, XLMRobertaModel, a sentence-transformers embedding model) has no
+    sequence-classification head: transformers adds a randomly initialised one, which we say.
+    """
+    from sentence_transformers import CrossEncoder
+    from transformers import AutoConfig
+
+    config = load_or_explain(AutoConfig.from_pretrained, name, flag)
+    architectures = list(getattr(config, "architectures", None) or [])
+    has_head = any(a.endswith("ForSequenceClassification") for a in architectures)
+    generative = any(a.endswith("ForCausalLM") for a in architectures)  # yes/no-logit rerankers (Qwen3-Reranker)
+    model_kwargs: dict[str, Any] = {"dtype": torch.float32}  # never half: checkpoints saved in fp16 load as fp32
+    if has_head and getattr(config, "num_labels", 1) != 1:
+        logger.warning("%s %s has a %d-label classification head; replacing it with a new 1-logit reranker head, "
+                       "which starts untrained", flag, name, config.num_labels)
+        model_kwargs["ignore_mismatched_sizes"] = True
+    elif not has_head and not generative:
+        logger.warning("%s %s has no sequence-classification head (architectures: %s): adding a new 1-logit head, "
+                       "which starts untrained (the 'base' dev metrics are those of a random head)", flag, name,
+                       ", ".join(architectures) or "none recorded")
+    model = load_or_explain(CrossEncoder, name, flag, num_labels=1, max_length=max_seq_length,
+                            model_kwargs=model_kwargs)
+    model.max_seq_length = max_seq_length
+    return model
+
+
+# ---------------------------------------------------------------------------- training pairs
+
+
+@dataclass
+class ExampleGroup:
+    """One labelled positive of a query with the negatives drawn for it."""
+
+    query_index: int
+    positive_id: str
+    hard_ids: list[str]
+    random_ids: list[str]
+
+
+@dataclass
+class RerankerExamples:
+    """Rows (query, passage, label) for BinaryCrossEntropyLoss, and the groups they come from."""
+
+    dataset: Dataset
+    groups: list[ExampleGroup]
+    relevant_by_query: dict[str, set[str]]
+    hard_filled_randomly: int = 0
+
+    @property
+    def num_positives(self) -> int:
+        return len(self.groups)
+
+    @property
+    def num_negatives(self) -> int:
+        return len(self.dataset) - self.num_positives
+
+    @property
+    def pos_weight(self) -> float:
+        """Negatives per positive: BCE's positive-class weight that balances the two classes."""
+        return self.num_negatives / max(1, self.num_positives)
+
+
+def relevant_by_query_text(queries: Sequence[LabelledQuery]) -> dict[str, set[str]]:
+    """Every passage labelled relevant to a query text, across rows that repeat the query."""
+    relevant: dict[str, set[str]] = {}
+    for query in queries:
+        relevant.setdefault(query.query.casefold(), set()).update(query.relevant_ids)
+    return relevant
+
+
+def clamp_negative_counts(queries: Sequence[LabelledQuery], corpus: Corpus, num_hard: int,
+                          num_random: int) -> tuple[int, int]:
+    """Cut the negatives per positive to what the corpus holds besides the query's relevant passages."""
+    relevant = relevant_by_query_text(queries)
+    available = len(corpus) - min((len(ids) for ids in relevant.values()), default=0)
+    if num_hard > available:
+        logger.warning("--num_hard_negatives %d is more than the corpus allows: it has at most %d passages not "
+                       "labelled relevant to a query; using %d", num_hard, available, available)
+        num_hard = available
+    if num_random > available - num_hard:
+        logger.warning("--num_random_negatives %d: only %d passage(s) per query are left after %d hard negatives; "
+                       "using %d", num_random, available - num_hard, num_hard, available - num_hard)
+        num_random = available - num_hard
+    return num_hard, num_random
+
+
+def build_reranker_examples(queries: Sequence[LabelledQuery], corpus: Corpus, candidates: NegativeCandidates | None,
+                            num_hard: int, num_random: int, seed: int) -> RerankerExamples:
+    """Per (query, labelled positive): the positive, ``num_hard`` hard and ``num_random`` random negatives.
+
+    Hard negatives come from the query's mined candidates, preferring ones not yet used for another
+    positive of the same query; when the mining window runs short, uniform negatives fill the slots.
+    Random negatives are uniform over the corpus. No negative is ever labelled relevant to the query
+    (in any row with the same text), and a positive's negatives are distinct. Queries whose corpus
+    holds fewer non-relevant passages get fewer (see :func:`clamp_negative_counts`).
+    """
+    rng = random.Random(seed)
+    relevant_by_query = relevant_by_query_text(queries)
+    groups: list[ExampleGroup] = []
+    filled = 0
+    for qi, query in enumerate(queries):
+        relevant = relevant_by_query[query.query.casefold()]
+        pool = candidates.per_query[qi] if candidates is not None else []
+        used: set[str] = set()
+        for pid in query.relevant_ids:
+            hard = draw_negatives(pool, num_hard, rng, exclude=relevant | used)
+            if len(hard) < num_hard:  # fresh candidates exhausted: reuse those of the query's other positives
+                hard += draw_negatives(pool, num_hard - len(hard), rng, exclude=relevant | set(hard))
+            if len(hard) < num_hard:  # the mining window itself is too small
+                extra = draw_random_negatives(corpus, num_hard - len(hard), rng, exclude=relevant | set(hard))
+                filled += len(extra)
+                hard += extra
+            used.update(hard)
+            rand = draw_random_negatives(corpus, num_random, rng, exclude=relevant | set(hard))
+            groups.append(ExampleGroup(qi, pid, hard, rand))
+    columns: dict[str, list] = {"query": [], "passage": [], "label": []}
+    for group in groups:
+        text = queries[group.query_index].query
+        for pid, label in [(group.positive_id, 1.0)] + [(n, 0.0) for n in group.hard_ids + group.random_ids]:
+            columns["query"].append(text)
+            columns["passage"].append(corpus.text(pid))
+            columns["label"].append(label)
+    return RerankerExamples(Dataset.from_dict(columns), groups, relevant_by_query, filled)
+
+
+# ---------------------------------------------------------------------------- batching
+
+
+def pair_lengths(model, dataset: Dataset) -> list[int]:
+    """Tokens per (query, passage) row after truncation to the model's max length."""
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is None:  # no text tokenizer: characters are a fine proxy for sorting
+        return [len(q) + len(p) for q, p in zip(dataset["query"], dataset["passage"])]
+    encoded = tokenizer(list(dataset["query"]), list(dataset["passage"]), truncation="longest_first",
+                        max_length=model.max_seq_length)
+    return [len(ids) for ids in encoded["input_ids"]]
+
+
+class StepLengthGroupedBatchSampler(DefaultBatchSampler):
+    """Random examples per optimizer step, as with plain shuffling, sorted by length into its micro-batches.
+
+    Batches are padded to their longest pair (dynamic padding), so a micro-batch that mixes a short
+    and a 512-token pair pays 512 tokens for both. Here the shuffled examples are cut into groups of
+    one optimizer step (batch_size x gradient_accumulation_steps x processes) and each group is
+    sorted by length before it is cut into micro-batches: every optimizer step sums the gradients of
+    the same examples as without sorting (the loss is pointwise), with much less padding. Seeded by
+    epoch, so a resumed run sees the same batches.
+    """
+
+    def __init__(self, dataset: Dataset, batch_size: int, drop_last: bool, valid_label_columns=None,
+                 generator=None, seed: int = 0, *, lengths: Sequence[int], group_size: int) -> None:
+        super().__init__(dataset, batch_size=batch_size, drop_last=drop_last,
+                         valid_label_columns=valid_label_columns, generator=generator, seed=seed)
+        self.lengths = list(lengths)
+        self.group_size = max(batch_size, group_size - group_size % batch_size)
+
+    def _batches(self) -> list[list[int]]:
+        order = list(range(len(self.lengths)))
+        random.Random(self.seed + self.epoch).shuffle(order)
+        batches = []
+        for start in range(0, len(order), self.group_size):
+            group = sorted(order[start:start + self.group_size], key=self.lengths.__getitem__)
+            batches += [group[i:i + self.batch_size] for i in range(0, len(group), self.batch_size)]
+        if self.drop_last and batches and len(batches[-1]) < self.batch_size:
+            batches.pop()
+        return batches
+
+    def __iter__(self):
+        yield from self._batches()
+
+    def __len__(self) -> int:
+        full, rest = divmod(len(self.lengths), self.batch_size)
+        return full + (1 if rest and not self.drop_last else 0)
+
+
+class RerankerTrainer(CrossEncoderTrainer):
+    """CrossEncoderTrainer whose training batches come from :class:`StepLengthGroupedBatchSampler`."""
+
+    def __init__(self, *args: Any, lengths: Sequence[int], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lengths = lengths
+
+    def get_batch_sampler(self, dataset, batch_size, drop_last, valid_label_columns=None, generator=None, seed=0):
+        if dataset is not self.train_dataset or len(dataset) != len(self.lengths):
+            return super().get_batch_sampler(dataset, batch_size, drop_last, valid_label_columns, generator, seed)
+        group = batch_size * self.args.gradient_accumulation_steps * self.args.world_size
+        return StepLengthGroupedBatchSampler(dataset, batch_size, drop_last, valid_label_columns, generator, seed,
+                                             lengths=self.lengths, group_size=group)
+
+
+# ---------------------------------------------------------------------------- first stage
+
+
+class FirstStage:
+    """The retriever whose top-N the reranker reorders; the corpus is indexed and encoded once.
+
+    BM25 by default; the ``embedding_model`` (a fine-tuned SentenceTransformer) when given. The same
+    index and passage embeddings serve hard-negative mining.
+    """
+
+    def __init__(self, corpus: Corpus, embedding_model=None, batch_size: int = 32) -> None:
+        self.corpus = corpus
+        self.embedding_model = embedding_model
+        self.batch_size = batch_size
+        self.bm25 = BM25Index(corpus.texts)
+        self.passage_embeddings = None
+        if embedding_model is not None:
+            self.passage_embeddings = encode_passages(embedding_model, corpus.texts, batch_size=batch_size,
+                                                      show_progress_bar=len(corpus) > 1000)
+        self.name = "dense" if embedding_model is not None else "bm25"
+
+    def rank(self, texts: Sequence[str], k: int) -> list[list[str]]:
+        """Top-k passage ids per query text."""
+        if not texts:
+            return []
+        if self.embedding_model is not None:
+            q_emb = encode_queries(self.embedding_model, texts, batch_size=self.batch_size)
+            idx, _ = top_k_dense(q_emb, self.passage_embeddings, k)
+        else:
+            idx, _ = self.bm25.top_k(list(texts), k)
+        return [[self.corpus.ids[i] for i in row] for row in idx]
+
+    def mine(self, queries: Sequence[LabelledQuery], source: str, rank_range: tuple[int, int]) -> NegativeCandidates:
+        return mine_candidates(queries, self.corpus, source, rank_range, dense_model=self.embedding_model,
+                               batch_size=self.batch_size, bm25_index=self.bm25,
+                               passage_embeddings=self.passage_embeddings)
+
+
+@dataclass
+class MinedData:
+    """What the main process computes once and shares: training candidates and dev first-stage lists."""
+
+    candidates: NegativeCandidates | None
+    dev_candidates: list[list[str]]
+    first_stage: str
+    sources: list[str] = field(default_factory=list)
+
+
+def mine_and_retrieve(train_queries: Sequence[LabelledQuery], dev_queries: Sequence[LabelledQuery], corpus: Corpus,
+                      embedding_model, source: str, rank_range: tuple[int, int], num_hard: int,
+                      top_n: int) -> MinedData:
+    stage = FirstStage(corpus, embedding_model)
+    candidates = stage.mine(train_queries, source, rank_range) if num_hard and source != "none" else None
+    dev = stage.rank([q.query for q in dev_queries], top_n)
+    return MinedData(candidates, dev, stage.name, candidates.sources if candidates else [])
+
+
+# ---------------------------------------------------------------------------- dev evaluator
+
+
+class DevRerankingEvaluator(SentenceEvaluator):
+    """hit/recall/MRR/nDCG at k of the reranked first-stage top-N on the dev queries (trec_eval definitions).
+
+    The candidate lists are fixed (computed once, before training), so the first stage's own metrics
+    are computed once too (:attr:`first_stage_metrics`); each call only scores the (query, candidate)
+    pairs. Rankings are by raw logit (no sigmoid, so no ties from saturation); equal scores keep the
+    first-stage order. A query whose relevant passages are not among its candidates scores 0.
+
+    Why not ``CrossEncoderRerankingEvaluator``: its MAP has no cutoff and it reports MRR/nDCG only at
+    one k; we want the same definitions as ``evaluate_rag.py`` at every k.
+    """
+
+    def __init__(self, corpus: Corpus, queries: Sequence[LabelledQuery], candidates: Sequence[Sequence[str]],
+                 ks: Sequence[int] = DEFAULT_KS, names: Sequence[str] = TRAINING_METRICS, name: str = "dev",
+                 batch_size: int = 32, primary_metric: str = "ndcg@5") -> None:
+        super().__init__()
+        if len(candidates) != len(queries):
+            raise ValueError(f"{len(candidates)} candidate lists for {len(queries)} queries")
+        self.queries = list(queries)
+        self.candidates = [list(c) for c in candidates]
+        self.ks = tuple(ks)
+        self.names = tuple(names)
+        self.name = name
+        self.batch_size = batch_size
+        self.primary_metric = primary_metric
+        self.pairs = [(q.query, corpus.text(pid)) for q, cands in zip(self.queries, self.candidates) for pid in cands]
+        self.first_stage_metrics = self.metrics_of(self.candidates)
+        self.candidate_recall = float(np.mean([
+            len(set(c) & set(q.relevant_ids)) / len(set(q.relevant_ids)) for q, c in zip(self.queries, self.candidates)
+        ])) if self.queries else 0.0
+
+    def metrics_of(self, rankings: Sequence[Sequence[str]]) -> dict[str, float]:
+        return mean_metrics([query_metrics(r, q.relevant_ids, self.ks, self.names)
+                             for r, q in zip(rankings, self.queries)])
+
+    def rerank(self, model) -> list[list[str]]:
+        scores = model.predict(self.pairs, batch_size=self.batch_size, show_progress_bar=False,
+                               activation_fn=torch.nn.Identity(), convert_to_numpy=True)
+        rankings, start = [], 0
+        for cands in self.candidates:
+            s = scores[start:start + len(cands)]
+            start += len(cands)
+            rankings.append([cands[i] for i in sorted(range(len(cands)), key=lambda i: -float(s[i]))])
+        return rankings
+
+    def compute(self, model) -> dict[str, float]:
+        return self.metrics_of(self.rerank(model))
+
+    def __call__(self, model, output_path: str | None = None, epoch: float = -1, steps: int = -1) -> dict[str, float]:
+        metrics = self.compute(model)
+        logger.info("dev @ step %s: %s", steps,
+                    ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k.endswith("@5")))
+        metrics = self.prefix_name_to_metrics(metrics, self.name)
+        self.store_metrics_in_model_card_data(model, metrics, epoch, steps)
+        return metrics
+
+    def get_config_dict(self) -> dict[str, Any]:
+        return {"ks": list(self.ks), "queries": len(self.queries),
+                "candidates_per_query": max((len(c) for c in self.candidates), default=0)}
+
+
+# ---------------------------------------------------------------------------- outputs
+
+
+def append_dev_metrics_to_card(output_dir: str | Path, table: str, description: str) -> None:
+    """Add the first stage / base / fine-tuned dev table to the model card (README.md) the trainer wrote.
+
+    It goes before the card's "Training Details" section (right after its own evaluation section), or at
+    the end of a card without one.
+    """
+    card = Path(output_dir) / "README.md"
+    text = card.read_text(encoding="utf-8") if card.exists() else ""
+    section = f"## Dev metrics: first stage, base and fine-tuned reranker\n\n{description}\n\n```\n{table}\n```\n\n"
+    anchor = "\n## Training Details"
+    if anchor in text:
+        head, _, tail = text.partition(anchor)
+        text = f"{head.rstrip()}\n\n{section}{anchor.lstrip()}{tail}"
+    else:
+        text = f"{text.rstrip()}\n\n{section}".lstrip()
+    card.write_text(text, encoding="utf-8")
+
+
+def validate_reranker_args(args) -> None:
+    """Flags only the reranker script has; raise UserError naming the flag."""
+    if args.num_random_negatives < 0:
+        raise UserError(f"--num_random_negatives must be >= 0, got {args.num_random_negatives}")
+    if args.rerank_top_n < max(DEFAULT_KS):
+        raise UserError(f"--rerank_top_n must be at least {max(DEFAULT_KS)} (metrics go up to @{max(DEFAULT_KS)}), "
+                        f"got {args.rerank_top_n}")
+    if args.hard_negative_source == "dense" and not args.embedding_model:
+        raise UserError("--hard_negative_source dense needs --embedding_model (the reranker itself cannot retrieve)")
+    if args.num_hard_negatives + args.num_random_negatives == 0:
+        raise UserError("--num_hard_negatives and --num_random_negatives are both 0: a reranker needs negatives")

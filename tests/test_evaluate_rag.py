@@ -1,0 +1,431 @@
+"""evaluate_rag.py end to end on the sample data with tiny models, its building blocks, bad input, publishing."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import run_script
+from ragtune.bm25 import BM25Index
+from ragtune.data import SAMPLE_CORPUS, SAMPLE_TEST, load_corpus, load_queries
+from ragtune.errors import UserError
+from ragtune.evaluation import (EmbeddingStore, System, bm25_top_k, dense_top_k, folder_fingerprint, saved_prompts,
+                                select_for_publishing, tie_ranks)
+from ragtune.metrics import RANKING_METRICS, rank_by_score
+from test_metrics import trec_metrics
+
+KS = (3, 5, 7)
+
+
+@pytest.fixture(scope="module")
+def models(tiny_st, tiny_cross_encoder, tmp_path_factory):
+    """Two tiny embedding models and two tiny rerankers (different random weights)."""
+    from tiny_models import build_tiny_cross_encoder, build_tiny_sentence_transformer
+
+    folder = tmp_path_factory.mktemp("more-models")
+    return {"st_a": tiny_st, "st_b": build_tiny_sentence_transformer(folder / "tiny-st-b", seed=1),
+            "ce_a": tiny_cross_encoder, "ce_b": build_tiny_cross_encoder(folder / "tiny-ce-b", seed=1)}
+
+
+def base_args(models, out: Path, *extra: str) -> list[str]:
+    return ["--embedding_models", str(models["st_a"]), str(models["st_b"]), "--reranker_models", str(models["ce_a"]),
+            "--rerank_top_n", "8", "--max_seq_length", "64", "--reranker_max_length", "96",
+            "--output_dir", str(out), *extra]
+
+
+@pytest.fixture(scope="module")
+def full_run(models, tmp_path_factory):
+    """The script on the sample data: BM25 + 2 embedding models + a reranker, run twice (second from the cache)."""
+    out = tmp_path_factory.mktemp("eval") / "out"
+    first = run_script("evaluate_rag.py", *base_args(models, out))
+    assert first.returncode == 0, first.stderr[-4000:]
+    first_results = json.loads((out / "results.json").read_text())
+    second = run_script("evaluate_rag.py", *base_args(models, out))
+    assert second.returncode == 0, second.stderr[-4000:]
+    return {"out": out, "first": first, "second": second, "first_results": first_results,
+            "results": json.loads((out / "results.json").read_text())}
+
+
+def test_reports_are_written(full_run):
+    out = full_run["out"]
+    for name in ("results.json", "results.md", "results.png", "per_query.csv"):
+        assert (out / name).stat().st_size > 0, name
+    assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_results_json_structure(full_run, models):
+    results = full_run["results"]
+    names = [s["name"] for s in results["systems"]]
+    assert names == ["bm25", "tiny-st", "tiny-st-b", "tiny-st + tiny-ce", "tiny-st-b + tiny-ce"]
+    expected_keys = {f"{m}@{k}" for m in (*RANKING_METRICS, "context_precision", "context_recall") for k in KS}
+    for system in results["systems"]:
+        assert set(system) >= {"name", "embedding_model", "reranker_model", "metrics"}
+        assert set(system["metrics"]) == expected_keys
+        assert all(0.0 <= v <= 1.0 for v in system["metrics"].values())
+        # ID-based context recall is recall@k by definition.
+        for k in KS:
+            assert system["metrics"][f"context_recall@{k}"] == pytest.approx(system["metrics"][f"recall@{k}"])
+    reranked = results["systems"][3]
+    assert reranked["embedding_model"] == str(models["st_a"]) and reranked["reranker_model"] == str(models["ce_a"])
+    assert len(reranked["info"]["reranker_model_hash"]) == 16
+    config = results["config"]
+    assert config["k"] == [3, 5, 7] and config["main_metric"] == "ndcg@5" and config["rerank_top_n"] == 8
+    assert config["test_data"]["queries"] == 40 and config["corpus"]["passages"] == 72
+    assert len(config["corpus"]["fingerprint"]) == 16
+    assert [m["hash"] for m in config["models"]["embedding"]] == [folder_fingerprint(models["st_a"]),
+                                                                 folder_fingerprint(models["st_b"])]
+
+
+def test_bm25_numbers_equal_an_independent_trec_eval_computation(full_run):
+    corpus = load_corpus(SAMPLE_CORPUS)
+    queries = load_queries(SAMPLE_TEST, corpus, flag="--test_data")
+    scores = BM25Index(corpus.texts).scores([q.query for q in queries])
+    run = {f"q{i}": dict(zip(corpus.ids, map(float, row))) for i, row in enumerate(scores)}
+    qrels = {f"q{i}": {pid: 1 for pid in q.relevant_ids} for i, q in enumerate(queries)}
+    trec = trec_metrics(run, qrels, KS)
+    bm25 = full_run["results"]["systems"][0]["metrics"]
+    for key in trec["q0"]:
+        assert bm25[key] == pytest.approx(np.mean([trec[q][key] for q in run]), abs=1e-12), key
+
+    # per_query.csv: labels, each system's top 7 and first-hit rank, for error analysis.
+    with open(full_run["out"] / "per_query.csv", encoding="utf-8-sig", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == len(queries)
+    for i, (row, query) in enumerate(zip(rows, queries)):
+        assert row["query"] == query.query
+        assert row["relevant_ids"].split() == query.relevant_ids
+        expected = rank_by_score(corpus.ids, scores[i])
+        assert row["bm25 | retrieved_ids"].split() == expected[:7]
+        first = next(r for r, pid in enumerate(expected, start=1) if pid in query.relevant_ids)
+        assert row["bm25 | first_hit_rank"] == (str(first) if first <= 8 else "")
+        assert "tiny-st + tiny-ce | first_hit_rank" in row
+
+
+def test_dense_numbers_equal_a_brute_force_computation(full_run, models):
+    from sentence_transformers import SentenceTransformer
+
+    corpus = load_corpus(SAMPLE_CORPUS)
+    queries = load_queries(SAMPLE_TEST, corpus, flag="--test_data")
+    model = SentenceTransformer(str(models["st_b"]), device="cpu")
+    model.max_seq_length = 64
+    p = model.encode(corpus.texts, normalize_embeddings=True)
+    q = model.encode([x.query for x in queries], normalize_embeddings=True)
+    scores = q @ p.T
+    run = {f"q{i}": dict(zip(corpus.ids, map(float, row))) for i, row in enumerate(scores)}
+    qrels = {f"q{i}": {pid: 1 for pid in x.relevant_ids} for i, x in enumerate(queries)}
+    trec = trec_metrics(run, qrels, KS)
+    dense = full_run["results"]["systems"][2]["metrics"]
+    for key in trec["q0"]:
+        assert dense[key] == pytest.approx(np.mean([trec[x][key] for x in run]), abs=1e-5), key
+
+
+def test_second_run_uses_the_cache(full_run):
+    first, second = full_run["first"].stderr, full_run["second"].stderr
+    assert first.count("Encoding 72 passages") == 2
+    assert "Encoding 72 passages" not in second
+    assert second.count("cache hit") == 2
+    assert "Loading embedding model" not in second  # queries cached too: no model is even loaded
+    assert "every pair scored in the cache" in second
+    cache = full_run["out"] / ".cache"
+    assert len(list((cache / "embeddings").glob("passages-*.npy"))) == 2
+    assert len(list((cache / "rerank").glob("scores-*.json"))) == 1
+    for before, after in zip(full_run["first_results"]["systems"], full_run["results"]["systems"]):
+        assert before["metrics"] == after["metrics"]  # reproducible to the last digit
+
+
+def test_results_markdown(full_run):
+    md = (full_run["out"] / "results.md").read_text()
+    assert "## bm25" in md and "## tiny-st + tiny-ce" in md
+    assert "| metric | @3 | @5 | @7 |" in md
+    assert "## Comparison (delta against `tiny-st`)" in md
+    assert "tiny-st (base)" in md
+    assert "(+" in md or "(-" in md
+
+
+# ---------------------------------------------------------------------------- bad input
+
+
+def write_csv(path: Path, header: str, rows: list[str]) -> Path:
+    path.write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("case", ["unknown_path", "not_a_model", "offline_hub_id", "empty_test", "missing_ids",
+                                  "k_zero", "bad_main_metric", "rerank_top_n", "missing_corpus"])
+def test_bad_input_exits_2_with_one_line(case, tmp_path):
+    args = ["--output_dir", str(tmp_path / "out"), "--embedding_models"]
+    expected = {
+        "unknown_path": "no model folder",
+        "not_a_model": "is not a model folder",
+        "offline_hub_id": "neither a local model folder nor a Hub model in the local cache",
+        "empty_test": "holds no queries",
+        "missing_ids": "2 ground-truth id\\(s\\) not in the corpus .*: 555, 999 \\(rows 2, 3\\)",
+        "k_zero": "--k: cutoffs must be positive",
+        "bad_main_metric": "--main_metric must be one of",
+        "rerank_top_n": "--rerank_top_n must be at least 1",
+        "missing_corpus": "--corpus: file not found",
+    }[case]
+    if case == "unknown_path":
+        args += ["./no/such/model"]
+    elif case == "not_a_model":
+        (tmp_path / "empty").mkdir()
+        args += [str(tmp_path / "empty")]
+    elif case == "offline_hub_id":
+        args += ["nobody-here/not-a-model-xyz"]
+    elif case == "empty_test":
+        args += ["--test_data", str(write_csv(tmp_path / "t.csv", "Query,Ground truth document", []))]
+    elif case == "missing_ids":
+        args += ["--test_data", str(write_csv(tmp_path / "t.csv", "Query,Ground truth document",
+                                              ['"q1","1, 999"', "q2,555", "q3,3"]))]
+    elif case == "k_zero":
+        args += ["--k", "0", "5"]
+    elif case == "bad_main_metric":
+        args += ["--main_metric", "ndcg@10"]
+    elif case == "rerank_top_n":
+        args += ["--rerank_top_n", "0"]
+    elif case == "missing_corpus":
+        args += ["--corpus", str(tmp_path / "nope.csv")]
+    proc = run_script("evaluate_rag.py", *args)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = [line for line in proc.stderr.splitlines() if "error:" in line]
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    import re
+
+    assert re.search(expected, lines[0]), lines[0]
+
+
+def test_missing_ids_can_be_dropped(tmp_path):
+    test = write_csv(tmp_path / "t.csv", "Query,Ground truth document", ['"q1","1, 999"', "q2,555", "q3,3"])
+    proc = run_script("evaluate_rag.py", "--embedding_models", "--test_data", str(test), "--allow_missing_ids",
+                      "--output_dir", str(tmp_path / "out"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["config"]["test_data"]["queries"] == 2 and [s["name"] for s in results["systems"]] == ["bm25"]
+
+
+# ---------------------------------------------------------------------------- building blocks
+
+
+def test_embedding_store_and_chunked_dense_top_k(tmp_path):
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(103, 8)).astype(np.float32)
+    emb[50] = emb[7]  # an exact tie
+    store = EmbeddingStore.write(tmp_path / "e.npy", 103, (emb[i:i + 10] for i in range(0, 103, 10)))
+    assert np.array_equal(np.load(tmp_path / "e.npy"), emb)
+    assert np.array_equal(np.concatenate([b for _, b in store.chunks(17)]), emb)
+    ids = [str(i) for i in range(103)]
+    queries = np.concatenate([emb[[7]], rng.normal(size=(5, 8)).astype(np.float32)])
+    idx, scores = dense_top_k(queries, store, 9, tie_ranks(ids), chunk_size=13, query_batch=4)
+    full = queries @ emb.T
+    for q in range(len(queries)):
+        assert [ids[i] for i in idx[q]] == rank_by_score(ids, full[q])[:9]
+    assert [ids[i] for i in idx[0][:2]] == ["7", "50"]  # a tie: id descending as trec_eval ("7" > "50")
+
+
+def test_chunked_bm25_equals_full_scores():
+    corpus = load_corpus(SAMPLE_CORPUS)
+    queries = [q.query for q in load_queries(SAMPLE_TEST, corpus, flag="--test_data")] + ["zzz không có"]
+    index = BM25Index(corpus.texts)
+    idx, _ = bm25_top_k(index, queries, 12, tie_ranks(corpus.ids), chunk_size=10, query_batch=7)
+    full = index.scores(queries)
+    for q in range(len(queries)):
+        assert [corpus.ids[i] for i in idx[q]] == rank_by_score(corpus.ids, full[q])[:12]
+
+
+def test_fingerprint_ignores_training_by_products(tiny_st, tmp_path):
+    import shutil
+
+    copy = tmp_path / "model"
+    shutil.copytree(tiny_st, copy)
+    before = folder_fingerprint(copy)
+    (copy / "checkpoint-10").mkdir()
+    (copy / "checkpoint-10" / "optimizer.pt").write_bytes(b"x" * 100)
+    (copy / "metrics.json").write_text("{}")
+    (copy / "training_curves.png").write_bytes(b"png")
+    assert folder_fingerprint(copy) == before
+    (copy / "config.json").write_text((copy / "config.json").read_text() + " ")
+    assert folder_fingerprint(copy) != before
+
+
+def test_saved_prompts_are_kept_and_overrides_fill_in(tiny_st, tmp_path):
+    import shutil
+
+    copy = tmp_path / "e5-like"
+    shutil.copytree(tiny_st, copy)
+    assert saved_prompts(copy) == ("", "")
+    config = json.loads((copy / "config_sentence_transformers.json").read_text())
+    config["prompts"] = {"query": "query: ", "document": "passage: "}
+    (copy / "config_sentence_transformers.json").write_text(json.dumps(config))
+    assert saved_prompts(copy) == ("query: ", "passage: ")
+
+
+def test_query_prompt_changes_the_cache_key_and_is_recorded(models, full_run, tmp_path, caplog):
+    import logging
+
+    import evaluate_rag
+
+    out = tmp_path / "out"
+    with caplog.at_level(logging.INFO):
+        assert evaluate_rag.main(["--embedding_models", str(models["st_a"]), "--no_bm25", "--max_seq_length", "64",
+                                  "--query_prompt", "query: ", "--passage_prompt", "passage: ", "--output_dir",
+                                  str(out), "--cache_dir", str(full_run["out"] / ".cache")]) == 0
+    assert "Encoding 72 passages" in caplog.text  # not the cached, prompt-less embeddings
+    system = json.loads((out / "results.json").read_text())["systems"][0]
+    assert system["info"]["query_prompt"] == "query: " and system["info"]["passage_prompt"] == "passage: "
+    assert system["metrics"] != full_run["results"]["systems"][1]["metrics"]
+
+
+# ---------------------------------------------------------------------------- publishing selection
+
+
+def _system(name, kind, emb=None, rr=None, ndcg=0.5):
+    return System(name=name, kind=kind, embedding_model=emb, reranker_model=rr, metrics={"ndcg@5": ndcg})
+
+
+def test_select_for_publishing():
+    systems = [_system("bm25", "bm25", ndcg=0.4), _system("base", "dense", "base", ndcg=0.5),
+               _system("ft1", "dense", "ft1", ndcg=0.7), _system("ft2", "dense", "ft2", ndcg=0.6),
+               _system("base+r0", "rerank", "base", "r0", 0.9), _system("ft1+r0", "rerank", "ft1", "r0", 0.75),
+               _system("ft1+r1", "rerank", "ft1", "r1", 0.8), _system("ft1+r2", "rerank", "ft1", "r2", 0.72),
+               _system("ft2+r0", "rerank", "ft2", "r0", 0.65)]
+    sel = select_for_publishing(systems, ["base", "ft1", "ft2"], ["r0", "r1", "r2"], "ndcg@5")
+    assert sel["embedding"].model == "ft1" and sel["embedding"].baseline.name == "base"
+    assert not sel["embedding"].regression
+    # Rerankers are compared on top of the best embedding model (ft1), not on the base.
+    assert sel["reranker"].model == "r1" and sel["reranker"].baseline.name == "ft1+r0"
+    assert not sel["reranker"].regression
+    # A fine-tuned model below its base is a regression.
+    sel = select_for_publishing(systems, ["ft1", "ft2"], ["r1", "r2"], "ndcg@5")
+    assert sel["embedding"].model == "ft2" and sel["embedding"].regression
+    assert sel["reranker"].model == "r2" and sel["reranker"].regression
+    # A single entry is published as is, judged against BM25 / the embedding model alone.
+    systems[0].metrics["ndcg@5"] = 0.99
+    sel = select_for_publishing(systems, ["ft2"], ["r0"], "ndcg@5")
+    assert sel["embedding"].baseline.name == "bm25" and sel["reranker"].baseline.name == "ft2"
+    # ...and it is not a regression: BM25 is not its base (it is only shown on the card).
+    assert sel["embedding"].below_baseline and not sel["embedding"].regression
+    assert not sel["reranker"].regression
+
+
+@dataclass
+class FakePublishRequest:
+    model_dir: Path
+    repo_id: str
+    kind: str
+    base_model: str
+    metrics: dict
+    baseline_metrics: dict
+    dataset_name: str
+    results_markdown: str
+    training_config: dict | None = None
+    extra: dict = field(default_factory=dict)
+
+
+@pytest.fixture
+def fake_hub(monkeypatch):
+    import ragtune
+
+    calls = []
+    module = types.ModuleType("ragtune.hub")
+
+    class HubError(UserError):
+        pass
+
+    def publish_models(requests, token, private, dry_run):
+        calls.append({"requests": requests, "token": token, "private": private, "dry_run": dry_run})
+        if module.fail:
+            raise HubError("hub said no")
+        return [{"repo_id": r.repo_id, "url": f"https://hub.example/{r.repo_id}"} for r in requests]
+
+    module.PublishRequest, module.publish_models, module.HubError, module.fail = (FakePublishRequest, publish_models,
+                                                                                 HubError, False)
+    monkeypatch.setitem(sys.modules, "ragtune.hub", module)
+    monkeypatch.setattr(ragtune, "hub", module, raising=False)
+    module.calls = calls
+    return module
+
+
+def _ranked_models(full_run):
+    """The two embedding models ordered (worse, better) on ndcg@5 in the full run."""
+    a, b = full_run["results"]["systems"][1:3]
+    assert a["metrics"]["ndcg@5"] != b["metrics"]["ndcg@5"]
+    return ("st_a", "st_b") if a["metrics"]["ndcg@5"] < b["metrics"]["ndcg@5"] else ("st_b", "st_a")
+
+
+def _publish_args(models, full_run, out, order, *extra):
+    return ["--embedding_models", *[str(models[k]) for k in order], "--max_seq_length", "64", "--output_dir",
+            str(out), "--cache_dir", str(full_run["out"] / ".cache"), "--push_to_hub", "--hub_embedding_repo",
+            "me/emb", "--hub_token", "hf_SECRET_token", *extra]
+
+
+def test_publish_selects_the_better_model_and_never_writes_the_token(fake_hub, models, full_run, tmp_path,
+                                                                     monkeypatch):
+    import evaluate_rag
+
+    worse, better = _ranked_models(full_run)
+    out = tmp_path / "out"
+    assert evaluate_rag.main(_publish_args(models, full_run, out, (worse, better), "--dry_run")) == 0
+    (call,) = fake_hub.calls
+    (request,) = call["requests"]
+    assert request.model_dir == Path(models[better]) and request.repo_id == "me/emb" and request.kind == "embedding"
+    assert request.base_model == str(models[worse])
+    assert call["token"] == "hf_SECRET_token" and call["private"] is True and call["dry_run"] is True
+    assert request.metrics["ndcg@5"] >= request.baseline_metrics["ndcg@5"]
+    assert "ndcg@5" in request.results_markdown and "(base)" in request.results_markdown
+    results = json.loads((out / "results.json").read_text())
+    assert results["published"][0]["repo_id"] == "me/emb"
+    for path in out.rglob("*"):
+        if path.is_file():
+            assert b"hf_SECRET_token" not in path.read_bytes(), path
+
+
+def test_publish_refuses_a_regression_unless_allowed(fake_hub, models, full_run, tmp_path):
+    import evaluate_rag
+
+    worse, better = _ranked_models(full_run)
+    out = tmp_path / "out"
+    with pytest.raises(UserError, match="below its baseline.*--allow_regression"):
+        evaluate_rag.main(_publish_args(models, full_run, out, (better, worse)))
+    assert fake_hub.calls == [] and (out / "results.json").exists()
+    assert evaluate_rag.main(_publish_args(models, full_run, out, (better, worse), "--allow_regression",
+                                           "--public")) == 0
+    (call,) = fake_hub.calls
+    assert call["requests"][0].model_dir == Path(models[worse]) and call["private"] is False
+
+
+def test_publish_hub_error_keeps_results(fake_hub, models, full_run, tmp_path):
+    import evaluate_rag
+
+    fake_hub.fail = True
+    out = tmp_path / "out"
+    with pytest.raises(UserError, match="hub said no"):
+        evaluate_rag.main(_publish_args(models, full_run, out, ("st_a",)))
+    assert (out / "results.json").exists() and (out / "per_query.csv").exists()
+
+
+def test_publish_flags_are_checked_first(tmp_path):
+    proc = run_script("evaluate_rag.py", "--embedding_models", "--push_to_hub", "--output_dir", str(tmp_path))
+    assert proc.returncode == 2 and "--hub_embedding_repo and/or --hub_reranker_repo" in proc.stderr
+    proc = run_script("evaluate_rag.py", "--embedding_models", "BAAI/bge-m3", "--push_to_hub", "--hub_reranker_repo",
+                      "me/rr", "--output_dir", str(tmp_path))
+    assert proc.returncode == 2 and "no --reranker_models to publish" in proc.stderr
+
+
+def test_publish_dry_run_with_the_real_hub_module(models, full_run, tmp_path):
+    """Contract check against ragtune/hub.py (the colleague's module), when it is there: a dry run sends nothing."""
+    pytest.importorskip("ragtune.hub")
+    out = tmp_path / "out"
+    proc = run_script("evaluate_rag.py", "--embedding_models", str(models["st_a"]), "--reranker_models",
+                      str(models["ce_a"]), "--rerank_top_n", "8", "--max_seq_length", "64", "--reranker_max_length",
+                      "96", "--output_dir", str(out), "--cache_dir", str(full_run["out"] / ".cache"),
+                      "--push_to_hub", "--hub_embedding_repo", "me/emb", "--hub_reranker_repo", "me/rr", "--dry_run")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    published = json.loads((out / "results.json").read_text())["published"]
+    assert [p["repo_id"] for p in published] == ["me/emb", "me/rr"]
