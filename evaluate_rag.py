@@ -31,6 +31,7 @@ from typing import Any, Sequence
 from ragtune.cli import HelpFormatter, Parser
 from ragtune.data import SAMPLE_CORPUS, SAMPLE_TEST, load_corpus, load_queries
 from ragtune.errors import UserError, run_main
+from ragtune.judge import openai_key_for
 from ragtune.metrics import DEFAULT_KS, RANKING_METRICS
 
 logger = logging.getLogger("evaluate_rag")
@@ -103,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen = parser.add_argument_group("answer generation (optional)")
     gen.add_argument("--generator_base_url", default=None, help="OpenAI-compatible server of the generator.")
     gen.add_argument("--generator_model", default=None, help="Generator model name on that server.")
-    gen.add_argument("--generator_api_key", default=None, help="API key (default: $OPENAI_API_KEY). Never saved.")
+    gen.add_argument("--generator_api_key", default=None, help="API key (default: $OPENAI_API_KEY, sent only to an api.openai.com URL). Never saved.")
     gen.add_argument("--generator_local", default=None, metavar="PATH",
                      help="A local transformers causal LM folder used as the generator instead of a server.")
     gen.add_argument("--generator_adapter", default=None, metavar="PATH",
@@ -421,7 +422,7 @@ def run_llm_stages(args, state: Report, handles, cache_dir: Path):
     try:
         if args.judge_base_url:
             client = OpenAIChatClient(args.judge_base_url, args.judge_model,
-                                      args.judge_api_key or os.environ.get("OPENAI_API_KEY"), flag="--judge_base_url",
+                                      args.judge_api_key or openai_key_for(args.judge_base_url), flag="--judge_base_url",
                                       **retry)
             judge = Judge(CachedLLM(client, cache, args.judge_max_tokens), workers=args.judge_workers)
             top = max(args.k)
@@ -455,7 +456,8 @@ def generate_answers(args, state: Report, handles, cache, judge, retry) -> None:
     if args.answer_systems:
         unknown = [n for n in args.answer_systems if n not in names]
         if unknown:
-            raise UserError(f"--answer_systems: unknown system(s) {', '.join(unknown)}; systems are: {', '.join(names)}")
+            raise UserError(f"--answer_systems: unknown system(s) {', '.join(unknown)}; systems are: "
+                            f"{', '.join(names)}")
         chosen = [s for s in state.systems if s.name in args.answer_systems]
     else:
         chosen = list(state.systems)
@@ -464,7 +466,7 @@ def generate_answers(args, state: Report, handles, cache, judge, retry) -> None:
                                    device=args.device)
     else:
         client = OpenAIChatClient(args.generator_base_url, args.generator_model,
-                                  args.generator_api_key or os.environ.get("OPENAI_API_KEY"),
+                                  args.generator_api_key or openai_key_for(args.generator_base_url),
                                   flag="--generator_base_url", **retry)
         llm = CachedLLM(client, cache, args.generator_max_new_tokens)
         generator = EndpointGenerator(llm, Judge(llm, workers=args.judge_workers))

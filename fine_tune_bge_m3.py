@@ -26,7 +26,7 @@ from ragtune.training import (DEBUG_DIR_ENV, FINISHED_MARKER, InterruptCheckpoin
                               debug_dump, dev_metrics_from_history, early_stopping_callbacks, exit_after_interrupt,
                               format_metrics_table, is_main_process, local_rank_is_main, plot_training_curves,
                               prepare_output_dir, resolve_precision, resolve_resume, setup_logging, trainer_kwargs,
-                              write_json)
+                              warn_if_process_count_changed, write_json)
 
 logger = logging.getLogger("fine_tune_bge_m3")
 
@@ -93,10 +93,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     metric_key = f"eval_dev_{args.metric_for_best_model}"
     training_args = SentenceTransformerTrainingArguments(
         **trainer_kwargs(args, precision, bool(dev_queries), metric_key, args.output_dir,
-                         eval_on_start=resume_from is None))
+                         eval_on_start=resume_from is None, find_unused_parameters=True))
     world_size = training_args.world_size
     # Under accelerate launch every rank resumes from the checkpoint the main process found.
     resume_from = compute_on_main_and_share(lambda found=resume_from: found)
+    warn_if_process_count_changed(resume_from, world_size)
     if dev_queries:
         training_args.eval_on_start = resume_from is None
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Fine-tune a cross-encoder reranker (BAAI/bge-reranker-v2-m3 by default) on your own query -> passage labels.
+r"""Fine-tune a cross-encoder reranker (BAAI/bge-reranker-v2-m3 by default) on your own query -> passage labels.
 
     python fine_tune_reranker.py --batch_size 3 --gradient_accumulation_steps 8 --epochs 4 --lr 2e-5 --fp16 \
         --gradient_checkpointing --dev_ratio 0.2 --num_hard_negatives 2 --num_random_negatives 1
@@ -19,7 +19,7 @@ import logging
 from typing import Sequence
 
 from ragtune.cli import (HelpFormatter, Parser, add_data_args, add_negative_args, add_output_args, add_training_args,
-                         args_to_config, default_output_dir, validate_training_args)
+                         args_to_config, default_output_dir, validate_reranker_args, validate_training_args)
 from ragtune.data import count_pairs, load_corpus, load_queries, split_queries
 from ragtune.errors import run_main
 from ragtune.metrics import DEFAULT_KS, TRAINING_METRICS
@@ -47,9 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_output_args(parser, default_output_dir=None)
     add_training_args(parser, epochs=4, batch_size=3, lr=2e-5, warmup_steps=0.1, max_seq_length=512,
                       evaluation_steps=10, checkpoint_save_steps=20, gradient_accumulation_steps=8)
-    add_negative_args(parser, num_hard_negatives=2, rank_range=(1, 30))
-    parser.add_argument("--num_random_negatives", type=int, default=1,
-                        help="Uniform random negatives per (query, positive) pair, besides the hard ones.")
+    # Ranks 1-30: the reranker's job is to order the first stage's top candidates, so it learns from them.
+    add_negative_args(parser, num_hard_negatives=2, rank_range=(1, 30), num_random_negatives=1)
     return parser
 
 
@@ -59,9 +58,6 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence = ()) -> int:
     setup_logging(local_rank_is_main())
     args.output_dir = args.output_dir or default_output_dir(args.base_model, "reranker")
     validate_training_args(args, min_batch_size=1)
-
-    from ragtune.reranker import validate_reranker_args
-
     validate_reranker_args(args)
 
     # Data: everything is checked before anything is written.
@@ -84,17 +80,19 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence = ()) -> int:
 
     num_hard, num_random = clamp_negative_counts(train_queries, corpus, args.num_hard_negatives,
                                                  args.num_random_negatives)
-    embedding_model = None
-    if args.embedding_model:
-        embedding_model = load_or_explain(SentenceTransformer, args.embedding_model, "--embedding_model")
-    model = load_reranker(args.base_model, args.max_seq_length)
-
     precision = resolve_precision(args.precision)
     metric_key = f"eval_dev_{args.metric_for_best_model}"
     training_args = CrossEncoderTrainingArguments(
         **trainer_kwargs(args, precision, bool(dev_queries), metric_key, args.output_dir,
                          eval_on_start=resume_from is None),
         dataloader_pin_memory=torch.cuda.is_available())
+    # Each process loads onto its own device (not all onto the first GPU); weights stay fp32.
+    device = str(training_args.device)
+    embedding_model = None
+    if args.embedding_model:
+        embedding_model = load_or_explain(SentenceTransformer, args.embedding_model, "--embedding_model",
+                                          device=device)
+    model = load_reranker(args.base_model, args.max_seq_length, device=device)
 
     # Hard negatives and the dev first stage: one index of the corpus, on the main process, shared.
     mined = compute_on_main_and_share(lambda: mine_and_retrieve(

@@ -206,12 +206,57 @@ def scale_child(n_passages: int, n_queries: int, max_seq_length: int, words: int
             "hit@5": system.metrics["hit@5"], "threads": _threads()}
 
 
-def bench_scale(sizes, n_queries, max_seq_length, words, batch_size, chunk_size) -> list[dict]:
+def topk_child(n_passages: int, n_queries: int, dim: int, chunk_size: int) -> dict:
+    """Only the retrieval stage: chunked top-k + every metric over a store of random unit vectors."""
+    import numpy as np
+
+    from ragtune.data import Corpus, LabelledQuery
+    from ragtune.evaluation import EmbeddingStore, System, dense_top_k, score_system, tie_ranks
+
+    rng = np.random.default_rng(0)
+    corpus = Corpus(ids=[str(i) for i in range(n_passages)], texts=[""] * n_passages)
+    queries = [LabelledQuery(query="", relevant_ids=[str(rng.integers(n_passages))]) for _ in range(n_queries)]
+
+    def blocks():
+        for start in range(0, n_passages, 4096):
+            block = rng.standard_normal((min(4096, n_passages - start), dim), dtype=np.float32)
+            yield block / np.linalg.norm(block, axis=1, keepdims=True)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        store = EmbeddingStore.write(Path(tmp) / "p.npy", n_passages, blocks())
+        q = rng.standard_normal((n_queries, dim), dtype=np.float32)
+        q /= np.linalg.norm(q, axis=1, keepdims=True)
+        rss_before, peak_before = current_rss_mb(), peak_rss_mb()
+        start = time.perf_counter()
+        idx, _ = dense_top_k(q, store, max(KS), tie_ranks(corpus.ids), chunk_size=chunk_size)
+        topk_s = time.perf_counter() - start
+        system = System(name="x", kind="dense", ranked=[r.tolist() for r in idx])
+        score_system(system, corpus, queries, KS)
+        total_s = time.perf_counter() - start
+        file_mb = store.path.stat().st_size / 2**20
+    return {"passages": n_passages, "queries": n_queries, "topk_s": topk_s, "topk_and_metrics_s": total_s,
+            "rss_before_mb": rss_before, "peak_rss_before_mb": peak_before, "peak_rss_mb": peak_rss_mb(),
+            "embeddings_mb": file_mb}
+
+
+def bench_topk(sizes, n_queries, dim, chunk_size) -> list[dict]:
+    rows = []
+    for n in sizes:
+        cmd = [sys.executable, __file__, "--_topk_child", str(n), "--queries", str(n_queries), "--dim", str(dim),
+               "--chunk_size", str(chunk_size), "--threads", "1"]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise SystemExit(f"size {n} failed:\n{proc.stderr[-3000:]}")
+        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return rows
+
+
+def bench_scale(sizes, n_queries, max_seq_length, words, batch_size, chunk_size, threads=None) -> list[dict]:
     rows = []
     for n in sizes:
         cmd = [sys.executable, __file__, "--_child", str(n), "--queries", str(n_queries), "--max_seq_length",
                str(max_seq_length), "--words", str(words), "--batch_size", str(batch_size), "--chunk_size",
-               str(chunk_size)]
+               str(chunk_size)] + (["--threads", str(threads)] if threads else [])
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             raise SystemExit(f"size {n} failed:\n{proc.stderr[-3000:]}")
@@ -255,9 +300,19 @@ def print_scale(rows: list[dict], args) -> None:
               f" MB (the embeddings alone would be {last['cache_file_mb']:.0f} MB)")
 
 
+def print_topk(rows: list[dict], args) -> None:
+    print(f"\n(3) Retrieval stage alone: chunked top-{max(KS)} + all metrics, {args.queries} queries, random unit "
+          f"vectors of dim {args.dim}, chunk {args.chunk_size}, 1 thread; one process per size")
+    print("    | passages | top-k (s) | top-k + metrics (s) | embeddings on disk (MB) | RSS before (MB) | "
+          "peak RSS (MB) |\n    |---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"    | {r['passages']:,} | {r['topk_s']:.3f} | {r['topk_and_metrics_s']:.3f} | "
+              f"{r['embeddings_mb']:.0f} | {r['rss_before_mb']:.0f} | {r['peak_rss_mb']:.0f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", choices=["naive", "scale", "all"], default="all")
+    parser.add_argument("--part", choices=["naive", "scale", "topk", "all"], default="all")
     parser.add_argument("--data_dir", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--repeats", type=int, default=3, help="Best of N for the fast path.")
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
@@ -266,15 +321,27 @@ def main() -> None:
     parser.add_argument("--words", type=int, default=25, help="Words per synthetic passage (~1 token each).")
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--chunk_size", type=int, default=16384)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: torch's). On a shared machine 1 avoids thread spin-waits.")
     parser.add_argument("--json", type=Path, default=None, help="Also write the numbers here.")
+    parser.add_argument("--topk_sizes", type=int, nargs="+", default=[1000, 10000, 100000, 1000000])
+    parser.add_argument("--dim", type=int, default=384, help="Embedding size for the retrieval-only part.")
     parser.add_argument("--_child", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--_topk_child", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     import logging
 
     logging.basicConfig(level=logging.WARNING)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     if args._child is not None:
         print(json.dumps(scale_child(args._child, args.queries, args.max_seq_length, args.words, args.batch_size,
                                      args.chunk_size)))
+        return
+    if args._topk_child is not None:
+        print(json.dumps(topk_child(args._topk_child, args.queries, args.dim, args.chunk_size)))
         return
     out: dict = {}
     if args.part in ("naive", "all"):
@@ -283,8 +350,11 @@ def main() -> None:
     if args.part in ("scale", "all"):
         print("\n(2) running sizes", args.sizes, flush=True)
         out["scale"] = bench_scale(args.sizes, args.queries, args.max_seq_length, args.words, args.batch_size,
-                                   args.chunk_size)
+                                   args.chunk_size, args.threads)
         print_scale(out["scale"], args)
+    if args.part in ("topk", "all"):
+        out["topk"] = bench_topk(args.topk_sizes, args.queries, args.dim, args.chunk_size)
+        print_topk(out["topk"], args)
     if args.json:
         args.json.write_text(json.dumps(out, indent=2))
 

@@ -98,7 +98,8 @@ def add_training_args(parser: argparse.ArgumentParser, *, epochs: int, batch_siz
 
 
 def add_negative_args(parser: argparse.ArgumentParser, *, num_hard_negatives: int, source: str = "both",
-                      rank_range: tuple[int, int] = (3, 50)) -> None:
+                      rank_range: tuple[int, int] = (3, 50), num_random_negatives: int | None = None) -> None:
+    """``num_random_negatives`` (the reranker's) also adds --num_random_negatives with that default."""
     group = parser.add_argument_group("hard negatives")
     group.add_argument("--num_hard_negatives", type=int, default=num_hard_negatives,
                        help="Mined hard negatives per (query, positive) pair; never a passage labelled relevant "
@@ -108,6 +109,10 @@ def add_negative_args(parser: argparse.ArgumentParser, *, num_hard_negatives: in
     group.add_argument("--hard_negative_range", type=int, nargs=2, default=list(rank_range), metavar=("MIN", "MAX"),
                        help="Draw hard negatives from these ranks (1-based, inclusive) of each source; skipping the "
                             "top ranks avoids unlabelled positives.")
+    if num_random_negatives is not None:
+        group.add_argument("--num_random_negatives", type=int, default=num_random_negatives,
+                           help="Uniform random negatives per (query, positive) pair, besides the hard ones; never a "
+                                "passage labelled relevant to the query.")
 
 
 def validate_training_args(args: argparse.Namespace, min_batch_size: int = 1) -> None:
@@ -147,6 +152,19 @@ def validate_training_args(args: argparse.Namespace, min_batch_size: int = 1) ->
         path = Path(getattr(args, flag))
         if not path.is_file():
             raise UserError(f"--{flag}: file not found: {path}")
+
+
+def validate_reranker_args(args: argparse.Namespace) -> None:
+    """Flags only the reranker script has; raise UserError naming the flag."""
+    if args.num_random_negatives < 0:
+        raise UserError(f"--num_random_negatives must be >= 0, got {args.num_random_negatives}")
+    if args.rerank_top_n < max(DEFAULT_KS):
+        raise UserError(f"--rerank_top_n must be at least {max(DEFAULT_KS)} (metrics go up to @{max(DEFAULT_KS)}), "
+                        f"got {args.rerank_top_n}")
+    if args.hard_negative_source == "dense" and not args.embedding_model:
+        raise UserError("--hard_negative_source dense needs --embedding_model (the reranker itself cannot retrieve)")
+    if args.num_hard_negatives + args.num_random_negatives == 0:
+        raise UserError("--num_hard_negatives and --num_random_negatives are both 0: a reranker needs negatives")
 
 
 def default_output_dir(base_model: str, suffix: str) -> str:

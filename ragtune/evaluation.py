@@ -190,9 +190,19 @@ def saved_prompts(folder: Path | None) -> tuple[str, str]:
     return query or "", passage or ""
 
 
+_GENERIC_FOLDER_NAMES = {"model", "models", "final", "best", "best_model", "output", "outputs", "snapshot"}
+
+
 def short_label(name: str) -> str:
-    """'BAAI/bge-m3' -> 'bge-m3'; 'outputs/bge-m3-finetuned/' -> 'bge-m3-finetuned'."""
-    return Path(name.rstrip("/\\")).name or name
+    """'BAAI/bge-m3' -> 'bge-m3'; 'outputs/bge-m3-finetuned/' -> 'bge-m3-finetuned'.
+
+    Generic folder names keep their parent: '.../run1/final' -> 'run1/final'.
+    """
+    path = Path(name.rstrip("/\\"))
+    label = path.name or name
+    if (label.lower() in _GENERIC_FOLDER_NAMES or label.startswith("checkpoint-")) and path.parent.name:
+        label = f"{path.parent.name}/{label}"
+    return label
 
 
 def assign_labels(specs: Sequence[ModelSpec]) -> None:
@@ -218,9 +228,12 @@ def assign_labels(specs: Sequence[ModelSpec]) -> None:
 
 def tie_ranks(ids: Sequence[str]) -> np.ndarray:
     """Position of each passage in trec_eval's tie order (id descending, plain string comparison)."""
-    order = sorted(range(len(ids)), key=lambda i: ids[i], reverse=True)
     ranks = np.empty(len(ids), dtype=np.int64)
-    ranks[np.asarray(order, dtype=np.int64)] = np.arange(len(ids), dtype=np.int64)
+    if not len(ids):
+        return ranks
+    # numpy compares unicode strings by code point, as Python (and strcmp on UTF-8) does; ids are unique.
+    order = np.argsort(np.asarray(ids, dtype=str), kind="stable")[::-1]
+    ranks[order] = np.arange(len(ids), dtype=np.int64)
     return ranks
 
 
@@ -241,7 +254,11 @@ class TopK:
         self._batched: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def update(self, q_start: int, doc_start: int, scores: np.ndarray) -> None:
-        scores = np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=-np.inf)
+        scores = np.asarray(scores)
+        if not np.issubdtype(scores.dtype, np.floating):
+            scores = scores.astype(np.float64)
+        if np.isnan(scores).any():
+            scores = np.nan_to_num(scores, nan=-np.inf)
         n_rows, n_docs = scores.shape
         if n_rows == 0 or n_docs == 0:
             return
@@ -327,7 +344,9 @@ class EmbeddingStore:
                 yield start, block
 
     def load(self) -> np.ndarray:
-        return np.concatenate([block for _, block in self.chunks(max(self.n, 1))]) if self.n else np.zeros((0, self.dim))
+        if not self.n:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.concatenate([block for _, block in self.chunks(self.n)])
 
 
 def dense_top_k(query_embeddings: np.ndarray, store: EmbeddingStore, k: int, tie_rank: np.ndarray,
@@ -444,7 +463,8 @@ def passage_store(handle: EmbeddingModelHandle, corpus: Corpus, cache_dir: Path,
     logger.info("Encoding %d passages with %s (query prompt %r, passage prompt %r)", len(corpus),
                 handle.run.spec.label, handle.run.query_prompt, handle.run.passage_prompt)
     handle.model()
-    bar = tqdm(total=len(corpus), desc=f"encode {handle.run.spec.label}", unit="passage", disable=None if progress is None else not progress, leave=False)
+    bar = tqdm(total=len(corpus), desc=f"encode {handle.run.spec.label}", unit="passage",
+               disable=None if progress is None else not progress, leave=False)
 
     def blocks() -> Iterator[np.ndarray]:
         for start in range(0, len(corpus), block_size):
@@ -462,7 +482,8 @@ def passage_store(handle: EmbeddingModelHandle, corpus: Corpus, cache_dir: Path,
     return store, False
 
 
-def query_embeddings(handle: EmbeddingModelHandle, texts: Sequence[str], cache_dir: Path | None) -> tuple[np.ndarray, bool]:
+def query_embeddings(handle: EmbeddingModelHandle, texts: Sequence[str],
+                     cache_dir: Path | None) -> tuple[np.ndarray, bool]:
     """Query embeddings from the cache, or encoded in batches and cached."""
     key = _sha({**handle.run.key(""), "queries": _sha(list(texts))})[:24]
     path = Path(cache_dir) / "embeddings" / f"queries-{key}.npy" if cache_dir else None
@@ -613,7 +634,8 @@ def rerank_systems(first_stage: Sequence[System], reranker: RerankScores, corpus
             ranked.append([head[j] for j in order] + system.ranked[qi][top_n:])
             scores.append([head_scores[j] for j in order] + [float("-inf")] * len(system.ranked[qi][top_n:]))
         info = {k: v for k, v in system.info.items() if k.startswith("embedding_model") or k.endswith("prompt")}
-        info.update({"reranker_model_hash": reranker.spec.fingerprint, "reranker_model_revision": reranker.spec.revision,
+        info.update({"reranker_model_hash": reranker.spec.fingerprint,
+                     "reranker_model_revision": reranker.spec.revision,
                      "rerank_top_n": top_n, "seconds": round(time.perf_counter() - start, 3)})
         out.append(System(name=f"{system.name} + {reranker.spec.label}", kind="rerank",
                           embedding_model=system.embedding_model, reranker_model=reranker.spec.name,

@@ -50,6 +50,14 @@ class ParseError(ValueError):
 # ---------------------------------------------------------------------------- client
 
 
+def openai_key_for(base_url: str | None) -> str | None:
+    """$OPENAI_API_KEY, but only for OpenAI's own API: never leak it to a third-party or local server."""
+    import os
+
+    host = urllib.parse.urlparse(base_url or "").hostname or ""
+    return os.environ.get("OPENAI_API_KEY") if host == "api.openai.com" else None
+
+
 def chat_url(base_url: str) -> str:
     """``http://host:8000`` -> ``http://host:8000/v1/chat/completions``; a base URL with a path is kept."""
     base = base_url.strip().rstrip("/")

@@ -24,7 +24,6 @@ from sentence_transformers.cross_encoder import CrossEncoderTrainer
 
 from .bm25 import BM25Index
 from .data import Corpus, LabelledQuery
-from .errors import UserError
 from .metrics import DEFAULT_KS, TRAINING_METRICS, mean_metrics, query_metrics
 from .models import load_or_explain
 from .negatives import NegativeCandidates, draw_negatives, draw_random_negatives, mine_candidates
@@ -36,7 +35,7 @@ logger = logging.getLogger(__name__)
 # ---------------------------------------------------------------------------- model
 
 
-def load_reranker(name: str, max_seq_length: int, flag: str = "--base_model"):
+def load_reranker(name: str, max_seq_length: int, flag: str = "--base_model", device: str | None = None):
     """A one-logit CrossEncoder in fp32 (AMP, if any, is the Trainer's job), with a new head if needed.
 
     A plain encoder (BertModel, XLMRobertaModel, a sentence-transformers embedding model) has no
@@ -59,7 +58,7 @@ def load_reranker(name: str, max_seq_length: int, flag: str = "--base_model"):
                        "which starts untrained (the 'base' dev metrics are those of a random head)", flag, name,
                        ", ".join(architectures) or "none recorded")
     model = load_or_explain(CrossEncoder, name, flag, num_labels=1, max_length=max_seq_length,
-                            model_kwargs=model_kwargs)
+                            model_kwargs=model_kwargs, device=device)
     model.max_seq_length = max_seq_length
     return model
 
@@ -368,16 +367,3 @@ def append_dev_metrics_to_card(output_dir: str | Path, table: str, description: 
     else:
         text = f"{text.rstrip()}\n\n{section}".lstrip()
     card.write_text(text, encoding="utf-8")
-
-
-def validate_reranker_args(args) -> None:
-    """Flags only the reranker script has; raise UserError naming the flag."""
-    if args.num_random_negatives < 0:
-        raise UserError(f"--num_random_negatives must be >= 0, got {args.num_random_negatives}")
-    if args.rerank_top_n < max(DEFAULT_KS):
-        raise UserError(f"--rerank_top_n must be at least {max(DEFAULT_KS)} (metrics go up to @{max(DEFAULT_KS)}), "
-                        f"got {args.rerank_top_n}")
-    if args.hard_negative_source == "dense" and not args.embedding_model:
-        raise UserError("--hard_negative_source dense needs --embedding_model (the reranker itself cannot retrieve)")
-    if args.num_hard_negatives + args.num_random_negatives == 0:
-        raise UserError("--num_hard_negatives and --num_random_negatives are both 0: a reranker needs negatives")

@@ -98,6 +98,17 @@ def find_resumable_checkpoint(output_dir: str | Path) -> Path | None:
     return None
 
 
+def warn_if_process_count_changed(checkpoint: str | Path | None, processes: int) -> None:
+    """Resuming is exact only with the process count that wrote the checkpoint (one RNG file per rank)."""
+    if checkpoint is None:
+        return
+    written_by = len(list(Path(checkpoint).glob("rng_state_*.pth"))) or 1
+    if written_by != processes:
+        logger.warning("%s was written by %d process(es) and this run has %d: training continues, but with other "
+                       "batches than the interrupted run would have seen (resume with --num_processes %d for an "
+                       "exact continuation)", checkpoint, written_by, processes, written_by)
+
+
 def resolve_resume(resume: str, output_dir: str | Path, overwrite: bool) -> str | None:
     """Turn --resume_from_checkpoint into a checkpoint path for ``Trainer.train`` (None = fresh start)."""
     if resume in (None, "", "none", "None", "false", "False"):
@@ -162,6 +173,7 @@ class InterruptCheckpointCallback(TrainerCallback):
         return control
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
+        self.synchronize(args.device)  # a signal after the last step: every rank or none reports it
         # Test hook ($RAGTUNE_DEBUG_DIR): each rank records the weights it ends with (best model loaded).
         debug_dump("train_end", lambda: {"global_step": state.global_step, "weights": weights_checksum(model)})
         return control
@@ -235,8 +247,18 @@ def _has_accelerator() -> bool:
 
 
 def trainer_kwargs(args: argparse.Namespace, precision: Precision, has_dev: bool, metric_key: str,
-                   output_dir: str, eval_on_start: bool = True) -> dict[str, Any]:
+                   output_dir: str, eval_on_start: bool = True,
+                   find_unused_parameters: bool = False) -> dict[str, Any]:
     """Arguments common to SentenceTransformerTrainingArguments and CrossEncoderTrainingArguments.
+
+    ``find_unused_parameters`` (DDP under accelerate launch, checked with torch 2.13 and
+    sentence-transformers 6.2 on 2 gloo processes): True for a SentenceTransformer, whose encoder's
+    pooler (BERT, XLM-R) is trainable but unused by mean/CLS pooling, so that with False DDP stops at
+    the second step ("Expected to have finished reduction"). False for a CrossEncoder: its forward
+    returns a BatchEncoding, which DDP cannot look into, so with True it takes every parameter for
+    unused and fails ("marked ready twice"); every parameter is used there anyway. ``ddp_static_graph``
+    would serve the first, but for the second it silently skips the all-reduce of the first step and
+    the ranks end with different weights.
 
     ``eval_on_start=False`` when resuming: the base model's dev metrics are already in the restored
     log history, and a second evaluation would count against early stopping's patience.
@@ -265,10 +287,9 @@ def trainer_kwargs(args: argparse.Namespace, precision: Precision, has_dev: bool
         seed=args.seed,
         data_seed=args.seed,
         dataloader_num_workers=args.dataloader_num_workers,
-        # DDP (accelerate launch): frozen layers need nothing (requires_grad=False parameters are not
-        # DDP's), but the encoder's pooler (BERT, XLM-R) is trainable and unused by mean/CLS pooling;
-        # with False, DDP stops at the second step ("Expected to have finished reduction").
-        ddp_find_unused_parameters=True,
+        # DDP (accelerate launch); frozen layers need nothing here (requires_grad=False parameters are
+        # not DDP's). See the docstring for why this is per script and why not ddp_static_graph.
+        ddp_find_unused_parameters=find_unused_parameters,
         # A multi-GPU accelerate config on a machine without a GPU: N gloo processes on the CPU
         # (without this, each process would train alone on a full copy of the data).
         use_cpu=int(os.environ.get("WORLD_SIZE", "1")) > 1 and not _has_accelerator(),

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import signal
+import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -40,7 +41,7 @@ def sample():
     return corpus, load_queries(SAMPLE_TRAIN, corpus)
 
 
-def run_reranker(*args: str) -> "subprocess.CompletedProcess":  # noqa: F821
+def run_reranker(*args: str) -> subprocess.CompletedProcess:
     return run_script("fine_tune_reranker.py", *args, env=ONE_THREAD)
 
 
@@ -201,9 +202,22 @@ def test_batches_are_padded_to_their_longest_pair_not_max_length(tiny_cross_enco
     from ragtune.reranker import load_reranker
 
     model = load_reranker(str(tiny_cross_encoder), max_seq_length=512)
+    assert model.max_seq_length == 512
     features = model.preprocess([("câu hỏi", "một đoạn văn ngắn"), ("hỏi", "ngắn")])
     assert features["input_ids"].shape[1] < 20
-    assert next(model.parameters()).dtype == torch.float32
+
+
+def test_a_half_precision_checkpoint_is_loaded_in_fp32(tiny_cross_encoder, tmp_path):
+    """transformers v5 loads a checkpoint in its saved dtype by default; AMP needs fp32 master weights."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from ragtune.reranker import load_reranker
+
+    half = tmp_path / "ce-fp16"
+    AutoModelForSequenceClassification.from_pretrained(str(tiny_cross_encoder), dtype=torch.float16).save_pretrained(half)
+    AutoTokenizer.from_pretrained(str(tiny_cross_encoder)).save_pretrained(half)
+    model = load_reranker(str(half), max_seq_length=128)
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
 
 
 # ---------------------------------------------------------------------------- end to end
