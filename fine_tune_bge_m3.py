@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Fine-tune an embedding model (BAAI/bge-m3 by default) on your own query -> passage labels.
+r"""Fine-tune an embedding model (BAAI/bge-m3 by default) on your own query -> passage labels.
 
     python fine_tune_bge_m3.py --epochs 5 --batch_size 8 --max_seq_length 384 --evaluation_steps 15 \
         --lr 1e-5 --checkpoint_save_steps 30 --freeze_layers 4 --warmup_steps 100 --resume_from_checkpoint auto
@@ -22,8 +22,8 @@ from ragtune.cli import (HelpFormatter, Parser, add_data_args, add_negative_args
 from ragtune.data import count_pairs, load_corpus, load_queries, split_queries
 from ragtune.errors import run_main
 from ragtune.metrics import DEFAULT_KS, TRAINING_METRICS
-from ragtune.training import (DEBUG_DIR_ENV, FINISHED_MARKER, InterruptCheckpointCallback, compute_on_main_and_share,
-                              debug_dump, dev_metrics_from_history, early_stopping_callbacks, exit_after_interrupt,
+from ragtune.training import (DEBUG_DIR_ENV, FINISHED_MARKER, InterruptCheckpointCallback, SaveBestCheckpointCallback,
+                              compute_on_main_and_share, debug_dump, dev_metrics_from_history, early_stopping_callbacks, exit_after_interrupt,
                               format_metrics_table, is_main_process, local_rank_is_main, plot_training_curves,
                               prepare_output_dir, resolve_precision, resolve_resume, setup_logging, trainer_kwargs,
                               warn_if_process_count_changed, write_json)
@@ -149,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     trainer = EmbeddingTrainer(
         model=model, args=training_args, train_dataset=examples.dataset, loss=loss, evaluator=evaluator,
         examples=examples,
-        callbacks=[interrupt, *early_stopping_callbacks(args, bool(dev_queries))])
+        callbacks=[interrupt, SaveBestCheckpointCallback(), *early_stopping_callbacks(args, bool(dev_queries))])
 
     interrupt.install()
     try:
@@ -160,6 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug_dump("fine_tune_bge_m3", lambda: {
         "dev_queries": [q.query for q in dev_queries], "train_rows": examples.dataset.to_dict(),
         "resume_from": resume_from, "global_step": trainer.state.global_step, "interrupted": interrupt.received,
+        "steps_per_epoch": batches_per_epoch // world_size, "max_steps": trainer.state.max_steps,
         "loss_records": getattr(loss, "records", None)})
     if interrupt.received:
         return exit_after_interrupt(interrupt, args.output_dir)
@@ -189,6 +190,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if before or after:
         table = format_metrics_table({"base": before, "fine-tuned": after}, TRAINING_METRICS, DEFAULT_KS)
         print(f"\nDev metrics ({len(dev_queries)} held-out queries):\n{table}\n")
+        key = args.metric_for_best_model
+        if after.get(key, 0.0) < before.get(key, 0.0):
+            logger.warning("The fine-tuned model scores below the base model on dev %s (%.4f < %.4f): try a lower "
+                           "--lr, fewer --freeze_layers or more data", key, after[key], before[key])
     logger.info("Saved the fine-tuned model to %s (load with SentenceTransformer(%r))", args.output_dir,
                 args.output_dir)
     return 0

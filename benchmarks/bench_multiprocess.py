@@ -9,8 +9,10 @@ model flags (--freeze_layers 4, --lr 1e-5, hard negatives from BM25 + the model)
 ``accelerate launch --config_file accelerate_config.yaml --num_processes N``, for the same number of
 optimizer steps with the same global batch: --batch_size 8 on 1 process, --batch_size 4 on each of
 2 processes (8 rows per step either way, so the same optimisation problem and the same number of
-samples; with 2 processes the in-batch negatives are gathered across them). No dev split and no
-checkpoints, so the timed part is training. Reported per run:
+samples; with 2 processes the in-batch negatives are gathered across them). Both use every core:
+accelerate launch gives each process OMP_NUM_THREADS=1 unless told otherwise, so the benchmark
+passes --num_cpu_threads_per_process cores/N (--threads_per_process overrides it). No dev split and
+no checkpoints, so the timed part is training. Reported per run:
 
 - train s: the Trainer's train_runtime (the training loop only);
 - samples/s: training rows (query, positive, hard negative) actually trained, counted from each
@@ -55,10 +57,13 @@ def free_port() -> int:
 
 def run(processes: int, batch_size: int, args: argparse.Namespace) -> dict:
     data = Path(args.data_dir)
+    threads = args.threads_per_process or max(1, (os.cpu_count() or 1) // processes)
     with tempfile.TemporaryDirectory() as tmp:
         debug = Path(tmp) / "debug"
-        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(REPO / "accelerate_config.yaml"),
-               "--num_processes", str(processes), "--main_process_port", str(free_port()),
+        cmd = [sys.executable, "-m", "accelerate.commands.launch",
+               "--config_file", str(REPO / "accelerate_config.yaml"),
+               "--num_processes", str(processes), "--num_cpu_threads_per_process", str(threads),
+               "--main_process_port", str(free_port()),
                str(REPO / "fine_tune_bge_m3.py"), *MODEL_FLAGS,
                "--base_model", minilm_path(), "--corpus", str(data / "CLB_PROPTIT.csv"),
                "--train_data", str(data / "train_data_proptit.xlsx"), "--output_dir", str(Path(tmp) / "out"),
@@ -79,7 +84,7 @@ def run(processes: int, batch_size: int, args: argparse.Namespace) -> dict:
         for dump in debug.glob("fine_tune_bge_m3.rank*.json"):
             rows += sum(r["local_rows"] for r in json.loads(dump.read_text())["loss_records"])
     train = float(runtime[-1])
-    return {"processes": processes, "batch_size": batch_size, "rows": rows, "train_s": train,
+    return {"processes": processes, "batch_size": batch_size, "threads": threads, "rows": rows, "train_s": train,
             "samples_per_s": rows / train, "wall_s": wall, "load": (load_before, load_after)}
 
 
@@ -91,30 +96,33 @@ def main() -> None:
     parser.add_argument("--global_batch", type=int, default=8, help="Rows per optimizer step (must be even).")
     parser.add_argument("--max_seq_length", type=int, default=384)
     parser.add_argument("--repeats", type=int, default=2, help="Runs per configuration, interleaved; medians shown.")
+    parser.add_argument("--threads_per_process", type=int, default=0,
+                        help="Torch threads per process (default: CPU cores / processes).")
     args = parser.parse_args()
     import torch
 
-    print(f"{os.cpu_count()} CPU cores, torch {torch.__version__} ({torch.get_num_threads()} threads in one "
-          f"process; accelerate/torchrun give each of 2 processes OMP_NUM_THREADS=1), "
-          f"{args.max_steps} steps of {args.global_batch} rows, max_seq_length {args.max_seq_length}")
+    print(f"{os.cpu_count()} CPU cores, torch {torch.__version__}, {args.max_steps} steps of {args.global_batch} "
+          f"rows, max_seq_length {args.max_seq_length}")
     configs = [(1, args.global_batch), (2, args.global_batch // 2)]
     runs: dict[int, list[dict]] = {1: [], 2: []}
     for repeat in range(args.repeats):
         for processes, batch_size in configs:
             r = run(processes, batch_size, args)
             runs[processes].append(r)
-            print(f"  run {repeat + 1}: {processes} process(es) x batch {batch_size}: {r['rows']} rows, "
+            print(f"  run {repeat + 1}: {processes} process(es) x batch {batch_size} x {r['threads']} thread(s): "
+                  f"{r['rows']} rows, "
                   f"train {r['train_s']:.1f} s ({r['samples_per_s']:.2f} samples/s), wall {r['wall_s']:.1f} s, "
                   f"load average {r['load'][0]:.2f} -> {r['load'][1]:.2f}", flush=True)
 
-    print("\n| processes | batch per process | global batch | steps | rows trained | train s | samples/s "
-          "| wall s | speed-up (train) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("\n| processes | threads each | batch per process | global batch | steps | rows trained | train s "
+          "| samples/s | wall s | speed-up (samples/s) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     base = statistics.median(r["samples_per_s"] for r in runs[1])
     for processes, batch_size in configs:
         rs = runs[processes]
         median = {k: statistics.median(r[k] for r in rs) for k in ("rows", "train_s", "samples_per_s", "wall_s")}
-        print(f"| {processes} | {batch_size} | {args.global_batch} | {args.max_steps} | {median['rows']:.0f} "
+        print(f"| {processes} | {rs[0]['threads']} | {batch_size} | {args.global_batch} | {args.max_steps} "
+              f"| {median['rows']:.0f} "
               f"| {median['train_s']:.1f} | {median['samples_per_s']:.2f} | {median['wall_s']:.1f} "
               f"| {median['samples_per_s'] / base:.2f}x |")
 

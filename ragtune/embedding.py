@@ -13,12 +13,12 @@ from sentence_transformers import SentenceTransformerTrainer
 from sentence_transformers.base.evaluation import SentenceEvaluator
 from sentence_transformers.base.sampler import DefaultBatchSampler
 from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
-from transformers import TrainerCallback
 
 from .data import Corpus, LabelledQuery
 from .metrics import DEFAULT_KS, TRAINING_METRICS, query_metrics, mean_metrics
 from .negatives import NegativeCandidates, draw_negatives, draw_random_negatives
 from .retrieval import encode_passages, encode_queries, top_k_dense
+from .training import SamplerEpochCallback
 
 logger = logging.getLogger(__name__)
 
@@ -213,8 +213,7 @@ class EmbeddingTrainer(SentenceTransformerTrainer):
     def __init__(self, *args: Any, examples: TrainingExamples, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.examples = examples
-        self.train_batch_sampler: NoFalseNegativesBatchSampler | None = None
-        self.add_callback(_SamplerEpochCallback(self))
+        self.add_callback(SamplerEpochCallback())
 
     def get_batch_sampler(self, dataset, batch_size, drop_last, valid_label_columns=None, generator=None, seed=0):
         if dataset is not self.examples.dataset:  # evaluation datasets keep the default sampler
@@ -222,29 +221,9 @@ class EmbeddingTrainer(SentenceTransformerTrainer):
         # drop_last=False even under DDP, where sentence-transformers forces dataloader_drop_last=True
         # against uneven last batches: this sampler never makes one, and would otherwise drop every
         # global batch the labels keep below batch_size x processes (most of them on small corpora).
-        self.train_batch_sampler = NoFalseNegativesBatchSampler(
+        return NoFalseNegativesBatchSampler(
             dataset, batch_size, False, valid_label_columns, generator, seed, examples=self.examples,
             world_size=self.args.world_size, epochs=math.ceil(self.args.num_train_epochs))
-        return self.train_batch_sampler
-
-
-class _SamplerEpochCallback(TrainerCallback):
-    """Tell the batch sampler the epoch at the start of every epoch, resumed ones included.
-
-    When a run resumes mid-epoch, the Trainer wraps the dataloader to skip the batches already
-    trained; with several processes the chain is SkipBatchSampler -> accelerate's BatchSamplerShard
-    -> our sampler, and neither accelerate 1.15 nor transformers 5 reaches that deep with
-    ``set_epoch``: the resumed epoch would replay epoch 0's order.
-    """
-
-    def __init__(self, trainer: EmbeddingTrainer) -> None:
-        self.trainer = trainer
-
-    def on_epoch_begin(self, args, state, control, **kwargs):
-        if self.trainer.train_batch_sampler is not None:
-            # state.epoch is the fractional epoch reached: an integer at an epoch boundary.
-            self.trainer.train_batch_sampler.set_epoch(int(state.epoch + 1e-6) if state.epoch else 0)
-        return control
 
 
 class GatherRecordingMNRL(MultipleNegativesRankingLoss):

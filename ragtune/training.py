@@ -196,6 +196,28 @@ class InterruptCheckpointCallback(TrainerCallback):
         return 128 + int(self.received or 0)
 
 
+class SamplerEpochCallback(TrainerCallback):
+    """Tell the training batch sampler the epoch at the start of every epoch, resumed ones included.
+
+    A custom batch sampler shuffles by ``set_epoch``. When a run resumes mid-epoch the Trainer skips
+    the batches already trained by wrapping the sampler, and under ``accelerate launch`` the chain is
+    SkipBatchSampler -> BatchSamplerShard -> the sampler: neither transformers 5 nor accelerate 1.15
+    reaches that deep, so without this the resumed epoch replays epoch 0's order. This walks the
+    prepared dataloader's chain (DataLoaderShard -> BatchSamplerShard -> sampler) instead.
+    """
+
+    def on_epoch_begin(self, args, state, control, train_dataloader=None, **kwargs):
+        epoch = int(state.epoch + 1e-6) if state.epoch else 0  # an integer at an epoch boundary
+        sampler = getattr(train_dataloader, "batch_sampler", None)
+        for _ in range(4):
+            if sampler is None:
+                break
+            if hasattr(sampler, "set_epoch"):
+                sampler.set_epoch(epoch)
+            sampler = getattr(sampler, "batch_sampler", None)
+        return control
+
+
 # ---------------------------------------------------------------------------- precision and trainer arguments
 
 

