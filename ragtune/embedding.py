@@ -10,11 +10,11 @@ from typing import Any, Iterator, Sequence
 
 from datasets import Dataset
 from sentence_transformers import SentenceTransformerTrainer
-from sentence_transformers.base.evaluation import SentenceEvaluator
 from sentence_transformers.base.sampler import DefaultBatchSampler
 from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
 from .data import Corpus, LabelledQuery
+from .dev_evaluation import DevMetricsEvaluator
 from .metrics import DEFAULT_KS, TRAINING_METRICS, query_metrics, mean_metrics
 from .negatives import NegativeCandidates, draw_negatives, draw_random_negatives
 from .retrieval import encode_passages, encode_queries, top_k_dense
@@ -265,7 +265,7 @@ class GatherRecordingMNRL(MultipleNegativesRankingLoss):
         return loss
 
 
-class DevRetrievalEvaluator(SentenceEvaluator):
+class DevRetrievalEvaluator(DevMetricsEvaluator):
     """hit/recall/MRR/nDCG at k on the dev queries, over the full corpus, with trec_eval's definitions.
 
     Why not ``InformationRetrievalEvaluator``: its MAP divides by min(k, R) rather than R, and we
@@ -291,14 +291,6 @@ class DevRetrievalEvaluator(SentenceEvaluator):
         per_query = [query_metrics([self.corpus.ids[i] for i in row], q.relevant_ids, self.ks, self.names)
                      for row, q in zip(idx, self.queries)]
         return mean_metrics(per_query)
-
-    def __call__(self, model, output_path: str | None = None, epoch: float = -1, steps: int = -1) -> dict[str, float]:
-        metrics = self.compute(model)
-        logger.info("dev @ step %s: %s", steps,
-                    ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k.endswith("@5")))
-        metrics = self.prefix_name_to_metrics(metrics, self.name)
-        self.store_metrics_in_model_card_data(model, metrics, epoch, steps)
-        return metrics
 
     def get_config_dict(self) -> dict[str, Any]:
         return {"ks": list(self.ks), "queries": len(self.queries), "passages": len(self.corpus)}

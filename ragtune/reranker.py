@@ -18,12 +18,12 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 from datasets import Dataset
-from sentence_transformers.base.evaluation import SentenceEvaluator
 from sentence_transformers.base.sampler import DefaultBatchSampler
 from sentence_transformers.cross_encoder import CrossEncoderTrainer
 
 from .bm25 import BM25Index
 from .data import Corpus, LabelledQuery
+from .dev_evaluation import DevMetricsEvaluator
 from .metrics import DEFAULT_KS, TRAINING_METRICS, mean_metrics, query_metrics
 from .models import load_or_explain
 from .negatives import NegativeCandidates, draw_negatives, draw_random_negatives, mine_candidates
@@ -287,7 +287,7 @@ def mine_and_retrieve(train_queries: Sequence[LabelledQuery], dev_queries: Seque
 # ---------------------------------------------------------------------------- dev evaluator
 
 
-class DevRerankingEvaluator(SentenceEvaluator):
+class DevRerankingEvaluator(DevMetricsEvaluator):
     """hit/recall/MRR/nDCG at k of the reranked first-stage top-N on the dev queries (trec_eval definitions).
 
     The candidate lists are fixed (computed once, before training), so the first stage's own metrics
@@ -334,14 +334,6 @@ class DevRerankingEvaluator(SentenceEvaluator):
 
     def compute(self, model) -> dict[str, float]:
         return self.metrics_of(self.rerank(model))
-
-    def __call__(self, model, output_path: str | None = None, epoch: float = -1, steps: int = -1) -> dict[str, float]:
-        metrics = self.compute(model)
-        logger.info("dev @ step %s: %s", steps,
-                    ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k.endswith("@5")))
-        metrics = self.prefix_name_to_metrics(metrics, self.name)
-        self.store_metrics_in_model_card_data(model, metrics, epoch, steps)
-        return metrics
 
     def get_config_dict(self) -> dict[str, Any]:
         return {"ks": list(self.ks), "queries": len(self.queries),
