@@ -23,21 +23,20 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
+import re
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
+from ragtune.audit import add_audit_args
 from ragtune.cli import HelpFormatter, Parser
-from ragtune.data import SAMPLE_CORPUS, SAMPLE_TEST, load_corpus, load_queries
+from ragtune.data import SAMPLE_CORPUS, SAMPLE_TEST, load_corpus
 from ragtune.errors import UserError, run_main
-from ragtune.judge import openai_key_for
-from ragtune.metrics import DEFAULT_KS, RANKING_METRICS
+from ragtune.metrics import CONTEXT_METRICS, DEFAULT_KS, RANKING_METRICS
 
 logger = logging.getLogger("evaluate_rag")
 
-SECRET_FLAGS = ("hub_token", "judge_api_key", "generator_api_key")
-MAIN_METRIC_NAMES = (*RANKING_METRICS, "context_precision", "context_recall")
+MAIN_METRIC_NAMES = (*RANKING_METRICS, *CONTEXT_METRICS)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,10 +48,14 @@ def build_parser() -> argparse.ArgumentParser:
                       help="Held-out labelled queries: CSV/XLSX with Query, Ground truth document (e.g. 15 or "
                            "\"15, 37\"), optional Ground truth answer; or query, relevant_ids, answer. Default: the "
                            "sample test split.")
+    data.add_argument("--train_data", default=None,
+                      help="Labelled training queries (same formats as --test_data), to check the test queries for "
+                           "leakage (near-copies): metrics are then also reported without the leaked test queries.")
     data.add_argument("--allow_missing_ids", action="store_true",
                       help="Drop ground-truth ids that are not in the corpus (with a warning) instead of stopping.")
     data.add_argument("--dataset_name", default=None,
                       help="Dataset name for model cards. Default: the corpus file name.")
+    add_audit_args(parser)
 
     systems = parser.add_argument_group("systems")
     systems.add_argument("--embedding_models", nargs="*", default=["BAAI/bge-m3"], metavar="MODEL",
@@ -92,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     judge = parser.add_argument_group("LLM judge (optional; any OpenAI-compatible server: vLLM, Ollama, OpenAI)")
     judge.add_argument("--judge_base_url", default=None, help="e.g. http://localhost:8000/v1")
     judge.add_argument("--judge_model", default=None, help="Model name the server knows.")
-    judge.add_argument("--judge_api_key", default=None, help="API key (default: $OPENAI_API_KEY). Never saved.")
+    judge.add_argument("--judge_api_key", default=None,
+                       help="API key (default: $OPENAI_API_KEY, sent only to an api.openai.com URL). Never saved.")
     judge.add_argument("--judge_workers", type=int, default=4, help="Concurrent requests to the judge/generator.")
     judge.add_argument("--judge_max_tokens", type=int, default=512, help="max_tokens of each judge answer.")
     judge.add_argument("--no_entities", dest="entities", action="store_false",
@@ -104,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen = parser.add_argument_group("answer generation (optional)")
     gen.add_argument("--generator_base_url", default=None, help="OpenAI-compatible server of the generator.")
     gen.add_argument("--generator_model", default=None, help="Generator model name on that server.")
-    gen.add_argument("--generator_api_key", default=None, help="API key (default: $OPENAI_API_KEY, sent only to an api.openai.com URL). Never saved.")
+    gen.add_argument("--generator_api_key", default=None,
+                     help="API key (default: $OPENAI_API_KEY, sent only to an api.openai.com URL). Never saved.")
     gen.add_argument("--generator_local", default=None, metavar="PATH",
                      help="A local transformers causal LM folder used as the generator instead of a server.")
     gen.add_argument("--generator_adapter", default=None, metavar="PATH",
@@ -143,6 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
                           "nothing.")
     hub.add_argument("--allow_regression", action="store_true",
                      help="Publish even if the selected model scores below its baseline on --main_metric.")
+    hub.add_argument("--allow_pii", action="store_true",
+                     help="Publish even if a model's metrics.json records unredacted personal information.")
+    hub.add_argument("--language", nargs="+", default=["vi"], metavar="CODE",
+                     help="Languages of the published models, for the model card (ISO 639 codes, e.g. vi en).")
+    hub.add_argument("--license", default="apache-2.0",
+                     help="License of the published models, for the model card (a Hub license id, e.g. apache-2.0, "
+                          "mit, cc-by-4.0, other).")
     return parser
 
 
@@ -153,17 +165,6 @@ def setup_logging() -> None:
     for noisy in ("httpx", "httpcore", "urllib3", "filelock", "huggingface_hub", "sentence_transformers",
                   "transformers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
-def redacted_config(args: argparse.Namespace) -> dict[str, Any]:
-    """Flag values for results.json: secrets are never written, only whether one was given."""
-    config = {}
-    for key, value in vars(args).items():
-        if key in SECRET_FLAGS or "token" in key or "api_key" in key:
-            config[key] = "<redacted>" if value else None
-        else:
-            config[key] = value
-    return config
 
 
 def validate_args(args: argparse.Namespace) -> None:
@@ -217,14 +218,17 @@ def validate_args(args: argparse.Namespace) -> None:
             raise UserError("--hub_reranker_repo: no --reranker_models to publish")
     elif args.hub_embedding_repo or args.hub_reranker_repo or args.dry_run:
         logger.warning("--hub_embedding_repo/--hub_reranker_repo/--dry_run have no effect without --push_to_hub")
-
-
-def import_hub():
-    try:
-        from ragtune import hub
-    except ImportError as err:
-        raise UserError(f"--push_to_hub: publishing is not available in this installation ({err})") from err
-    return hub
+    for code in args.language:
+        if not re.fullmatch(r"[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*", code):
+            raise UserError(f"--language: {code!r} is not a language code (ISO 639, e.g. vi or en); give several "
+                            f"separated by spaces")
+    if not re.fullmatch(r"[a-z0-9][a-z0-9.+-]*", args.license):
+        raise UserError(f"--license: {args.license!r} is not a Hub license id (e.g. apache-2.0, mit, cc-by-4.0, other)")
+    if args.generator_local and not (Path(args.generator_local).expanduser() / "config.json").exists():
+        raise UserError(f"--generator_local: {args.generator_local} is not a model folder (no config.json)")
+    if args.generator_adapter and not (Path(args.generator_adapter).expanduser() / "adapter_config.json").exists():
+        raise UserError(f"--generator_adapter: {args.generator_adapter} is not a peft adapter folder "
+                        f"(no adapter_config.json)")
 
 
 # ---------------------------------------------------------------------------- main
@@ -235,31 +239,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging()
     validate_args(args)
     started = time.perf_counter()
+    # Heavy imports after the flag checks, so that a typo fails in a second.
+    from ragtune.audit import run_audit
+    from ragtune.data import Corpus, load_queries
+    from ragtune.heldout import load_test_queries
+    from ragtune.llm_stages import run_llm_stages
+    from ragtune.model_specs import assign_labels, resolve_model
+    from ragtune.publishing import publish
+    from ragtune.ranking import tie_ranks
+    from ragtune.reports import Report
+    from ragtune.systems import RerankScores, bm25_system, dense_system, embedding_handle, rerank_systems, score_system
 
     # Data and models are checked before anything heavy runs or is written.
     corpus = load_corpus(args.corpus)
-    from ragtune.evaluation import missing_test_ids, resolve_model, assign_labels
-
-    missing = missing_test_ids(args.test_data, corpus)
-    if missing and not args.allow_missing_ids:
-        rows = sorted({r for rs in missing.values() for r in rs})
-        shown = ", ".join(sorted(missing)[:10]) + (" ..." if len(missing) > 10 else "")
-        raise UserError(f"--test_data: {len(missing)} ground-truth id(s) not in the corpus {corpus.source}: {shown} "
-                        f"(rows {', '.join(map(str, rows[:10]))}{' ...' if len(rows) > 10 else ''}); fix the ids or "
-                        f"the corpus, or pass --allow_missing_ids to drop them")
-    queries = load_queries(args.test_data, corpus, flag="--test_data")
+    queries = load_test_queries(args.test_data, corpus, args.allow_missing_ids)
+    # Training queries only serve the leakage check: loaded against a copy, so that FlagEmbedding passages
+    # they carry are not added to the corpus being evaluated.
+    train_queries = load_queries(args.train_data, Corpus(list(corpus.ids), list(corpus.texts), corpus.source)) if args.train_data else []
     embedding_specs = [resolve_model(name, "--embedding_models") for name in args.embedding_models]
     reranker_specs = [resolve_model(name, "--reranker_models") for name in args.reranker_models]
     assign_labels(embedding_specs)
     assign_labels(reranker_specs)
-    hub = import_hub() if args.push_to_hub else None
-    if args.generator_local:
-        path = Path(args.generator_local).expanduser()
-        if not (path / "config.json").exists():
-            raise UserError(f"--generator_local: {path} is not a model folder (no config.json)")
-    if args.generator_adapter and not (Path(args.generator_adapter).expanduser() / "adapter_config.json").exists():
-        raise UserError(f"--generator_adapter: {args.generator_adapter} is not a peft adapter folder "
-                        f"(no adapter_config.json)")
+    # PII, leakage and duplicates; under --pii error this stops here, before anything is written.
+    audit = run_audit(corpus, train_queries, queries, policy=args.pii,
+                      sources={"corpus": str(args.corpus), "train": str(args.train_data), "test": str(args.test_data)},
+                      report_path=args.audit_report)
+    corpus, queries = audit.corpus, audit.test  # redacted copies under --pii redact
 
     output_dir = Path(args.output_dir)
     if output_dir.exists() and not output_dir.is_dir():
@@ -271,34 +276,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                 corpus.source, len(corpus), args.test_data, len(queries),
                 sum(len(q.relevant_ids) for q in queries), args.k, cache_dir)
 
-    from ragtune.evaluation import (EmbeddingModelHandle, EmbeddingRun, RerankScores, bm25_system, dense_system,
-                                    rerank_systems, saved_prompts, score_system, tie_ranks)
-
+    # Retrieval: one ranked list per system and query, deep enough for every k, the reranker and the answers.
     depth = max(max(args.k), args.rerank_top_n if reranker_specs else 0, max(args.answer_k))
     tie_rank = tie_ranks(corpus.ids)
-    fingerprint = corpus.fingerprint()
     systems = []
     if args.bm25:
         systems.append(bm25_system(corpus, queries, depth, tie_rank, args.chunk_size))
         logger.info("BM25: done in %.1fs", systems[-1].info["seconds"])
-
-    handles: list[EmbeddingModelHandle] = []
+    handles = []
     for spec in embedding_specs:
-        handle = EmbeddingModelHandle(EmbeddingRun(spec, "", "", args.max_seq_length, args.batch_size), args.device)
-        if spec.path is None:
-            handle.model()  # a Hub model not cached yet: download it to know its prompts and hash
-        query_prompt, passage_prompt = saved_prompts(spec.path)
-        handle.run.query_prompt = query_prompt or (args.query_prompt or "")
-        handle.run.passage_prompt = passage_prompt or (args.passage_prompt or "")
-        for flag, saved, given in (("--query_prompt", query_prompt, args.query_prompt),
-                                   ("--passage_prompt", passage_prompt, args.passage_prompt)):
-            if saved and given is not None and given != saved:
-                logger.warning("%s: %s keeps the prompt it saved (%r), not %r", flag, spec.label, saved, given)
-        system = dense_system(handle, corpus, queries, depth, tie_rank, cache_dir, args.chunk_size, fingerprint)
+        handle = embedding_handle(spec, args.max_seq_length, args.batch_size, args.device, args.query_prompt,
+                                  args.passage_prompt)
+        system = dense_system(handle, corpus, queries, depth, tie_rank, cache_dir, args.chunk_size,
+                              corpus.fingerprint())
         systems.append(system)
         handles.append(handle)
         if len(handles) > 1 or not (args.generator_base_url or args.generator_local):
-            handle.release()
+            handle.release()  # only the first model is kept: it embeds questions for response relevancy
         logger.info("%s: done in %.1fs (passage embeddings %s)", spec.label, system.info["seconds"],
                     "from the cache" if system.info["passage_embeddings_cached"] else "encoded")
     dense = [s for s in systems if s.kind == "dense"]
@@ -307,22 +301,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         systems += rerank_systems(dense, scorer, corpus, queries, args.rerank_top_n, args.device, args.batch_size)
         logger.info("Reranker %s: %d pairs scored, the rest from the cache", spec.label, scorer.computed)
 
+    # Metrics and reports.
     for system in systems:
         score_system(system, corpus, queries, args.k)
     baseline = dense[0].name if dense else systems[0].name
-    state = Report(args, corpus, queries, systems, embedding_specs, reranker_specs, baseline, output_dir, depth)
-    state.write()
+    report = Report(args, corpus, queries, systems, embedding_specs, reranker_specs, baseline, output_dir)
+    report.data_audit = audit.summary()
+    report.leaked = sorted(audit.leaked_test_indices)
+    report.write()
     logger.info("Retrieval metrics written to %s (%.1fs)", output_dir, time.perf_counter() - started)
 
     judge = None
     if args.judge_base_url or args.generator_base_url or args.generator_local:
-        judge = run_llm_stages(args, state, handles, cache_dir)
+        judge = run_llm_stages(args, report, handles, cache_dir)
 
-    print(f"\n{len(queries)} test queries, metrics at k={args.main_metric.split('@')[1]} "
-          f"(all k in {output_dir / 'results.md'}):\n")
-    from ragtune.reports import console_table
-
-    print(console_table(state.payload()["systems"], int(args.main_metric.split("@")[1])) + "\n")
+    print(f"\n{len(queries)} test queries, metrics at k={report.main_k} (all k in {output_dir / 'results.md'}):\n")
+    print(report.console_table() + "\n")
+    if report.leaked:
+        print(report.leak_line() + "\n")
 
     if judge is not None and judge.asked and judge.failure_rate() > args.judge_max_failure_rate:
         example = judge.failures[0].response if judge.failures else ""
@@ -330,245 +326,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         f"still malformed after a retry (e.g. {example[:80]!r}); metrics from the rest are in "
                         f"{output_dir / 'results.json'}; use a model that follows JSON instructions")
     if args.push_to_hub:
-        publish(args, hub, state)
+        publish(args, report)
     logger.info("Done in %.1fs: %s", time.perf_counter() - started, output_dir / "results.md")
     return 0
-
-
-class Report:
-    """Everything the reports need; ``write`` rewrites every file from the current state."""
-
-    def __init__(self, args, corpus, queries, systems, embedding_specs, reranker_specs, baseline, output_dir, depth):
-        self.args = args
-        self.corpus = corpus
-        self.queries = queries
-        self.systems = systems
-        self.embedding_specs = embedding_specs
-        self.reranker_specs = reranker_specs
-        self.baseline = baseline
-        self.output_dir = output_dir
-        self.depth = depth
-        self.judge_summary: dict[str, Any] | None = None
-        self.generator_summary: dict[str, Any] | None = None
-        self.answer_records: list[dict[str, Any]] = []
-        self.published: list[dict[str, Any]] | None = None
-
-    def payload(self) -> dict[str, Any]:
-        import hashlib
-
-        from ragtune import __version__
-        from ragtune.reports import METRIC_ORDER, split_key
-
-        order = {name: i for i, name in enumerate(METRIC_ORDER)}
-
-        def sort_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
-            return dict(sorted(metrics.items(), key=lambda kv: (order.get(split_key(kv[0])[0], 99),
-                                                                split_key(kv[0])[0], split_key(kv[0])[1] or 0)))
-
-        test_sha = hashlib.sha256(Path(self.args.test_data).read_bytes()).hexdigest()[:16]
-        config = redacted_config(self.args)
-        config.update({
-            "ragtune_version": __version__,
-            "corpus": {"path": str(self.args.corpus), "passages": len(self.corpus),
-                       "fingerprint": self.corpus.fingerprint()},
-            "test_data": {"path": str(self.args.test_data), "queries": len(self.queries), "sha256": test_sha},
-            "baseline_system": self.baseline,
-            "models": {"embedding": [s.describe() for s in self.embedding_specs],
-                       "reranker": [s.describe() for s in self.reranker_specs]},
-            "definitions": {
-                "context_precision@k": "sum_{i<=k} precision@i * rel_i / sum_{i<=k} rel_i (RAGAS formula, labels "
-                                       "as verdicts; 0 if no relevant passage in the top k)",
-                "context_recall@k": "|relevant ∩ top k| / |relevant| (ID-based, equals recall@k)",
-                "ties": "first stage: score desc, then passage id desc (trec_eval); reranked: first-stage order",
-            },
-        })
-        systems = []
-        for s in self.systems:
-            systems.append({"name": s.name, "kind": s.kind, "embedding_model": s.embedding_model,
-                            "reranker_model": s.reranker_model, "metrics": sort_metrics(s.metrics),
-                            "excluded": dict(sorted(s.excluded.items())), "info": s.info})
-        payload: dict[str, Any] = {"config": config, "systems": systems}
-        if self.judge_summary:
-            payload["judge"] = self.judge_summary
-        if self.generator_summary:
-            payload["generator"] = self.generator_summary
-        if self.published is not None:
-            payload["published"] = self.published
-        return payload
-
-    def write(self) -> None:
-        from ragtune.reports import (plot_chart, results_markdown, write_answers_csv, write_json, write_per_query_csv,
-                                     write_text)
-
-        payload = self.payload()
-        write_json(self.output_dir / "results.json", payload)
-        write_text(self.output_dir / "results.md", results_markdown(payload, self.baseline))
-        write_per_query_csv(self.output_dir / "per_query.csv", self.queries, self.systems, self.corpus,
-                            max(self.args.k))
-        plot_chart(self.output_dir / "results.png", payload["systems"], int(self.args.main_metric.split("@")[1]))
-        if self.answer_records:
-            write_answers_csv(self.output_dir / "answers.csv", self.answer_records)
-
-
-def run_llm_stages(args, state: Report, handles, cache_dir: Path):
-    """LLM-judged context metrics, then generated answers and their metrics; results saved after each stage."""
-    from ragtune.evaluation import add_per_query_metrics
-    from ragtune.judge import CachedLLM, Judge, LLMCache, OpenAIChatClient
-
-    cache = LLMCache(cache_dir / "llm_cache.jsonl")
-    retry = dict(timeout=args.endpoint_timeout, retries=args.endpoint_retries, backoff=args.endpoint_backoff)
-    judge = None
-    queries, corpus, systems = state.queries, state.corpus, state.systems
-    try:
-        if args.judge_base_url:
-            client = OpenAIChatClient(args.judge_base_url, args.judge_model,
-                                      args.judge_api_key or openai_key_for(args.judge_base_url), flag="--judge_base_url",
-                                      **retry)
-            judge = Judge(CachedLLM(client, cache, args.judge_max_tokens), workers=args.judge_workers)
-            top = max(args.k)
-            needed: dict[int, set[int]] = {}
-            for system in systems:
-                for qi in range(len(queries)):
-                    needed.setdefault(qi, set()).update(system.ranked[qi][:top])
-            logger.info("Judging %d (query, passage) pairs with %s at %s (once each, shared by every system and k)",
-                        sum(map(len, needed.values())), args.judge_model, client.url)
-            judged = judge.judge_contexts(queries, needed, corpus, entities=args.entities)
-            for system in systems:
-                add_per_query_metrics(system, judge.context_scores(judged, system.ranked, args.k, args.entities))
-            state.judge_summary = judge.summary()
-            state.write()
-            logger.info("LLM context metrics: %d judgements, %d requests, %d from the cache, %d malformed",
-                        judge.asked, judge.llm.requests, judge.llm.cache_hits, len(judge.failures))
-        if args.generator_base_url or args.generator_local:
-            generate_answers(args, state, handles, cache, judge, retry)
-    except UserError as err:
-        state.write()
-        raise UserError(f"{err} (results computed so far are saved in {state.output_dir}; cached answers are "
-                        f"reused when you run again)") from err
-    return judge
-
-
-def generate_answers(args, state: Report, handles, cache, judge, retry) -> None:
-    from ragtune.answers import EndpointGenerator, LocalGenerator, evaluate_answers
-    from ragtune.judge import CachedLLM, Judge, OpenAIChatClient
-
-    names = [s.name for s in state.systems]
-    if args.answer_systems:
-        unknown = [n for n in args.answer_systems if n not in names]
-        if unknown:
-            raise UserError(f"--answer_systems: unknown system(s) {', '.join(unknown)}; systems are: "
-                            f"{', '.join(names)}")
-        chosen = [s for s in state.systems if s.name in args.answer_systems]
-    else:
-        chosen = list(state.systems)
-    if args.generator_local:
-        generator = LocalGenerator(args.generator_local, args.generator_adapter, cache, args.generator_max_new_tokens,
-                                   device=args.device)
-    else:
-        client = OpenAIChatClient(args.generator_base_url, args.generator_model,
-                                  args.generator_api_key or openai_key_for(args.generator_base_url),
-                                  flag="--generator_base_url", **retry)
-        llm = CachedLLM(client, cache, args.generator_max_new_tokens)
-        generator = EndpointGenerator(llm, Judge(llm, workers=args.judge_workers))
-    embed = None
-    if judge is not None and handles:
-        embed = handles[0].encode_queries
-    elif judge is not None:
-        logger.warning("response relevancy needs an embedding model (--embedding_models): skipped")
-    records = evaluate_answers(chosen, state.queries, state.corpus, args.answer_k, generator, judge, embed)
-    state.answer_records = records
-    llm = getattr(generator, "llm", None)
-    state.generator_summary = {"model": generator.model_id, "answers": len(records),
-                               "systems": [s.name for s in chosen], "answer_k": args.answer_k,
-                               "requests": llm.requests if llm else generator.requests,
-                               "cache_hits": llm.cache_hits if llm else len(records) - generator.requests}
-    if judge is not None:
-        state.judge_summary = judge.summary()
-    state.write()
-
-
-# ---------------------------------------------------------------------------- publishing
-
-
-def publish(args, hub, state: Report) -> None:
-    """Publish the selected models; a regression on the main metric refuses every push (nothing half-done)."""
-    import json
-
-    from ragtune.evaluation import ranking_metric_keys, select_for_publishing
-    from ragtune.reports import card_markdown
-
-    selections = select_for_publishing(state.systems, args.embedding_models, args.reranker_models, args.main_metric)
-    wanted = [(kind, repo) for kind, repo in (("embedding", args.hub_embedding_repo),
-                                              ("reranker", args.hub_reranker_repo)) if repo]
-    problems, requests = [], []
-    keys = ranking_metric_keys(args.k)
-    payload_systems = {s["name"]: s for s in state.payload()["systems"]}
-    for kind, repo in wanted:
-        selection = selections.get(kind)
-        if selection is None:
-            problems.append(f"no {kind} system was evaluated to publish to {repo}")
-            continue
-        model_dir = Path(selection.model).expanduser()
-        if not model_dir.is_dir():
-            problems.append(f"--hub_{kind}_repo: the selected {kind} model '{selection.model}' is not a local folder "
-                            f"(only a model you trained can be published)")
-            continue
-        base_value = selection.baseline.metrics.get(args.main_metric) if selection.baseline else None
-        value = selection.system.metrics.get(args.main_metric)
-        if selection.regression and not args.allow_regression:
-            problems.append(f"{kind} model '{selection.model}' scores {args.main_metric} {value:.4f} below its "
-                            f"baseline '{selection.baseline.name}' ({base_value:.4f}); pass --allow_regression to "
-                            f"publish it anyway")
-            continue
-        if selection.below_baseline:
-            logger.warning("Publishing %s although it scores below %s on %s (%.4f < %.4f)%s", selection.model,
-                           selection.baseline.name, args.main_metric, value, base_value,
-                           " (--allow_regression)" if selection.regression else "")
-        training_config = None
-        metrics_file = model_dir / "metrics.json"
-        if metrics_file.is_file():
-            try:
-                training_config = json.loads(metrics_file.read_text()).get("config")
-            except (OSError, ValueError):
-                training_config = None
-        shown = [payload_systems[s.name] for s in (selection.baseline, selection.system) if s is not None]
-        requests.append(hub.PublishRequest(
-            model_dir=model_dir, repo_id=repo, kind=kind,
-            base_model=_base_model_name(selection, model_dir),
-            metrics=_floats(selection.system.metrics),
-            baseline_metrics=_floats(selection.baseline.metrics) if selection.baseline else {},
-            dataset_name=args.dataset_name or Path(args.corpus).stem,
-            results_markdown=card_markdown(shown, selection.baseline.name if selection.baseline else None, keys),
-            training_config=training_config))
-    if problems:
-        raise UserError("not publishing anything: " + "; ".join(problems) + f" (results are in {state.output_dir})")
-    logger.info("Publishing %s%s", ", ".join(f"{r.kind} {r.model_dir} -> {r.repo_id}" for r in requests),
-                " (dry run)" if args.dry_run else "")
-    token = args.hub_token or os.environ.get("HF_TOKEN") or None
-    state.published = hub.publish_models(requests, token=token, private=not args.public, dry_run=args.dry_run)
-    state.write()
-
-
-def _base_model_name(selection, model_dir: Path) -> str:
-    """The model this one was fine-tuned from: its metrics.json says so; else the baseline entry."""
-    import json
-
-    try:
-        base = json.loads((model_dir / "metrics.json").read_text()).get("base_model")
-        if base:
-            return str(base)
-    except (OSError, ValueError):
-        pass
-    if selection.baseline is not None:
-        if selection.kind == "reranker" and selection.baseline.reranker_model:
-            return selection.baseline.reranker_model
-        if selection.kind == "embedding" and selection.baseline.embedding_model:
-            return selection.baseline.embedding_model
-    return selection.model
-
-
-def _floats(metrics: dict[str, Any]) -> dict[str, float]:
-    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
 
 
 if __name__ == "__main__":

@@ -14,20 +14,17 @@ reranked, before, during and after training; the best checkpoint by the dev metr
 from __future__ import annotations
 
 import argparse
-import gc
 import logging
 from typing import Sequence
 
 from ragtune.cli import (HelpFormatter, Parser, add_data_args, add_negative_args, add_output_args, add_training_args,
-                         args_to_config, default_output_dir, validate_reranker_args, validate_training_args)
+                         validate_reranker_args, validate_training_args)
+from ragtune.audit import add_audit_args
 from ragtune.data import count_pairs, load_corpus, load_queries, split_queries
 from ragtune.errors import run_main
 from ragtune.metrics import DEFAULT_KS, TRAINING_METRICS
-from ragtune.training import (FINISHED_MARKER, InterruptCheckpointCallback, SaveBestCheckpointCallback,
-                              compute_on_main_and_share, dev_metrics_from_history, early_stopping_callbacks,
-                              exit_after_interrupt, format_metrics_table, is_main_process, local_rank_is_main,
-                              plot_training_curves, prepare_output_dir, resolve_precision, resolve_resume,
-                              setup_logging, total_optimizer_steps, trainer_kwargs, write_json)
+from ragtune.runner import TrainingRun
+from ragtune.training import dev_metrics_from_history, format_metrics_table, total_optimizer_steps
 
 logger = logging.getLogger("fine_tune_reranker")
 
@@ -45,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="Dev evaluation reranks this many first-stage candidates per query.")
     add_data_args(parser)
     add_output_args(parser, default_output_dir=None)
+    add_audit_args(parser)
     add_training_args(parser, epochs=4, batch_size=3, lr=2e-5, warmup_steps=0.1, max_seq_length=512,
                       evaluation_steps=10, checkpoint_save_steps=20, gradient_accumulation_steps=8)
     # Ranks 1-30: the reranker's job is to order the first stage's top candidates, so it learns from them.
@@ -53,10 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None, callbacks: Sequence = ()) -> int:
-    """Run the script; ``callbacks`` are extra TrainerCallbacks (benchmarks and tests observe training)."""
+    """Run the script; ``callbacks`` are extra TrainerCallbacks (tests and benchmarks observe training)."""
     args = build_parser().parse_args(argv)
-    setup_logging(local_rank_is_main())
-    args.output_dir = args.output_dir or default_output_dir(args.base_model, "reranker")
+    run = TrainingRun(args, output_suffix="reranker", callbacks=callbacks)
     validate_training_args(args, min_batch_size=1)
     validate_reranker_args(args)
 
@@ -64,8 +61,7 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence = ()) -> int:
     corpus = load_corpus(args.corpus)
     queries = load_queries(args.train_data, corpus)
     train_queries, dev_queries = split_queries(queries, args.dev_ratio, args.seed)
-    prepare_output_dir(args.output_dir, args.overwrite_output_dir, args.resume_from_checkpoint)
-    resume_from = resolve_resume(args.resume_from_checkpoint, args.output_dir, args.overwrite_output_dir)
+    corpus, train_queries, dev_queries = run.audit(corpus, train_queries, dev_queries)
 
     # Heavy imports after the cheap checks, so a typo fails in a second.
     import torch
@@ -80,13 +76,10 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence = ()) -> int:
 
     num_hard, num_random = clamp_negative_counts(train_queries, corpus, args.num_hard_negatives,
                                                  args.num_random_negatives)
-    precision = resolve_precision(args.precision)
-    metric_key = f"eval_dev_{args.metric_for_best_model}"
-    training_args = CrossEncoderTrainingArguments(
-        **trainer_kwargs(args, precision, bool(dev_queries), metric_key, args.output_dir,
-                         eval_on_start=resume_from is None),
-        dataloader_pin_memory=torch.cuda.is_available())
-    # Each process loads onto its own device (not all onto the first GPU); weights stay fp32.
+    training_args = run.training_arguments(CrossEncoderTrainingArguments, has_dev=bool(dev_queries),
+                                           dataloader_pin_memory=torch.cuda.is_available())
+    # Models: loaded and checked before the output dir is touched. Each process loads onto its own device
+    # (not all onto the first GPU); weights stay fp32.
     device = str(training_args.device)
     embedding_model = None
     if args.embedding_model:
@@ -95,34 +88,34 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence = ()) -> int:
     model = load_reranker(args.base_model, args.max_seq_length, device=device)
 
     # Hard negatives and the dev first stage: one index of the corpus, on the main process, shared.
-    mined = compute_on_main_and_share(lambda: mine_and_retrieve(
+    mined = run.share(lambda: mine_and_retrieve(
         train_queries, dev_queries, corpus, embedding_model, args.hard_negative_source,
         tuple(args.hard_negative_range), num_hard, args.rerank_top_n))
-    del embedding_model  # not needed while training: give its memory back
-    gc.collect()
+    embedding_model = None  # not needed while training: give its memory back
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     examples = build_reranker_examples(train_queries, corpus, mined.candidates, num_hard, num_random, args.seed)
 
     steps = total_optimizer_steps(len(examples.dataset), args.batch_size, args.gradient_accumulation_steps,
-                                  args.epochs, training_args.world_size, args.max_steps)
-    logger.info(
-        "Data: corpus %s (%d passages), queries %s (%d, %d pairs) -> train %d queries / %d examples "
-        "(%d positives, %d negatives), dev %d queries",
-        corpus.source, len(corpus), args.train_data, len(queries), count_pairs(queries), len(train_queries),
-        len(examples.dataset), examples.num_positives, examples.num_negatives, len(dev_queries))
-    logger.info(
-        "Training: %s on %s, precision %s, %d process(es), effective batch %d (= %d x %d accumulation x %d), "
-        "per positive %d hard negative(s) from %s ranks %d-%d and %d random, BCE pos_weight %.2f, "
-        "%d optimizer steps, warm-up %s, output %s",
-        args.base_model, training_args.device, precision.name, training_args.world_size,
-        args.batch_size * args.gradient_accumulation_steps * training_args.world_size, args.batch_size,
-        args.gradient_accumulation_steps, training_args.world_size, num_hard,
-        "+".join(mined.sources) or "uniform sampling", *args.hard_negative_range, num_random,
-        examples.pos_weight, steps, args.warmup_steps, args.output_dir)
-    if examples.hard_filled_randomly:
-        logger.info("%d hard-negative slot(s) had too few mined candidates (--hard_negative_range %d %d) and were "
-                    "filled with uniform negatives", examples.hard_filled_randomly, *args.hard_negative_range)
+                                  args.epochs, run.world_size, args.max_steps)
+    run.log_summary("Fine-tuning the reranker", {
+        "model": f"{args.base_model} on {training_args.device}, max_seq_length {model.max_seq_length}",
+        "data": f"corpus {corpus.source} ({len(corpus)} passages), queries {args.train_data} ({len(queries)}, "
+                f"{count_pairs(queries)} pairs)",
+        "split": f"train {len(train_queries)} queries / {len(examples.dataset)} examples ({examples.num_positives} "
+                 f"positives, {examples.num_negatives} negatives), dev {len(dev_queries)} queries",
+        "negatives": f"per positive {num_hard} hard from {'+'.join(mined.sources) or 'uniform sampling'} ranks "
+                     f"{args.hard_negative_range[0]}-{args.hard_negative_range[1]} and {num_random} random"
+                     + (f"; {examples.hard_filled_randomly} hard slot(s) filled with uniform negatives (too few "
+                        f"mined candidates)" if examples.hard_filled_randomly else ""),
+        "loss": f"binary cross-entropy, pos_weight {examples.pos_weight:.2f}",
+        "precision": run.precision.name,
+        "batch": f"effective {args.batch_size * args.gradient_accumulation_steps * run.world_size} (= "
+                 f"{args.batch_size} x {args.gradient_accumulation_steps} accumulation x {run.world_size} "
+                 f"process(es))",
+        "steps": f"{steps} optimizer steps, warm-up {args.warmup_steps:g}",
+        "output": args.output_dir,
+    })
     if 1 <= args.warmup_steps and args.warmup_steps >= steps:
         logger.warning("--warmup_steps %d covers all %d optimizer steps: the learning rate never reaches --lr %g",
                        args.warmup_steps, steps, args.lr)
@@ -135,20 +128,12 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence = ()) -> int:
         logger.info("Dev: reranking the top %d of %s; %.1f%% of the relevant passages are among them (the ceiling "
                     "for recall)", args.rerank_top_n, mined.first_stage, 100 * evaluator.candidate_recall)
     loss = BinaryCrossEntropyLoss(model, pos_weight=torch.tensor(examples.pos_weight))
-    interrupt = InterruptCheckpointCallback()
-    trainer = RerankerTrainer(
-        model=model, args=training_args, train_dataset=examples.dataset, loss=loss, evaluator=evaluator,
-        lengths=pair_lengths(model, examples.dataset),
-        callbacks=[interrupt, SaveBestCheckpointCallback(), *early_stopping_callbacks(args, bool(dev_queries)),
-                   *callbacks])
-
-    interrupt.install()
-    try:
-        trainer.train(resume_from_checkpoint=resume_from)
-    finally:
-        interrupt.uninstall()
-    if interrupt.received:
-        return exit_after_interrupt(interrupt, args.output_dir)
+    trainer = RerankerTrainer(model=model, args=training_args, train_dataset=examples.dataset, loss=loss,
+                              evaluator=evaluator, lengths=pair_lengths(model, examples.dataset),
+                              callbacks=run.trainer_callbacks(has_dev=bool(dev_queries)))
+    interrupted = run.train(trainer)
+    if interrupted is not None:
+        return interrupted
 
     # The Trainer has loaded the best checkpoint (load_best_model_at_end): it is the final model.
     history = dev_metrics_from_history(trainer.state.log_history, "eval_dev_")
@@ -156,35 +141,32 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence = ()) -> int:
     before = history[0][1] if history else {}
     after = evaluator(model, epoch=trainer.state.epoch, steps=trainer.state.global_step) if evaluator else {}
     after = {k.removeprefix("dev_"): v for k, v in after.items()}
-    if not is_main_process():
-        return 0
-    trainer.save_model(args.output_dir)
-    plot_training_curves(trainer.state.log_history, "eval_dev_", f"{args.output_dir}/training_curves.png")
-    columns = {f"first stage ({mined.first_stage})": first_stage, "base reranker": before, "fine-tuned": after}
-    table = format_metrics_table(columns, TRAINING_METRICS, DEFAULT_KS) if evaluator else ""
+    table = ""
     if evaluator:
-        append_dev_metrics_to_card(args.output_dir, table, (
-            f"{len(dev_queries)} held-out queries; the reranker reorders the top {args.rerank_top_n} passages of "
-            f"{mined.first_stage} (base model: {args.base_model}). Binary relevance, trec_eval definitions."))
-    write_json(f"{args.output_dir}/{FINISHED_MARKER}", {
-        "base_model": args.base_model,
+        columns = {f"first stage ({mined.first_stage})": first_stage, "base reranker": before, "fine-tuned": after}
+        table = format_metrics_table(columns, TRAINING_METRICS, DEFAULT_KS)
+
+    def save(output_dir: str) -> None:
+        trainer.save_model(output_dir)
+        if evaluator:
+            append_dev_metrics_to_card(output_dir, table, (
+                f"{len(dev_queries)} held-out queries; the reranker reorders the top {args.rerank_top_n} passages "
+                f"of {mined.first_stage} (base model: {args.base_model}). Binary relevance, trec_eval definitions."))
+
+    if table:
+        table = (f"Dev metrics ({len(dev_queries)} held-out queries, top {args.rerank_top_n} of {mined.first_stage} "
+                 f"reranked):\n{table}")
+    code = run.finish(trainer, save=save, table=table, metrics={
         "first_stage": mined.first_stage,
         "dev_metrics": {"first_stage": first_stage, "before": before, "after": after},
         "dev_candidate_recall": evaluator.candidate_recall if evaluator else None,
-        "best_checkpoint": trainer.state.best_model_checkpoint,
-        "best_metric": {args.metric_for_best_model: trainer.state.best_metric},
-        "global_step": trainer.state.global_step,
         "train_queries": len(train_queries), "dev_queries": len(dev_queries),
         "train_examples": len(examples.dataset), "train_positives": examples.num_positives,
         "hard_negatives_per_positive": num_hard, "random_negatives_per_positive": num_random,
         "pos_weight": examples.pos_weight, "hard_negative_sources": mined.sources,
-        "config": args_to_config(args),
     })
-    if evaluator:
-        print(f"\nDev metrics ({len(dev_queries)} held-out queries, top {args.rerank_top_n} of {mined.first_stage} "
-              f"reranked):\n{table}\n")
     logger.info("Saved the fine-tuned reranker to %s (load with CrossEncoder(%r))", args.output_dir, args.output_dir)
-    return 0
+    return code
 
 
 if __name__ == "__main__":

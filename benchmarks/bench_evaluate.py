@@ -104,8 +104,10 @@ def bench_naive(data_dir: Path, repeats: int) -> dict:
     from sentence_transformers import SentenceTransformer
 
     from ragtune.data import load_corpus, load_queries
-    from ragtune.evaluation import (EmbeddingModelHandle, EmbeddingRun, System, dense_top_k, passage_store,
-                                    query_embeddings, resolve_model, score_system, tie_ranks)
+    from ragtune.embedding_store import EmbeddingModelHandle, EmbeddingRun, passage_store, query_embeddings
+    from ragtune.model_specs import resolve_model
+    from ragtune.ranking import dense_top_k, tie_ranks
+    from ragtune.systems import System, score_system
     from ragtune.metrics import RANKING_METRICS
 
     corpus = load_corpus(data_dir / "CLB_PROPTIT.csv")
@@ -179,8 +181,10 @@ def synthetic(n_passages: int, n_queries: int, words_per_passage: int, seed: int
 
 def scale_child(n_passages: int, n_queries: int, max_seq_length: int, words: int, batch_size: int,
                 chunk_size: int) -> dict:
-    from ragtune.evaluation import (EmbeddingModelHandle, EmbeddingRun, System, dense_top_k, passage_store,
-                                    query_embeddings, resolve_model, score_system, tie_ranks)
+    from ragtune.embedding_store import EmbeddingModelHandle, EmbeddingRun, passage_store, query_embeddings
+    from ragtune.model_specs import resolve_model
+    from ragtune.ranking import dense_top_k, tie_ranks
+    from ragtune.systems import System, score_system
 
     corpus, queries = synthetic(n_passages, n_queries, words)
     spec = resolve_model(minilm_path(), "--embedding_models")
@@ -211,7 +215,9 @@ def topk_child(n_passages: int, n_queries: int, dim: int, chunk_size: int) -> di
     import numpy as np
 
     from ragtune.data import Corpus, LabelledQuery
-    from ragtune.evaluation import EmbeddingStore, System, dense_top_k, score_system, tie_ranks
+    from ragtune.embedding_store import EmbeddingStore
+    from ragtune.ranking import dense_top_k, tie_ranks
+    from ragtune.systems import System, score_system
 
     rng = np.random.default_rng(0)
     corpus = Corpus(ids=[str(i) for i in range(n_passages)], texts=[""] * n_passages)

@@ -1,8 +1,9 @@
-"""Answer generation from retrieved contexts, and answer metrics.
+"""Answer generation from retrieved contexts, answer metrics, and the judge prompts those metrics use.
 
 Generators: any OpenAI-compatible endpoint, or a local transformers causal LM (optionally with a
 LoRA adapter loaded with peft). Both run greedy / temperature 0 and go through the same disk
-cache as the judge, so a rerun generates nothing.
+cache as the judge, so a rerun generates nothing. (The context metrics' prompts are in
+:mod:`ragtune.judge`.)
 
 Metrics (per query, then the mean; BLEU at corpus level):
   string_presence     1 if the normalised reference answer occurs in the normalised generated answer
@@ -28,8 +29,12 @@ from typing import Any, Sequence
 import numpy as np
 
 from .errors import UserError
-from .judge import (CachedLLM, Judge, LLMCache, Messages, groundedness_prompt, noise_prompt, parse_claims,
-                    parse_questions, relevancy_prompt)
+from .judge import Judge, judge_messages
+from .llm_cache import CachedLLM, LLMCache
+from .llm_client import Messages
+from .llm_parsing import parse_claims, parse_questions
+from .model_specs import folder_fingerprint
+from .systems import add_per_query_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -40,10 +45,44 @@ GENERATOR_SYSTEM = ("You answer questions using only the numbered contexts provi
                     "language of the question. If the contexts do not contain the answer, say that you do not know.")
 
 
+# ---------------------------------------------------------------------------- prompts
+
+
 def answer_messages(question: str, contexts: Sequence[str]) -> Messages:
-    numbered = "\n".join(f"[{i}] {c}" for i, c in enumerate(contexts, start=1))
+    """The generator's prompt: the numbered contexts, then the question."""
     return [{"role": "system", "content": GENERATOR_SYSTEM},
-            {"role": "user", "content": f"Contexts:\n{numbered}\n\nQuestion: {question}"}]
+            {"role": "user", "content": f"Contexts:\n{_numbered_contexts(contexts)}\n\nQuestion: {question}"}]
+
+
+def _numbered_contexts(contexts: Sequence[str]) -> str:
+    return "\n".join(f"[{i}] {c}" for i, c in enumerate(contexts, start=1))
+
+
+def groundedness_prompt(question: str, answer: str, contexts: Sequence[str]) -> Messages:
+    return judge_messages(
+        "Break the answer into short standalone claims. For each claim decide whether the contexts support "
+        f"it (1) or not (0).\n\nQuestion: {question}\n\nContexts:\n{_numbered_contexts(contexts)}\n\n"
+        f"Answer: {answer}\n\n"
+        'Reply with JSON: {"claims": [{"claim": "...", "supported": 1}, ...]}. If the answer makes no claim '
+        '(for example it says it does not know), reply {"claims": []}.')
+
+
+def relevancy_prompt(answer: str, n: int = 3) -> Messages:
+    return judge_messages(
+        f"Write {n} different questions that the answer below answers, in the answer's language. Also say "
+        "whether the answer is noncommittal (evasive or vague, e.g. 'I don't know', 'I'm not sure').\n\n"
+        f"Answer: {answer}\n\n"
+        'Reply with JSON: {"questions": ["...", "...", "..."], "noncommittal": 0} (noncommittal 1 if it is).')
+
+
+def noise_prompt(question: str, reference: str, answer: str, contexts: Sequence[str]) -> Messages:
+    return judge_messages(
+        "Break the answer into short standalone claims. For each claim give \"correct\": 1 if the reference "
+        "answer supports it, else 0; and \"supported_by\": the numbers of the contexts that state or support "
+        f"it ([] if none).\n\nQuestion: {question}\n\nReference answer: {reference}\n\n"
+        f"Contexts:\n{_numbered_contexts(contexts)}\n\nAnswer: {answer}\n\n"
+        'Reply with JSON: {"claims": [{"claim": "...", "correct": 1, "supported_by": [1]}, ...]}; '
+        '{"claims": []} if the answer makes no claim.')
 
 
 # ---------------------------------------------------------------------------- string metrics
@@ -120,8 +159,6 @@ class LocalGenerator:
 
     def __init__(self, path: str, adapter: str | None, cache: LLMCache, max_new_tokens: int = 256,
                  batch_size: int = 4, device: str | None = None) -> None:
-        from .evaluation import folder_fingerprint
-
         self.path = Path(path).expanduser()
         if not self.path.is_dir() or not (self.path / "config.json").exists():
             raise UserError(f"--generator_local: {path} is not a model folder (no config.json)")
@@ -216,8 +253,6 @@ def evaluate_answers(systems: Sequence[Any], queries: Sequence[Any], corpus: Any
     returns one record per answer for answers.csv. ``embed_queries(texts) -> normalised vectors`` is
     needed for response relevancy; without it (or without a judge) the judged metrics are skipped.
     """
-    from .evaluation import add_per_query_metrics
-
     slots: list[tuple[int, int, int]] = []  # (system, k, query)
     prompts: list[Messages] = []
     for si, system in enumerate(systems):

@@ -2,7 +2,9 @@
 
 Why not ``rank_bm25``: it scores every document in a Python loop per query term, which is slow
 past a few thousand passages; here the whole corpus is one sparse matrix product per query batch.
-Tokens are lower-cased Unicode word characters, so Vietnamese syllables keep their diacritics.
+Tokens are lower-cased Unicode word characters, so Vietnamese syllables keep their diacritics
+(``tokenizer="syllable"``); ``tokenizer="word"`` first joins the syllables of Vietnamese words with
+pyvi's word segmenter ("câu lạc bộ" -> one token "câu_lạc_bộ").
 """
 
 from __future__ import annotations
@@ -18,19 +20,32 @@ from scipy import sparse
 _TOKEN = re.compile(r"\w+", re.UNICODE)
 
 
-def tokenize(text: str) -> list[str]:
-    return _TOKEN.findall(unicodedata.normalize("NFC", text).lower())
+TOKENIZERS = ("syllable", "word")
+DEFAULT_TOKENIZER = "syllable"
+
+
+def tokenize(text: str, tokenizer: str = DEFAULT_TOKENIZER) -> list[str]:
+    text = unicodedata.normalize("NFC", text)
+    if tokenizer == "word":
+        from pyvi import ViTokenizer  # optional dependency, only for word segmentation
+
+        text = ViTokenizer.tokenize(text)
+    elif tokenizer != "syllable":
+        raise ValueError(f"unknown BM25 tokenizer {tokenizer!r}; one of {', '.join(TOKENIZERS)}")
+    return _TOKEN.findall(text.lower())
 
 
 class BM25Index:
     """BM25 with Lucene's non-negative idf: log(1 + (N - df + 0.5) / (df + 0.5))."""
 
-    def __init__(self, texts: Sequence[str], k1: float = 1.5, b: float = 0.75) -> None:
+    def __init__(self, texts: Sequence[str], k1: float = 1.5, b: float = 0.75,
+                 tokenizer: str = DEFAULT_TOKENIZER) -> None:
+        self.tokenizer = tokenizer
         self.vocabulary: dict[str, int] = {}
         rows, cols, counts = [], [], []
         lengths = np.zeros(len(texts), dtype=np.float64)
         for doc, text in enumerate(texts):
-            tokens = tokenize(text)
+            tokens = tokenize(text, tokenizer)
             lengths[doc] = len(tokens)
             for term, count in Counter(tokens).items():
                 rows.append(doc)
@@ -52,7 +67,7 @@ class BM25Index:
     def _query_matrix(self, queries: Sequence[str]) -> sparse.csr_matrix:
         rows, cols, vals = [], [], []
         for qi, query in enumerate(queries):
-            for term, count in Counter(tokenize(query)).items():
+            for term, count in Counter(tokenize(query, self.tokenizer)).items():
                 col = self.vocabulary.get(term)
                 if col is not None:
                     rows.append(qi)

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection
 
-from .data import SAMPLE_CORPUS, SAMPLE_TRAIN
+from .data import SAMPLE_CORPUS, SAMPLE_TRAIN, check_input_file
 from .errors import UserError
+from .redaction import redact_config
 from .metrics import DEFAULT_KS, TRAINING_METRICS
-from .negatives import NEGATIVE_SOURCES
+from .negatives import FIRST_STAGES, NEGATIVE_SOURCES
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -106,6 +107,12 @@ def add_negative_args(parser: argparse.ArgumentParser, *, num_hard_negatives: in
                             "to that query.")
     group.add_argument("--hard_negative_source", choices=NEGATIVE_SOURCES, default=source,
                        help="Where hard negatives come from: BM25, the dense model, both interleaved, or none.")
+    group.add_argument("--first_stage", choices=FIRST_STAGES, default=None,
+                       help="The retriever hard negatives are mined from (overrides --hard_negative_source), and in "
+                            "the reranker script the one whose top candidates are reranked on dev: BM25, the dense "
+                            "model, or hybrid (their normalised scores fused with a weight chosen on dev queries). "
+                            "Default: --hard_negative_source for mining; the reranker's dev first stage is the "
+                            "--embedding_model when given, else BM25.")
     group.add_argument("--hard_negative_range", type=int, nargs=2, default=list(rank_range), metavar=("MIN", "MAX"),
                        help="Draw hard negatives from these ranks (1-based, inclusive) of each source; skipping the "
                             "top ranks avoids unlabelled positives.")
@@ -115,8 +122,13 @@ def add_negative_args(parser: argparse.ArgumentParser, *, num_hard_negatives: in
                                 "passage labelled relevant to the query.")
 
 
-def validate_training_args(args: argparse.Namespace, min_batch_size: int = 1) -> None:
-    """Flag values that argparse's types cannot check; all raise UserError naming the flag."""
+def validate_training_args(args: argparse.Namespace, min_batch_size: int = 1,
+                           valid_metrics: Collection[str] | None = None) -> None:
+    """Flag values that argparse's types cannot check; all raise UserError naming the flag.
+
+    ``valid_metrics``: accepted --metric_for_best_model values (default: the ranking metrics@k).
+    The hard-negative and --freeze_layers checks run when the script has those flags.
+    """
     checks: list[tuple[bool, str]] = [
         (args.batch_size >= min_batch_size,
          f"--batch_size must be at least {min_batch_size}"
@@ -133,25 +145,35 @@ def validate_training_args(args: argparse.Namespace, min_batch_size: int = 1) ->
         (args.save_total_limit >= 1, f"--save_total_limit must be at least 1, got {args.save_total_limit}"),
         (args.early_stopping_patience >= 0, f"--early_stopping_patience must be >= 0, got {args.early_stopping_patience}"),
         (0.0 <= args.dev_ratio < 1.0, f"--dev_ratio must be in [0, 1), got {args.dev_ratio}"),
-        (args.num_hard_negatives >= 0, f"--num_hard_negatives must be >= 0, got {args.num_hard_negatives}"),
     ]
+    if hasattr(args, "freeze_layers"):
+        checks.append((args.freeze_layers >= 0, f"--freeze_layers must be >= 0 (0 trains every layer), "
+                                                f"got {args.freeze_layers}"))
     for ok, message in checks:
         if not ok:
             raise UserError(message)
     if args.dev_ratio > 0 and args.checkpoint_save_steps % args.evaluation_steps:
         raise UserError(f"--checkpoint_save_steps ({args.checkpoint_save_steps}) must be a multiple of "
                         f"--evaluation_steps ({args.evaluation_steps}) so that the best checkpoint is kept")
-    valid = {f"{m}@{k}" for m in TRAINING_METRICS for k in DEFAULT_KS}
+    valid = set(valid_metrics) if valid_metrics is not None else {
+        f"{m}@{k}" for m in TRAINING_METRICS for k in DEFAULT_KS}
     if args.metric_for_best_model not in valid:
         raise UserError(f"--metric_for_best_model must be one of {', '.join(sorted(valid))}; "
                         f"got {args.metric_for_best_model!r}")
+    if hasattr(args, "num_hard_negatives"):
+        validate_negative_args(args)
+    for flag in ("corpus", "train_data"):
+        if getattr(args, flag, None) is not None:
+            check_input_file(getattr(args, flag), f"--{flag}")
+
+
+def validate_negative_args(args: argparse.Namespace) -> None:
+    """The flags of ``add_negative_args``; raise UserError naming the flag."""
+    if args.num_hard_negatives < 0:
+        raise UserError(f"--num_hard_negatives must be >= 0, got {args.num_hard_negatives}")
     lo, hi = args.hard_negative_range
     if lo < 1 or hi < lo:
         raise UserError(f"--hard_negative_range must be two ranks 1 <= MIN <= MAX, got {lo} {hi}")
-    for flag in ("corpus", "train_data"):
-        path = Path(getattr(args, flag))
-        if not path.is_file():
-            raise UserError(f"--{flag}: file not found: {path}")
 
 
 def validate_reranker_args(args: argparse.Namespace) -> None:
@@ -173,9 +195,6 @@ def default_output_dir(base_model: str, suffix: str) -> str:
     return str(Path("outputs") / f"{name}-{suffix}")
 
 
-SECRET_FLAG_PARTS = ("token", "api_key", "secret", "password")
-
-
 def args_to_config(args: argparse.Namespace) -> dict[str, Any]:
-    """Flag values for metrics.json and model cards (never tokens or keys)."""
-    return {k: v for k, v in vars(args).items() if not any(part in k for part in SECRET_FLAG_PARTS)}
+    """Flag values for metrics.json and model cards: secret flags redacted (ragtune.redaction), numbers kept."""
+    return redact_config(vars(args))

@@ -17,8 +17,8 @@ from .data import Corpus, LabelledQuery
 from .dev_evaluation import DevMetricsEvaluator
 from .metrics import DEFAULT_KS, TRAINING_METRICS, query_metrics, mean_metrics
 from .negatives import NegativeCandidates, draw_negatives, draw_random_negatives
-from .retrieval import encode_passages, encode_queries, top_k_dense
-from .training import SamplerEpochCallback
+from .ranking import dense_top_k, tie_ranks
+from .retrieval import encode_passages, encode_queries
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +32,7 @@ class TrainingExamples:
     row_passage_ids: list[set[str]]
     relevant_by_query: dict[str, set[str]]
     negatives_per_row: int
+    dropped_rows: int = 0  # (query, positive) pairs left out: the corpus had too few non-relevant passages
 
 
 def build_training_examples(queries: Sequence[LabelledQuery], corpus: Corpus, candidates: NegativeCandidates | None,
@@ -46,6 +47,7 @@ def build_training_examples(queries: Sequence[LabelledQuery], corpus: Corpus, ca
     for j in range(num_hard_negatives):
         columns[f"negative_{j + 1}"] = []
     row_query, row_ids = [], []
+    dropped = 0
     relevant_by_query: dict[str, set[str]] = {}
     for query in queries:
         relevant_by_query.setdefault(query.query.casefold(), set()).update(query.relevant_ids)
@@ -61,6 +63,7 @@ def build_training_examples(queries: Sequence[LabelledQuery], corpus: Corpus, ca
                 negatives += draw_random_negatives(corpus, num_hard_negatives - len(negatives), rng,
                                                    exclude=relevant | set(negatives))
             if len(negatives) < num_hard_negatives:  # a corpus with almost nothing but positives
+                dropped += 1
                 continue
             columns["anchor"].append(query.query)
             columns["positive"].append(corpus.text(pid))
@@ -68,7 +71,11 @@ def build_training_examples(queries: Sequence[LabelledQuery], corpus: Corpus, ca
                 columns[f"negative_{j + 1}"].append(corpus.text(neg))
             row_query.append(key)
             row_ids.append({pid, *negatives})
-    return TrainingExamples(Dataset.from_dict(columns), row_query, row_ids, relevant_by_query, num_hard_negatives)
+    if dropped:
+        logger.warning("Left out %d of %d training pairs: the corpus has fewer than --num_hard_negatives %d passages "
+                       "not relevant to their query", dropped, dropped + len(row_query), num_hard_negatives)
+    return TrainingExamples(Dataset.from_dict(columns), row_query, row_ids, relevant_by_query, num_hard_negatives,
+                            dropped)
 
 
 class NoFalseNegativesBatchSampler(DefaultBatchSampler):
@@ -91,7 +98,9 @@ class NoFalseNegativesBatchSampler(DefaultBatchSampler):
     ``None`` (accelerate's "batches of varying size": yielded as they come), and ``rows_per_batch``
     holds the per-device batch size. A last group smaller than ``world_size`` rows is padded with rows
     of other queries that are compatible with it (seen twice in that epoch, like DistributedSampler's
-    padding), so every row is still trained on every epoch.
+    padding). Rows are left out of an epoch only when that is impossible (no compatible row exists) or,
+    past ``epochs`` (``--max_steps``), when an epoch packs into more batches than the first ones; both are
+    counted in ``left_out`` (epoch -> rows) and logged with their number.
     """
 
     def __init__(self, dataset: Dataset, batch_size: int, drop_last: bool, valid_label_columns=None,
@@ -107,6 +116,8 @@ class NoFalseNegativesBatchSampler(DefaultBatchSampler):
             self.batch_size = None  # see the class docstring: accelerate then keeps short, equal batches
         self._cache: dict[int, list[list[int]]] = {}
         self._num_groups: int | None = None
+        self.left_out: dict[int, int] = {}
+        self._unfit: dict[int, int] = {}
 
     def _groups(self, epoch: int) -> list[list[int]]:
         """This epoch's global batches (row indices), as the labels allow them to be packed."""
@@ -116,6 +127,7 @@ class NoFalseNegativesBatchSampler(DefaultBatchSampler):
         group_size = self.rows_per_batch * self.world_size
         groups: list[list[int]] = []
         pending = order
+        unfit = 0
         while pending:
             group, deferred = self._fill_group(pending, group_size)
             extra = len(group) % self.world_size
@@ -124,12 +136,12 @@ class NoFalseNegativesBatchSampler(DefaultBatchSampler):
             elif extra:  # fewer rows than ranks, and nothing else fits with them: pad with compatible rows
                 group = self._fill_group(order, self.world_size, start=group)[0]
                 if len(group) < self.world_size:
-                    logger.warning("Dropped %d training rows this epoch: no rows of other queries fit with them",
-                                   len(group))
+                    unfit += len(group)
                     group = []
             if group and not (self.drop_last and len(group) < group_size):
                 groups.append(group)
             pending = deferred
+        self._unfit[epoch] = unfit
         return groups
 
     def _batches(self, epoch: int) -> list[list[int]]:
@@ -161,10 +173,15 @@ class NoFalseNegativesBatchSampler(DefaultBatchSampler):
             groups.append(extra[:len(extra) // self.world_size * self.world_size] or groups[i])
         if len(groups) > self._num_groups:
             keep = sorted(sorted(range(len(groups)), key=lambda j: -len(groups[j]))[:self._num_groups])
-            logger.info("Epoch %d: %d training rows wait for the next epoch (the labels packed them into more "
-                        "batches than the first epochs had)", epoch,
-                        sum(len(g) for j, g in enumerate(groups) if j not in set(keep)))
+            waiting = sum(len(g) for j, g in enumerate(groups) if j not in set(keep))
+            logger.warning("Epoch %d: left out %d training row(s) (the labels packed this epoch into more batches "
+                           "than the first --epochs had; only past --epochs, with --max_steps)", epoch, waiting)
+            self.left_out[epoch] = self.left_out.get(epoch, 0) + waiting
             groups = [groups[j] for j in keep]
+        if self._unfit.get(epoch):
+            logger.warning("Epoch %d: left out %d training row(s): no rows of other queries fit with them in a "
+                           "batch of %d processes", epoch, self._unfit[epoch], self.world_size)
+            self.left_out[epoch] = self.left_out.get(epoch, 0) + self._unfit[epoch]
         batches = []
         for group in groups:
             size = self.rows_per_batch if self.world_size == 1 else len(group) // self.world_size
@@ -213,7 +230,6 @@ class EmbeddingTrainer(SentenceTransformerTrainer):
     def __init__(self, *args: Any, examples: TrainingExamples, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.examples = examples
-        self.add_callback(SamplerEpochCallback())
 
     def get_batch_sampler(self, dataset, batch_size, drop_last, valid_label_columns=None, generator=None, seed=0):
         if dataset is not self.examples.dataset:  # evaluation datasets keep the default sampler
@@ -224,45 +240,6 @@ class EmbeddingTrainer(SentenceTransformerTrainer):
         return NoFalseNegativesBatchSampler(
             dataset, batch_size, False, valid_label_columns, generator, seed, examples=self.examples,
             world_size=self.args.world_size, epochs=math.ceil(self.args.num_train_epochs))
-
-
-class GatherRecordingMNRL(MultipleNegativesRankingLoss):
-    """MultipleNegativesRankingLoss that records what each query was contrasted with (a test hook).
-
-    Used instead of the plain loss only when $RAGTUNE_DEBUG_DIR is set. Per training micro-batch it
-    keeps the number of local rows and of candidate passages in the loss (gathered from every rank
-    with ``gather_across_devices``), and a checksum of each rank's slice of the gathered candidates
-    next to this rank's own embeddings, so a test can check that the candidates came from every rank
-    and that hard negatives stayed aligned with their queries.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.records: list[dict[str, Any]] = []
-
-    def compute_loss_from_embeddings(self, embeddings, labels):
-        seen = []
-        similarity = self.similarity_fct
-
-        def recording(a, b):  # the first call is queries x all candidates (query_to_doc)
-            if not seen:
-                seen.append(b.detach())
-            return similarity(a, b)
-
-        self.similarity_fct = recording
-        try:
-            loss = super().compute_loss_from_embeddings(embeddings, labels)
-        finally:
-            self.similarity_fct = similarity
-        local, columns, candidates = embeddings[0].shape[0], len(embeddings) - 1, seen[0]
-        per_column = candidates.shape[0] // columns
-        self.records.append({
-            "local_rows": local, "candidates": candidates.shape[0], "columns": columns,
-            "gathered": [[float(candidates[c * per_column + r * local:c * per_column + (r + 1) * local].sum())
-                          for r in range(per_column // local)] for c in range(columns)],
-            "local": [float(e.detach().sum()) for e in embeddings[1:]],
-        })
-        return loss
 
 
 class DevRetrievalEvaluator(DevMetricsEvaluator):
@@ -287,7 +264,7 @@ class DevRetrievalEvaluator(DevMetricsEvaluator):
     def compute(self, model) -> dict[str, float]:
         q_emb = encode_queries(model, [q.query for q in self.queries], batch_size=self.batch_size)
         p_emb = encode_passages(model, self.corpus.texts, batch_size=self.batch_size)
-        idx, _ = top_k_dense(q_emb, p_emb, max(self.ks))
+        idx, _ = dense_top_k(q_emb, p_emb, max(self.ks), tie_ranks(self.corpus.ids))  # evaluate_rag.py's top-k
         per_query = [query_metrics([self.corpus.ids[i] for i in row], q.relevant_ids, self.ks, self.names)
                      for row, q in zip(idx, self.queries)]
         return mean_metrics(per_query)
@@ -300,3 +277,88 @@ def negatives_per_query_in_batch(batch_size: int, world_size: int, hard_negative
     """How many passages each query is contrasted against (for the start-up summary)."""
     rows = batch_size * (world_size if gathered else 1)
     return rows * (1 + hard_negatives) - 1
+
+
+# ---------------------------------------------------------------------------- full batches, masked loss
+
+
+ROW_LABEL_COLUMN = "label"
+
+
+def with_row_labels(examples: TrainingExamples) -> Dataset:
+    """The training rows plus a ``label`` column holding each row's index.
+
+    sentence-transformers hands a ``label`` column to the loss as ``labels`` instead of encoding it,
+    so :class:`RelevanceMaskedMNRL` learns which rows are in each batch without a custom sampler.
+    """
+    return examples.dataset.add_column(ROW_LABEL_COLUMN, list(range(len(examples.dataset))))
+
+
+class RelevanceMaskedMNRL(MultipleNegativesRankingLoss):
+    """MultipleNegativesRankingLoss that never counts a passage labelled relevant to a query as its negative.
+
+    The alternative to :class:`NoFalseNegativesBatchSampler`: batches are filled by plain shuffling
+    (full ``--batch_size``, so every query meets more negatives), and, per query, the in-batch
+    candidates labelled relevant to it (another row's positive of the same query, a passage two
+    queries share) are dropped from its softmax (logit -inf) instead of being kept out of the batch.
+    Needs the dataset from :func:`with_row_labels`.
+    """
+
+    def __init__(self, model, examples: TrainingExamples, corpus: Corpus, **kwargs: Any) -> None:
+        super().__init__(model, **kwargs)
+        self.examples = examples
+        columns = [c for c in examples.dataset.column_names if c != "anchor"]
+        # Passage id of every candidate column of every row, in column order (positive first); the
+        # texts are matched among the row's own ids, so passages with equal texts stay distinct.
+        self.row_column_ids: list[list[str]] = []
+        for row, ids in enumerate(examples.row_passage_ids):
+            by_text = {corpus.text(pid): pid for pid in ids}
+            self.row_column_ids.append([by_text[examples.dataset[row][c]] for c in columns])
+
+    def candidate_mask(self, rows: Sequence[int], local_rows: Sequence[int]) -> "torch.Tensor":
+        """(local rows x candidates) True where the candidate is relevant to the row's query but not its positive.
+
+        Candidates are ordered as the loss concatenates them: column by column, all rows of the
+        (gathered) batch within a column.
+        """
+        import torch
+
+        ex = self.examples
+        n_columns = len(self.row_column_ids[rows[0]]) if rows else 0
+        mask = torch.zeros((len(local_rows), len(rows) * n_columns), dtype=torch.bool)
+        for i, row in enumerate(local_rows):
+            relevant = ex.relevant_by_query[ex.row_query[row]]
+            for col in range(n_columns):
+                for j, other in enumerate(rows):
+                    if self.row_column_ids[other][col] in relevant and not (other == row and col == 0):
+                        mask[i, col * len(rows) + j] = True
+        return mask
+
+    def compute_loss_from_embeddings(self, embeddings, labels):
+        import torch
+
+        if labels is None:
+            raise ValueError("RelevanceMaskedMNRL needs the row index of every example: train on "
+                             "with_row_labels(examples)")
+        local_rows = [int(r) for r in labels.tolist()]
+        rows = local_rows
+        if self.gather_across_devices and torch.distributed.is_available() and torch.distributed.is_initialized():
+            gathered = [torch.zeros_like(labels) for _ in range(torch.distributed.get_world_size())]
+            torch.distributed.all_gather(gathered, labels.contiguous())
+            rows = [int(r) for part in gathered for r in part.tolist()]
+        mask = self.candidate_mask(rows, local_rows)
+        similarity = self.similarity_fct
+        calls = []
+
+        def masked(a, b):  # the first call is local queries x all candidates (query_to_doc)
+            scores = similarity(a, b)
+            if not calls:
+                calls.append(True)
+                scores = scores.masked_fill(mask.to(scores.device), float("-inf"))
+            return scores
+
+        self.similarity_fct = masked
+        try:
+            return super().compute_loss_from_embeddings(embeddings, labels)
+        finally:
+            self.similarity_fct = similarity

@@ -26,6 +26,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Literal, TypeVar
 
 from .errors import UserError
+from .redaction import redact_config, redact_text
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -136,17 +137,6 @@ def publish_models(requests: list[PublishRequest], token: str | None, private: b
     return results
 
 
-def format_publish_results(results: list[dict]) -> str:
-    """Human-readable summary of :func:`publish_models`' results (for a script to print)."""
-    lines = []
-    for result in results:
-        what = "would upload" if result["dry_run"] else "uploaded"
-        visibility = "private" if result["private"] else "public"
-        lines.append(f"{result['repo_id']} ({visibility}) {result['url']}: {what} {len(result['files'])} files")
-        lines += [f"  {name}" for name in result["files"]]
-    return "\n".join(lines)
-
-
 # ------------------------------------------------------------------ validation and file selection
 
 
@@ -229,23 +219,6 @@ def select_model_files(model_dir: str | Path) -> list[str]:
 
 
 # ------------------------------------------------------------------ model card
-
-_SECRET_KEY = re.compile(r"(^|[_\-.])(token|secret|password|passwd|api[_-]?key|apikey|credentials?|auth)$",
-                         re.IGNORECASE)
-_HF_TOKEN_VALUE = re.compile(r"\bhf_[A-Za-z0-9]{16,}\b")
-
-
-def scrub_config(config: Any, token: str | None = None) -> Any:
-    """The config without token-like keys or values (keys like ``hub_token``, values like ``hf_...``)."""
-    if isinstance(config, dict):
-        return {k: scrub_config(v, token) for k, v in config.items() if not _SECRET_KEY.search(str(k))}
-    if isinstance(config, (list, tuple)):
-        return [scrub_config(v, token) for v in config]
-    if isinstance(config, str):
-        if (token and token in config) or _HF_TOKEN_VALUE.search(config):
-            return "<redacted>"
-    return config
-
 
 def _metric_parts(key: str) -> tuple[str, int | None]:
     name, _, k = key.partition("@")
@@ -369,13 +342,11 @@ def build_model_card(request: PublishRequest, token: str | None = None):
         _usage_section(request),
     ]
     if request.training_config:
-        config = json.dumps(scrub_config(request.training_config, token), indent=2, ensure_ascii=False, default=str)
+        config = json.dumps(redact_config(request.training_config, [token] if token else []), indent=2,
+                            ensure_ascii=False, default=str)
         sections.append("## Training configuration\n\n```json\n" + config + "\n```\n")
     body = "\n".join(s for s in sections if s)
-    content = f"---\n{data.to_yaml()}\n---\n\n{body}"
-    if token:
-        content = content.replace(token, "<redacted>")
-    card = ModelCard(content)
+    card = ModelCard(redact_text(f"---\n{data.to_yaml()}\n---\n\n{body}", [token] if token else []))
     return card, card.data.to_dict()
 
 
@@ -431,8 +402,7 @@ class _Retrier:
         self._token = token
 
     def _clean(self, text: str) -> str:
-        text = " ".join(str(text).split())
-        return text.replace(self._token, "<redacted>") if self._token else text
+        return redact_text(" ".join(str(text).split()), [self._token] if self._token else [])
 
     def __call__(self, action: str, fn: Callable[[], T]) -> T:
         for attempt in range(1, self.max_attempts + 1):

@@ -10,10 +10,14 @@ Definitions (R = number of relevant passages of the query, rel_i = 1 if rank i i
   ndcg@k      Σ_{i≤k} rel_i / log2(i+1), divided by the same sum for the ideal ranking of
               min(R, k) relevant passages                               trec ``ndcg_cut_k``
 
+Context metrics, ID-based (the labels are the verdicts):
+  context_precision@k   Σ_{i≤k} precision@i · rel_i / Σ_{i≤k} rel_i, 0 without a hit (RAGAS's formula)
+  context_recall@k      |relevant ∩ top k| / R (equals recall@k)
+
 We compute them ourselves, rather than calling pytrec_eval at run time, because every metric at
 every k then comes from one pass over the same ranked list; the test suite checks every number
-against pytrec_eval. Rankings must be complete and ordered: :func:`rank_by_score` orders tied
-scores the way trec_eval does (document id descending), so ties give the same numbers.
+against pytrec_eval. Rankings must be complete and ordered with trec_eval's tie rule
+(:mod:`ragtune.ranking`), so ties give the same numbers.
 """
 
 from __future__ import annotations
@@ -22,7 +26,10 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from .ranking import rank_by_score  # noqa: F401 - fusion.py imports it from here; its home is ragtune.ranking
+
 RANKING_METRICS = ("hit", "recall", "precision", "f1", "map", "mrr", "ndcg")
+CONTEXT_METRICS = ("context_precision", "context_recall")
 DEFAULT_KS = (3, 5, 7)
 # The metrics the training scripts track on the dev split.
 TRAINING_METRICS = ("hit", "recall", "mrr", "ndcg")
@@ -30,28 +37,6 @@ TRAINING_METRICS = ("hit", "recall", "mrr", "ndcg")
 
 def metric_key(name: str, k: int) -> str:
     return f"{name}@{k}"
-
-
-def rank_by_score(doc_ids: Sequence[str], scores: Sequence[float] | np.ndarray) -> list[str]:
-    """Order documents by score descending, ties by document id descending (trec_eval's order)."""
-    # trec_eval sorts on (score desc, docno desc) with strcmp, i.e. plain string comparison.
-    order = sorted(range(len(doc_ids)), key=lambda i: (-float(scores[i]), _Reverse(doc_ids[i])))
-    return [doc_ids[i] for i in order]
-
-
-class _Reverse:
-    """Sort key wrapper that inverts string order."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: str) -> None:
-        self.value = value
-
-    def __lt__(self, other: "_Reverse") -> bool:
-        return self.value > other.value
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _Reverse) and self.value == other.value
 
 
 def query_metrics(ranked_ids: Sequence[str], relevant_ids: Iterable[str], ks: Sequence[int] = DEFAULT_KS,
@@ -110,3 +95,29 @@ def first_hit_rank(ranked_ids: Sequence[str], relevant_ids: Iterable[str]) -> in
         if pid in relevant:
             return rank
     return None
+
+
+def rank_weighted_precision(verdicts: Sequence[int]) -> float:
+    """RAGAS context precision: Σ_i precision@i · v_i / Σ_i v_i over the given ranks (0 if no v_i is 1)."""
+    hits, total = 0, 0.0
+    for i, v in enumerate(verdicts, start=1):
+        if v:
+            hits += 1
+            total += hits / i
+    return total / hits if hits else 0.0
+
+
+def context_metrics(ranked_ids: Sequence[str], relevant_ids: Iterable[str], ks: Sequence[int]) -> dict[str, float]:
+    """ID-based context precision@k (RAGAS's formula with the labels as verdicts) and context recall@k."""
+    relevant = set(relevant_ids)
+    verdicts = [1 if pid in relevant else 0 for pid in ranked_ids]
+    out = {}
+    for k in ks:
+        out[metric_key("context_precision", k)] = rank_weighted_precision(verdicts[:k])
+        out[metric_key("context_recall", k)] = sum(verdicts[:k]) / len(relevant) if relevant else 0.0
+    return out
+
+
+def ranking_metric_keys(ks: Sequence[int]) -> list[str]:
+    """Every ranking and context metric key at every k ("ndcg@5", ...), in table order."""
+    return [metric_key(name, k) for name in (*RANKING_METRICS, *CONTEXT_METRICS) for k in ks]

@@ -39,10 +39,6 @@ def load_or_explain(loader: Callable[..., T], name: str, flag: str, **kwargs: An
         raise explain_load_failure(name, err, flag) from err
 
 
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def underlying_transformer(model: Any) -> torch.nn.Module:
     """The Hugging Face ``PreTrainedModel`` inside a SentenceTransformer or CrossEncoder."""
     # SentenceTransformer and CrossEncoder are nn.Sequential; their first module wraps the HF model.
@@ -54,6 +50,56 @@ def underlying_transformer(model: Any) -> torch.nn.Module:
     if isinstance(first, torch.nn.Module) and hasattr(first, "config"):
         return first
     raise TypeError(f"cannot find the transformer inside {type(model).__name__}")
+
+
+# transformers' "no limit recorded" placeholder for tokenizer.model_max_length is int(1e30).
+_SANE_TOKENIZER_LIMIT = 1_000_000
+
+
+def model_position_limit(model: Any, tokenizer: Any = None) -> int | None:
+    """The most tokens one input to ``model`` may have, or None when nothing records a limit.
+
+    ``model``: a SentenceTransformer, a CrossEncoder or a Hugging Face model. A learned position
+    table is the hard limit (longer inputs index past it and crash); the RoBERTa family (XLM-R,
+    bge-m3, MPNet) starts positions after ``padding_idx``, so 514 positions hold 512 tokens, found
+    the way sentence-transformers finds its flattening offset. Else ``max_position_embeddings``
+    (rotary models), else ``tokenizer.model_max_length`` when set. The tokenizer of a loaded
+    SentenceTransformer/CrossEncoder is not consulted: it holds their current max_seq_length,
+    which is a setting, not the model's limit.
+    """
+    try:
+        hf_model = underlying_transformer(model)
+    except TypeError:  # no transformer inside (e.g. StaticEmbedding): search the whole model
+        hf_model = model
+    for module in hf_model.modules():
+        table = getattr(module, "position_embeddings", None)
+        if isinstance(table, torch.nn.Embedding):
+            padding_idx = getattr(module, "padding_idx", None)
+            return table.num_embeddings - (padding_idx + 1 if isinstance(padding_idx, int) else 0)
+    config = getattr(hf_model, "config", None)
+    if config is not None and hasattr(config, "get_text_config"):
+        config = config.get_text_config()
+    positions = getattr(config, "max_position_embeddings", None)
+    if isinstance(positions, int) and positions > 0:
+        return positions
+    limit = getattr(tokenizer, "model_max_length", None)
+    if isinstance(limit, int) and 0 < limit < _SANE_TOKENIZER_LIMIT:
+        return limit
+    return None
+
+
+def clamp_max_seq_length(requested: int, model_limit: int | None, flag: str = "--max_seq_length") -> int:
+    """``requested``, or the model's limit with a warning when it is longer.
+
+    Clamping (not an error) because a longer setting only means "do not cut my texts", which
+    the model's limit honours as far as the model can; without it, the first text longer than
+    the limit ends the run with an index error deep in the embedding layer.
+    """
+    if model_limit is not None and requested > model_limit:
+        logger.warning("%s %d is more than the model takes (%d tokens, its position limit); using %d",
+                       flag, requested, model_limit, model_limit)
+        return model_limit
+    return requested
 
 
 def encoder_layers(hf_model: torch.nn.Module) -> torch.nn.ModuleList:

@@ -4,7 +4,8 @@ Why not ``sentence_transformers.util.mine_hard_negatives``: it sees only (query,
 texts, so with several labelled positives per query it can return one positive as another's
 negative, and it has no lexical source. Here each query's candidates come from one BM25 index
 and one dense encoding of the corpus (built once per run), cut to a rank window, with every
-passage labelled relevant to the query removed.
+passage labelled relevant to the query removed. ``hybrid`` mines from the fused BM25 + dense
+ranking (:mod:`ragtune.fusion`), the first stage a hybrid RAG pipeline retrieves with.
 """
 
 from __future__ import annotations
@@ -19,7 +20,15 @@ from .data import Corpus, LabelledQuery
 
 logger = logging.getLogger(__name__)
 
-NEGATIVE_SOURCES = ("bm25", "dense", "both", "none")
+NEGATIVE_SOURCES = ("bm25", "dense", "both", "hybrid", "none")
+FIRST_STAGES = ("bm25", "dense", "hybrid")
+# Dense weight of the hybrid ranking when none was chosen on dev queries: the even mix.
+DEFAULT_DENSE_WEIGHT = 0.5
+
+
+def mining_source(first_stage: str | None, hard_negative_source: str) -> str:
+    """Where hard negatives come from: the ``--first_stage`` when one is given, else ``--hard_negative_source``."""
+    return first_stage or hard_negative_source
 
 
 @dataclass
@@ -33,12 +42,14 @@ class NegativeCandidates:
 def mine_candidates(queries: Sequence[LabelledQuery], corpus: Corpus, source: str = "both",
                     rank_range: tuple[int, int] = (3, 50), dense_model=None,
                     batch_size: int = 32, bm25_index: BM25Index | None = None,
-                    passage_embeddings=None) -> NegativeCandidates:
+                    passage_embeddings=None, dense_weight: float = DEFAULT_DENSE_WEIGHT) -> NegativeCandidates:
     """Candidates from ranks ``rank_range[0]``..``rank_range[1]`` (1-based, inclusive) of each source.
 
     The window skips the very top ranks, where unlabelled true positives hide in small domain corpora.
     A caller that also retrieves with the same corpus (e.g. a reranker's first stage) passes its
     ``bm25_index`` and the dense model's ``passage_embeddings`` so the corpus is indexed only once.
+    ``hybrid`` ranks by :func:`ragtune.fusion.weighted_fusion` of the dense and BM25 scores with
+    ``dense_weight``; without a dense model it falls back to BM25 (with a warning).
     """
     lo, hi = rank_range
     if lo < 1 or hi < lo:
@@ -48,12 +59,20 @@ def mine_candidates(queries: Sequence[LabelledQuery], corpus: Corpus, source: st
     texts = [q.query for q in queries]
     rankings: list[list[list[str]]] = []
     used: list[str] = []
-    if source in ("bm25", "both"):
+    if source == "hybrid" and dense_model is None:
+        logger.warning("Hybrid hard-negative mining needs a dense model; mining from BM25 alone")
+        source = "bm25"
+    hybrid = source == "hybrid"
+    bm25_run = dense_run = None
+    if source in ("bm25", "both", "hybrid"):
         index = bm25_index if bm25_index is not None else BM25Index(corpus.texts)
-        idx, _ = index.top_k(texts, hi)
-        rankings.append([[corpus.ids[i] for i in row] for row in idx])
-        used.append("bm25")
-    if source in ("dense", "both") and dense_model is not None:
+        idx, scores = index.top_k(texts, hi)
+        if hybrid:
+            bm25_run = (idx, scores)
+        else:
+            rankings.append([[corpus.ids[i] for i in row] for row in idx])
+            used.append("bm25")
+    if source in ("dense", "both", "hybrid") and dense_model is not None:
         from .retrieval import encode_passages, encode_queries, top_k_dense
 
         q_emb = encode_queries(dense_model, texts, batch_size=batch_size)
@@ -61,9 +80,19 @@ def mine_candidates(queries: Sequence[LabelledQuery], corpus: Corpus, source: st
         if p_emb is None:
             p_emb = encode_passages(dense_model, corpus.texts, batch_size=batch_size,
                                     show_progress_bar=len(corpus) > 1000)
-        idx, _ = top_k_dense(q_emb, p_emb, hi)
-        rankings.append([[corpus.ids[i] for i in row] for row in idx])
-        used.append("dense")
+        idx, scores = top_k_dense(q_emb, p_emb, hi)
+        if hybrid:
+            dense_run = (idx, scores)
+        else:
+            rankings.append([[corpus.ids[i] for i in row] for row in idx])
+            used.append("dense")
+    if hybrid:
+        from .fusion import fuse_all, ranking as fused_order, runs_from_top_k
+
+        fused = fuse_all(runs_from_top_k(corpus.ids, *dense_run), runs_from_top_k(corpus.ids, *bm25_run),
+                         dense_weight)
+        rankings.append([fused_order(run)[:hi] for run in fused])
+        used.append("hybrid")
     per_query = []
     for qi, query in enumerate(queries):
         relevant = set(query.relevant_ids)

@@ -1,14 +1,24 @@
-"""Evaluation reports: results.json, results.md, a PNG chart, per_query.csv, answers.csv."""
+"""Evaluation reports: results.json, results.md, a PNG chart, per_query.csv, answers.csv.
+
+:class:`Report` holds everything evaluate_rag.py has computed so far; ``write`` rewrites every file
+from it, so the reports are complete after each stage (retrieval, judge, answers, publishing) and
+a later failure never loses an earlier stage's numbers.
+"""
 
 from __future__ import annotations
 
+import argparse
 import csv
+import hashlib
 import json
 import math
 from pathlib import Path
 from typing import Any, Sequence
 
-from .metrics import RANKING_METRICS
+import numpy as np
+
+from .metrics import RANKING_METRICS, first_hit_rank
+from .redaction import redact_config
 
 # Row order of the tables: ranking metrics, context metrics, LLM context metrics, answer metrics.
 METRIC_ORDER = (*RANKING_METRICS, "context_precision", "context_recall", "llm_context_precision", "llm_context_recall",
@@ -126,6 +136,10 @@ def results_markdown(payload: dict[str, Any], baseline: str | None) -> str:
         out.append("")
         out.append(comparison_table(systems, baseline, keys))
         out.append("")
+    if payload.get("leaked_test_queries"):
+        out += leakage_markdown(payload)
+    if payload.get("data_audit"):
+        out += audit_markdown(payload)
     judge = payload.get("judge")
     if judge:
         out.append("## Judge")
@@ -135,6 +149,73 @@ def results_markdown(payload: dict[str, Any], baseline: str | None) -> str:
                    f"{judge['requests']} requests sent, {judge['cache_hits']} answers from the cache.")
         out.append("")
     return "\n".join(out)
+
+
+def metrics_without(per_query: Sequence[dict[str, Any]], keys: Sequence[str], left_out: set[int]) -> dict[str, Any]:
+    """Each metric's mean over the queries not in ``left_out``, from the per-query values already computed.
+
+    Same rule as the full means: a None (not scored) is left out of its mean, and a metric with no value
+    left is None. A key with no per-query values at all (corpus-level BLEU) is None: it is not recomputed.
+    """
+    kept = [row for i, row in enumerate(per_query) if i not in left_out]
+    out: dict[str, Any] = {}
+    for key in keys:
+        values = [row[key] for row in kept if row.get(key) is not None]
+        out[key] = float(np.mean(values)) if values else None  # as mean_metrics / add_per_query_metrics
+    return out
+
+
+def leakage_markdown(payload: dict[str, Any]) -> list[str]:
+    """results.md section: every system's metrics without the leaked test queries, and the change."""
+    leaked = payload["leaked_test_queries"]
+    systems = payload["systems"]
+    n, kept = leaked["count"], leaked["queries_kept"]
+    threshold = payload.get("data_audit", {}).get("leakage", {}).get("threshold")
+    rows = ", ".join(map(str, leaked["rows"][:20])) + (" ..." if len(leaked["rows"]) > 20 else "")
+    out = [f"## Without the {n} leaked test {'query' if n == 1 else 'queries'}", "",
+           f"{n} of {n + kept} test queries (rows {rows}) have a near-copy among the `--train_data` queries "
+           f"(Jaccard >= {threshold} on case-, accent- and punctuation-folded word sets): a model trained on them "
+           f"has seen the answer. Below, every metric over the other {kept} queries; in brackets the change against "
+           "all queries.", ""]
+    names, ks = metric_names(systems), metric_ks(systems)
+    table_rows = []
+    for key in [f"{name}@{k}" for name in names for k in ks]:
+        if not any(key in s["metrics"] for s in systems):
+            continue
+        row = [key]
+        for s in systems:
+            value = s["metrics_without_leaked"].get(key)
+            cell = fmt(value) if key in s["metrics"] else ""
+            delta = fmt_delta(value, s["metrics"].get(key)) if key in s["metrics"] else ""
+            row.append(cell + (f" ({delta})" if delta else ""))
+        table_rows.append(row)
+    out += [_md_table(["metric"] + [s["name"] for s in systems], table_rows), ""]
+    return out
+
+
+def audit_markdown(payload: dict[str, Any]) -> list[str]:
+    """results.md section: what the data audit found (counts only; values are in --audit_report, masked)."""
+    audit = payload["data_audit"]
+    pii, leakage, dups = audit["pii"], audit["leakage"], audit["duplicate_passages"]
+    if not pii["checked"]:
+        pii_line = "not checked (`--pii off`)"
+    elif pii["total"]:
+        kinds = ", ".join(f"{kind} {n}" for kind, n in pii["counts"].items())
+        pii_line = f"{pii['total']} value(s) ({kinds}), " + ("redacted in the copy evaluated" if pii["redacted"]
+                                                            else "not redacted")
+    else:
+        pii_line = "none found"
+    leak_line = (f"{leakage['leaked_test_queries']} of {leakage['test_queries']} test queries have a near-copy in "
+                 f"`--train_data` ({leakage['pairs']} pair(s), {leakage['exact_pairs']} identical up to case, accents "
+                 "and word order)")
+    return ["## Data audit", "",
+            f"- Personal information in corpus and queries: {pii_line}.",
+            f"- Leakage: {leak_line}." if payload["config"].get("train_data") else
+            "- Leakage: not checked (no `--train_data`).",
+            f"- Duplicate passages: {dups['groups']} group(s), {dups['passages']} passages; "
+            f"{dups['queries_with_unlabelled_twin']} labelled test quer(ies) have an unlabelled twin (a relevant "
+            "passage counted as a miss).",
+            f"- Query texts with conflicting labels: {audit['conflicting_labels']}.", ""]
 
 
 def card_markdown(systems: Sequence[dict[str, Any]], baseline: str | None, keys: Sequence[str]) -> str:
@@ -170,7 +251,6 @@ def plot_chart(path: Path, systems: Sequence[dict[str, Any]], k: int) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     names = [m for m in CHART_METRICS if any(s["metrics"].get(f"{m}@{k}") is not None for s in systems)]
     width = 0.8 / max(1, len(systems))
@@ -210,10 +290,9 @@ def write_per_query_csv(path: Path, queries: Sequence[Any], systems: Sequence[An
         writer.writerow(headers)
         for qi, query in enumerate(queries):
             row = [query.row, query.query, query.difficulty, " ".join(query.relevant_ids)]
-            relevant = set(query.relevant_ids)
             for system in systems:
                 ids = system.ranked_ids(corpus, qi)
-                first = next((rank for rank, pid in enumerate(ids, start=1) if pid in relevant), None)
+                first = first_hit_rank(ids, query.relevant_ids)
                 row += [" ".join(ids[:depth]), "" if first is None else first]
             writer.writerow(row)
     tmp.replace(path)
@@ -241,3 +320,116 @@ def console_table(systems: Sequence[dict[str, Any]], k: int, names: Sequence[str
     widths = [max(len(str(r[i])) for r in rows + [headers]) for i in range(len(headers))]
     line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths))  # noqa: E731
     return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
+class Report:
+    """What evaluate_rag.py has computed so far; ``write`` rewrites every report file from it."""
+
+    def __init__(self, args: argparse.Namespace, corpus: Any, queries: Sequence[Any], systems: Sequence[Any],
+                 embedding_specs: Sequence[Any], reranker_specs: Sequence[Any], baseline: str,
+                 output_dir: Path) -> None:
+        self.args = args
+        self.corpus = corpus
+        self.queries = queries
+        self.systems = systems
+        self.embedding_specs = embedding_specs
+        self.reranker_specs = reranker_specs
+        self.baseline = baseline
+        self.output_dir = Path(output_dir)
+        self.judge_summary: dict[str, Any] | None = None
+        self.generator_summary: dict[str, Any] | None = None
+        self.answer_records: list[dict[str, Any]] = []
+        self.published: list[dict[str, Any]] | None = None
+        # Set by evaluate_rag.py from ragtune.audit: its summary, and the indices of test queries with a
+        # near-copy in --train_data (metrics are then also reported without them).
+        self.data_audit: dict[str, Any] | None = None
+        self.leaked: list[int] = []
+
+    @property
+    def main_k(self) -> int:
+        return int(self.args.main_metric.split("@")[1])
+
+    def config(self) -> dict[str, Any]:
+        """The flags (secrets redacted) and what was evaluated: data, models, definitions."""
+        from . import __version__
+
+        args = self.args
+        config = redact_config(vars(args))
+        config.update({
+            "ragtune_version": __version__,
+            "corpus": {"path": str(args.corpus), "passages": len(self.corpus),
+                       "fingerprint": self.corpus.fingerprint()},
+            "test_data": {"path": str(args.test_data), "queries": len(self.queries),
+                          "sha256": hashlib.sha256(Path(args.test_data).read_bytes()).hexdigest()[:16]},
+            "baseline_system": self.baseline,
+            "models": {"embedding": [s.describe() for s in self.embedding_specs],
+                       "reranker": [s.describe() for s in self.reranker_specs]},
+            "definitions": {
+                "context_precision@k": "sum_{i<=k} precision@i * rel_i / sum_{i<=k} rel_i (RAGAS formula, labels "
+                                       "as verdicts; 0 if no relevant passage in the top k)",
+                "context_recall@k": "|relevant ∩ top k| / |relevant| (ID-based, equals recall@k)",
+                "ties": "first stage: score desc, then passage id desc (trec_eval); reranked: reranker logit desc, "
+                        "then first-stage order",
+            },
+        })
+        return config
+
+    def payload(self) -> dict[str, Any]:
+        """results.json's content."""
+        systems = [{"name": s.name, "kind": s.kind, "embedding_model": s.embedding_model,
+                    "reranker_model": s.reranker_model, "metrics": _sort_metrics(s.metrics),
+                    "excluded": dict(sorted(s.excluded.items())), "info": s.info} for s in self.systems]
+        if self.leaked:
+            left_out = set(self.leaked)
+            for entry, system in zip(systems, self.systems):
+                entry["metrics_without_leaked"] = _sort_metrics(metrics_without(system.per_query,
+                                                                                list(system.metrics), left_out))
+        payload: dict[str, Any] = {"config": self.config(), "systems": systems}
+        if self.data_audit is not None:
+            payload["data_audit"] = self.data_audit
+        if self.leaked:
+            payload["leaked_test_queries"] = {"count": len(self.leaked),
+                                              "queries_kept": len(self.queries) - len(self.leaked),
+                                              "rows": [self.queries[i].row for i in self.leaked]}
+        if self.judge_summary:
+            payload["judge"] = self.judge_summary
+        if self.generator_summary:
+            payload["generator"] = self.generator_summary
+        if self.published is not None:
+            payload["published"] = self.published
+        return payload
+
+    def write(self) -> None:
+        payload = self.payload()
+        write_json(self.output_dir / "results.json", payload)
+        write_text(self.output_dir / "results.md", results_markdown(payload, self.baseline))
+        write_per_query_csv(self.output_dir / "per_query.csv", self.queries, self.systems, self.corpus,
+                            max(self.args.k))
+        plot_chart(self.output_dir / "results.png", payload["systems"], self.main_k)
+        if self.answer_records:
+            write_answers_csv(self.output_dir / "answers.csv", self.answer_records)
+
+    def console_table(self) -> str:
+        """The final table the script prints: every system at the main metric's k."""
+        return console_table(self.payload()["systems"], self.main_k)
+
+    def leak_line(self) -> str:
+        """One console line: the main metric of every system without the leaked test queries."""
+        key, n = self.args.main_metric, len(self.leaked)
+        cells = []
+        for system in self.payload()["systems"]:
+            value = system["metrics_without_leaked"].get(key)
+            delta = fmt_delta(value, system["metrics"].get(key))
+            cells.append(f"{system['name']} {fmt(value)}" + (f" ({delta})" if delta else ""))
+        return (f"Without the {n} leaked test {'query' if n == 1 else 'queries'} (near-copies of --train_data "
+                f"queries), {key}: " + ", ".join(cells) + " (results.md)")
+
+
+def _sort_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    order = {name: i for i, name in enumerate(METRIC_ORDER)}
+
+    def key(item: tuple[str, Any]) -> tuple[int, str, int]:
+        name, k = split_key(item[0])
+        return order.get(name, 99), name, k or 0
+
+    return dict(sorted(metrics.items(), key=key))

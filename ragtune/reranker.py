@@ -24,10 +24,13 @@ from sentence_transformers.cross_encoder import CrossEncoderTrainer
 from .bm25 import BM25Index
 from .data import Corpus, LabelledQuery
 from .dev_evaluation import DevMetricsEvaluator
+from .fusion import DEFAULT_METRIC, choose_weight, fuse_all, ranking, run_from_arrays
 from .metrics import DEFAULT_KS, TRAINING_METRICS, mean_metrics, query_metrics
-from .models import load_or_explain
-from .negatives import NegativeCandidates, draw_negatives, draw_random_negatives, mine_candidates
-from .retrieval import encode_passages, encode_queries, top_k_dense
+from .models import clamp_max_seq_length, load_or_explain, model_position_limit
+from .negatives import (DEFAULT_DENSE_WEIGHT, NegativeCandidates, draw_negatives, draw_random_negatives,
+                        mine_candidates, mining_source)
+from .ranking import bm25_top_k, dense_top_k, rerank_order, tie_ranks
+from .retrieval import encode_passages, encode_queries
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +62,7 @@ def load_reranker(name: str, max_seq_length: int, flag: str = "--base_model", de
                        ", ".join(architectures) or "none recorded")
     model = load_or_explain(CrossEncoder, name, flag, num_labels=1, max_length=max_seq_length,
                             model_kwargs=model_kwargs, device=device)
-    model.max_seq_length = max_seq_length
+    model.max_seq_length = clamp_max_seq_length(max_seq_length, model_position_limit(model))
     return model
 
 
@@ -233,11 +236,22 @@ class RerankerTrainer(CrossEncoderTrainer):
 class FirstStage:
     """The retriever whose top-N the reranker reorders; the corpus is indexed and encoded once.
 
-    BM25 by default; the ``embedding_model`` (a fine-tuned SentenceTransformer) when given. The same
-    index and passage embeddings serve hard-negative mining.
+    ``kind`` "bm25", "dense" (the ``embedding_model``, a fine-tuned SentenceTransformer) or "hybrid"
+    (both, scores fused with ``dense_weight``; :meth:`choose_dense_weight` picks it on dev queries).
+    Default: dense when an embedding model is given, else BM25. The same index and passage
+    embeddings serve hard-negative mining.
     """
 
-    def __init__(self, corpus: Corpus, embedding_model=None, batch_size: int = 32) -> None:
+    # Candidates taken from each of BM25 and the dense model before a hybrid fuses them.
+    HYBRID_DEPTH = 100
+
+    def __init__(self, corpus: Corpus, embedding_model=None, batch_size: int = 32, kind: str | None = None,
+                 dense_weight: float = DEFAULT_DENSE_WEIGHT) -> None:
+        kind = kind or ("dense" if embedding_model is not None else "bm25")
+        if kind in ("dense", "hybrid") and embedding_model is None:
+            from .errors import UserError
+
+            raise UserError(f"--first_stage {kind} needs --embedding_model (the reranker itself cannot retrieve)")
         self.corpus = corpus
         self.embedding_model = embedding_model
         self.batch_size = batch_size
@@ -246,23 +260,55 @@ class FirstStage:
         if embedding_model is not None:
             self.passage_embeddings = encode_passages(embedding_model, corpus.texts, batch_size=batch_size,
                                                       show_progress_bar=len(corpus) > 1000)
-        self.name = "dense" if embedding_model is not None else "bm25"
+        self.name = kind
+        self.dense_weight = dense_weight
+
+    def runs(self, texts: Sequence[str], k: int, kind: str | None = None) -> list[dict[str, float]]:
+        """Per query text, the top-k passages with their scores ({id: score}) of this first stage (or ``kind``)."""
+        kind = kind or self.name
+        if not texts:
+            return []
+        tie = tie_ranks(self.corpus.ids)
+        if kind == "bm25":
+            return [run_from_arrays(self.corpus.ids, i, s) for i, s in zip(*bm25_top_k(self.bm25, list(texts), k, tie))]
+        q_emb = encode_queries(self.embedding_model, texts, batch_size=self.batch_size)
+        depth = k if kind == "dense" else max(k, self.HYBRID_DEPTH)
+        dense = [run_from_arrays(self.corpus.ids, i, s)
+                 for i, s in zip(*dense_top_k(q_emb, self.passage_embeddings, depth, tie))]
+        if kind == "dense":
+            return dense
+        lexical = [run_from_arrays(self.corpus.ids, i, s)
+                   for i, s in zip(*bm25_top_k(self.bm25, list(texts), depth, tie))]
+        fused = fuse_all(dense, lexical, self.dense_weight)
+        return [{pid: run[pid] for pid in ranking(run)[:k]} for run in fused]
+
+    def choose_dense_weight(self, queries: Sequence[LabelledQuery], k: int,
+                            metric: str = DEFAULT_METRIC) -> float:
+        """For a hybrid, the dense weight with the best ``metric`` on these (dev, never test) queries; kept."""
+        if self.name == "hybrid" and queries:
+            texts = [q.query for q in queries]
+            depth = max(k, self.HYBRID_DEPTH)
+            self.dense_weight, _ = choose_weight(self.runs(texts, depth, "dense"), self.runs(texts, depth, "bm25"),
+                                                 [q.relevant_ids for q in queries], metric)
+        return self.dense_weight
 
     def rank(self, texts: Sequence[str], k: int) -> list[list[str]]:
         """Top-k passage ids per query text."""
         if not texts:
             return []
-        if self.embedding_model is not None:
+        if self.name == "hybrid":
+            return [ranking(run) for run in self.runs(texts, k)]
+        if self.name == "dense":
             q_emb = encode_queries(self.embedding_model, texts, batch_size=self.batch_size)
-            idx, _ = top_k_dense(q_emb, self.passage_embeddings, k)
+            idx, _ = dense_top_k(q_emb, self.passage_embeddings, k, tie_ranks(self.corpus.ids))
         else:
-            idx, _ = self.bm25.top_k(list(texts), k)
+            idx, _ = bm25_top_k(self.bm25, list(texts), k, tie_ranks(self.corpus.ids))
         return [[self.corpus.ids[i] for i in row] for row in idx]
 
     def mine(self, queries: Sequence[LabelledQuery], source: str, rank_range: tuple[int, int]) -> NegativeCandidates:
         return mine_candidates(queries, self.corpus, source, rank_range, dense_model=self.embedding_model,
                                batch_size=self.batch_size, bm25_index=self.bm25,
-                               passage_embeddings=self.passage_embeddings)
+                               passage_embeddings=self.passage_embeddings, dense_weight=self.dense_weight)
 
 
 @dataclass
@@ -273,15 +319,27 @@ class MinedData:
     dev_candidates: list[list[str]]
     first_stage: str
     sources: list[str] = field(default_factory=list)
+    # The first stage's score of every dev candidate (for fusing it with the reranker's), and the
+    # hybrid's dense weight chosen on the dev queries (None for other first stages).
+    dev_scores: list[dict[str, float]] = field(default_factory=list)
+    dense_weight: float | None = None
 
 
 def mine_and_retrieve(train_queries: Sequence[LabelledQuery], dev_queries: Sequence[LabelledQuery], corpus: Corpus,
                       embedding_model, source: str, rank_range: tuple[int, int], num_hard: int,
-                      top_n: int) -> MinedData:
-    stage = FirstStage(corpus, embedding_model)
+                      top_n: int, first_stage: str | None = None) -> MinedData:
+    """Hard negatives of the training queries and the dev queries' first-stage candidates, from one index.
+
+    ``first_stage`` (``--first_stage``) picks the dev retriever and, when given, the mining source
+    too; a hybrid's dense weight is chosen on the dev queries first, and used for both.
+    """
+    stage = FirstStage(corpus, embedding_model, kind=first_stage)
+    dense_weight = stage.choose_dense_weight(dev_queries, top_n) if stage.name == "hybrid" else None
+    source = mining_source(first_stage, source)
     candidates = stage.mine(train_queries, source, rank_range) if num_hard and source != "none" else None
-    dev = stage.rank([q.query for q in dev_queries], top_n)
-    return MinedData(candidates, dev, stage.name, candidates.sources if candidates else [])
+    runs = stage.runs([q.query for q in dev_queries], top_n)
+    dev = [ranking(run) for run in runs]
+    return MinedData(candidates, dev, stage.name, candidates.sources if candidates else [], runs, dense_weight)
 
 
 # ---------------------------------------------------------------------------- dev evaluator
@@ -297,16 +355,25 @@ class DevRerankingEvaluator(DevMetricsEvaluator):
 
     Why not ``CrossEncoderRerankingEvaluator``: its MAP has no cutoff and it reports MRR/nDCG only at
     one k; we want the same definitions as ``evaluate_rag.py`` at every k.
+
+    :meth:`fusion_on_dev` also fuses the reranker's score with the first stage's
+    (``first_stage_scores``, one ``{id: score}`` per query; the candidates' rank order when not
+    given) and picks the reranker's weight on these dev queries.
     """
 
     def __init__(self, corpus: Corpus, queries: Sequence[LabelledQuery], candidates: Sequence[Sequence[str]],
                  ks: Sequence[int] = DEFAULT_KS, names: Sequence[str] = TRAINING_METRICS, name: str = "dev",
-                 batch_size: int = 32, primary_metric: str = "ndcg@5") -> None:
+                 batch_size: int = 32, primary_metric: str = "ndcg@5",
+                 first_stage_scores: Sequence[dict[str, float]] | None = None) -> None:
         super().__init__()
         if len(candidates) != len(queries):
             raise ValueError(f"{len(candidates)} candidate lists for {len(queries)} queries")
         self.queries = list(queries)
         self.candidates = [list(c) for c in candidates]
+        # Without scores, the first stage's order is its score (best first, evenly spaced).
+        self.first_stage_scores = [{pid: float(run[pid]) for pid in cands} for run, cands in
+                                   zip(first_stage_scores, self.candidates)] if first_stage_scores else \
+            [{pid: -float(i) for i, pid in enumerate(cands)} for cands in self.candidates]
         self.ks = tuple(ks)
         self.names = tuple(names)
         self.name = name
@@ -322,6 +389,30 @@ class DevRerankingEvaluator(DevMetricsEvaluator):
         return mean_metrics([query_metrics(r, q.relevant_ids, self.ks, self.names)
                              for r, q in zip(rankings, self.queries)])
 
+    def scores(self, model) -> list[dict[str, float]]:
+        """The reranker's raw logit of every candidate, per query."""
+        scores = model.predict(self.pairs, batch_size=self.batch_size, show_progress_bar=False,
+                               activation_fn=torch.nn.Identity(), convert_to_numpy=True)
+        runs, start = [], 0
+        for cands in self.candidates:
+            runs.append({pid: float(x) for pid, x in zip(cands, scores[start:start + len(cands)])})
+            start += len(cands)
+        return runs
+
+    def fusion_on_dev(self, model, metric: str | None = None) -> tuple[float, dict[str, float]]:
+        """(reranker weight chosen on these dev queries by ``metric``, dev metrics of the fused ranking).
+
+        Weight 1 is the reranker alone, 0 the first stage alone. The weight is chosen and reported on
+        the same dev queries, so the fused dev numbers are a little optimistic; the test set never
+        takes part.
+        """
+        metric = metric or self.primary_metric
+        reranker_runs = self.scores(model)
+        weight, _ = choose_weight(reranker_runs, self.first_stage_scores, [q.relevant_ids for q in self.queries],
+                                  metric)
+        fused = fuse_all(reranker_runs, self.first_stage_scores, weight)
+        return weight, self.metrics_of([ranking(run) for run in fused])
+
     def rerank(self, model) -> list[list[str]]:
         scores = model.predict(self.pairs, batch_size=self.batch_size, show_progress_bar=False,
                                activation_fn=torch.nn.Identity(), convert_to_numpy=True)
@@ -329,7 +420,7 @@ class DevRerankingEvaluator(DevMetricsEvaluator):
         for cands in self.candidates:
             s = scores[start:start + len(cands)]
             start += len(cands)
-            rankings.append([cands[i] for i in sorted(range(len(cands)), key=lambda i: -float(s[i]))])
+            rankings.append([cands[i] for i in rerank_order(s)])
         return rankings
 
     def compute(self, model) -> dict[str, float]:

@@ -1,4 +1,8 @@
-"""Dense retrieval: encode with the model's own query/passage prompts, top-k by chunked matmul."""
+"""Dense retrieval during training: encode with the model's own query/passage prompts, then top-k.
+
+Top-k is :func:`ragtune.ranking.dense_top_k`, the one ``evaluate_rag.py`` uses: pass the corpus'
+``tie_ranks`` so that tied scores are ordered as trec_eval orders them.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,8 @@ from typing import Sequence
 
 import numpy as np
 import torch
+
+from .ranking import dense_top_k
 
 logger = logging.getLogger(__name__)
 
@@ -24,25 +30,17 @@ def encode_passages(model, texts: Sequence[str], batch_size: int = 32, show_prog
 
 
 def top_k_dense(query_embeddings: torch.Tensor, passage_embeddings: torch.Tensor, k: int,
-                chunk_size: int = 50_000) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k passages per query by dot product, scanning the corpus in chunks.
+                tie_rank: np.ndarray | None = None, chunk_size: int = 16384) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k passages per query by dot product, as (queries x k) index and score arrays.
 
-    Memory is bounded by queries x chunk_size scores, however large the corpus. Ties keep the
-    lower passage index first, so rankings are deterministic.
+    ``tie_rank``: :func:`ragtune.ranking.tie_ranks` of the corpus ids (trec_eval's order of tied
+    scores). Without it, tied passages keep corpus order: only for callers that have no ids.
     """
-    k = min(k, passage_embeddings.shape[0])
-    queries = query_embeddings.float()
-    best_scores = torch.full((queries.shape[0], 0), float("-inf"), device=queries.device)
-    best_idx = torch.zeros((queries.shape[0], 0), dtype=torch.long, device=queries.device)
-    for start in range(0, passage_embeddings.shape[0], chunk_size):
-        chunk = passage_embeddings[start:start + chunk_size].to(queries.device).float()
-        scores = queries @ chunk.T
-        chunk_scores, chunk_idx = torch.topk(scores, min(k, chunk.shape[0]), dim=1)
-        best_scores = torch.cat([best_scores, chunk_scores], dim=1)
-        best_idx = torch.cat([best_idx, chunk_idx + start], dim=1)
-        # Order by score desc, then index asc, and keep k.
-        order = np.lexsort((best_idx.cpu().numpy(), -best_scores.cpu().numpy()), axis=1)[:, :k]
-        order_t = torch.from_numpy(order).to(queries.device)
-        best_scores = torch.gather(best_scores, 1, order_t)
-        best_idx = torch.gather(best_idx, 1, order_t)
-    return best_idx.cpu().numpy(), best_scores.cpu().numpy()
+    n_passages = len(passage_embeddings)
+    k = min(k, n_passages)
+    if tie_rank is None:
+        tie_rank = np.arange(n_passages, dtype=np.int64)
+    idx, scores = dense_top_k(query_embeddings, passage_embeddings, k, tie_rank, chunk_size=chunk_size)
+    if not idx:
+        return np.zeros((0, k), dtype=np.int64), np.zeros((0, k))
+    return np.stack(idx), np.stack(scores)

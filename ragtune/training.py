@@ -51,8 +51,8 @@ def local_rank_is_main() -> bool:
 # ---------------------------------------------------------------------------- output dir and resume
 
 
-def prepare_output_dir(output_dir: str | Path, overwrite: bool, resume: str) -> None:
-    """Refuse to overwrite a finished model; with --overwrite_output_dir start over cleanly."""
+def check_output_dir(output_dir: str | Path, overwrite: bool) -> bool:
+    """Refuse a finished model's dir unless --overwrite_output_dir; read-only. True if it holds a finished run."""
     output_dir = Path(output_dir)
     if output_dir.exists() and not output_dir.is_dir():
         raise UserError(f"--output_dir {output_dir} exists and is not a directory")
@@ -60,13 +60,23 @@ def prepare_output_dir(output_dir: str | Path, overwrite: bool, resume: str) -> 
     if finished and not overwrite:
         raise UserError(f"--output_dir {output_dir} already holds a finished model; pass --overwrite_output_dir to "
                         f"train again there, or choose another --output_dir")
-    if overwrite and output_dir.exists() and local_rank_is_main():
-        if resume not in ("auto", "none"):
-            return
-        for child in output_dir.iterdir():
-            if child.name.startswith(CHECKPOINT_PREFIX) and child.is_dir():
-                shutil.rmtree(child)
-        (output_dir / FINISHED_MARKER).unlink(missing_ok=True)
+    return finished
+
+
+def clear_finished_run(output_dir: str | Path) -> None:
+    """Remove a finished run's checkpoints and marker before training over it (--overwrite_output_dir).
+
+    Called only once the new run's data, flags and model have all been validated: a run that fails
+    before that leaves the previous one byte-identical. The previous final model's files stay until
+    the new final model replaces them.
+    """
+    output_dir = Path(output_dir)
+    for child in output_dir.iterdir():
+        if child.name.startswith(CHECKPOINT_PREFIX) and child.is_dir():
+            shutil.rmtree(child)
+    (output_dir / FINISHED_MARKER).unlink(missing_ok=True)
+    logger.info("--overwrite_output_dir: removed the previous run's checkpoints and %s from %s", FINISHED_MARKER,
+                output_dir)
 
 
 def is_complete_checkpoint(path: Path) -> bool:
@@ -109,12 +119,16 @@ def warn_if_process_count_changed(checkpoint: str | Path | None, processes: int)
                        "exact continuation)", checkpoint, written_by, processes, written_by)
 
 
-def resolve_resume(resume: str, output_dir: str | Path, overwrite: bool) -> str | None:
-    """Turn --resume_from_checkpoint into a checkpoint path for ``Trainer.train`` (None = fresh start)."""
+def resolve_resume(resume: str, output_dir: str | Path, overwrite_finished: bool) -> str | None:
+    """Turn --resume_from_checkpoint into a checkpoint path for ``Trainer.train`` (None = fresh start).
+
+    ``overwrite_finished``: --overwrite_output_dir over a finished run starts fresh; over an
+    interrupted one (no metrics.json yet) the same command resumes it, like any other run.
+    """
     if resume in (None, "", "none", "None", "false", "False"):
         return None
     if resume == "auto":
-        checkpoint = None if overwrite else find_resumable_checkpoint(output_dir)
+        checkpoint = None if overwrite_finished else find_resumable_checkpoint(output_dir)
         if checkpoint is None:
             logger.info("No checkpoint to resume from in %s: starting fresh", output_dir)
             return None
@@ -142,9 +156,6 @@ class InterruptCheckpointCallback(TrainerCallback):
     def __init__(self) -> None:
         self.received: int | None = None
         self._previous: dict[int, Any] = {}
-        # Test hook: RAGTUNE_TEST_SIGTERM_AT_STEP=N has rank 0 send a real SIGTERM after step N to
-        # the launcher (which forwards it to every rank, as on a disconnect) or, unlaunched, to itself.
-        self._test_sigterm_at = int(os.environ.get("RAGTUNE_TEST_SIGTERM_AT_STEP") or 0)
 
     def install(self) -> "InterruptCheckpointCallback":
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -164,18 +175,14 @@ class InterruptCheckpointCallback(TrainerCallback):
                        signal.Signals(signum).name)
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self._test_sigterm_at and state.global_step == self._test_sigterm_at and is_main_process():
-            os.kill(os.getppid() if is_distributed() else os.getpid(), signal.SIGTERM)
         self.synchronize(args.device)
         if self.received is not None:
             control.should_save = True
             control.should_training_stop = True
         return control
 
-    def on_train_end(self, args, state, control, model=None, **kwargs):
+    def on_train_end(self, args, state, control, **kwargs):
         self.synchronize(args.device)  # a signal after the last step: every rank or none reports it
-        # Test hook ($RAGTUNE_DEBUG_DIR): each rank records the weights it ends with (best model loaded).
-        debug_dump("train_end", lambda: {"global_step": state.global_step, "weights": weights_checksum(model)})
         return control
 
     def synchronize(self, device: Any = "cpu") -> None:
@@ -380,33 +387,6 @@ def compute_on_main_and_share(fn: Callable[[], T]) -> T:
     payload = [fn() if is_main_process() else None]
     torch.distributed.broadcast_object_list(payload, src=0)
     return payload[0]
-
-
-DEBUG_DIR_ENV = "RAGTUNE_DEBUG_DIR"
-
-
-def debug_dump(name: str, payload: Callable[[], dict[str, Any]]) -> None:
-    """Test hook: with $RAGTUNE_DEBUG_DIR set, every rank writes ``<dir>/<name>.rank<R>.json``.
-
-    ``payload`` is only called when the variable is set, so the hook costs nothing otherwise.
-    The distributed tests compare the ranks' files (dev split, training rows, final weights).
-    """
-    directory = os.environ.get(DEBUG_DIR_ENV)
-    if not directory:
-        return
-    rank = torch.distributed.get_rank() if is_distributed() else 0
-    write_json(Path(directory) / f"{name}.rank{rank}.json", {"rank": rank, "world_size": world_size(), **payload()})
-
-
-def weights_checksum(model: torch.nn.Module) -> str:
-    """SHA-256 of every parameter and buffer, in name order (equal models give equal sums)."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------------------- outputs

@@ -1,12 +1,12 @@
 """The fine-tuning scripts under ``accelerate launch --config_file accelerate_config.yaml --num_processes 2``.
 
 On a machine without a GPU accelerate starts two CPU processes and the Trainer trains with DDP over
-gloo, so CI runs the real distributed code paths. What the assertions compare comes from test hooks
-that cost nothing unless $RAGTUNE_DEBUG_DIR is set: every rank writes ``train_end.rank<R>.json`` (its
-final weights checksum, from InterruptCheckpointCallback) and, for the embedding script,
-``fine_tune_bge_m3.rank<R>.json`` (its dev split, training rows, resume checkpoint and, per step, what
-the loss contrasted each query with). $RAGTUNE_TEST_SIGTERM_AT_STEP makes rank 0 send the launcher a
-real SIGTERM after that step, which accelerate forwards to both ranks as on a disconnect.
+gloo, so CI runs the real distributed code paths. accelerate launches ``tests/launch_script.py``, which
+runs the script's own ``main()`` with test callbacks: every rank writes ``train.rank<R>.json`` (the step
+it started from, steps trained, weights after the last step and after the best model was loaded, its
+training rows and dev split, and what the loss contrasted each query with), and ``--sigterm_at_step N``
+has rank 0 send the launcher a real SIGTERM during step N, which accelerate forwards to both ranks as on
+a disconnect.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from safetensors.torch import load_file
 
 from conftest import REPO
 from ragtune.data import SAMPLE_CORPUS, SAMPLE_TRAIN, load_corpus, load_queries, split_queries
-from ragtune.training import is_complete_checkpoint, weights_checksum
+from launch_script import weights_checksum
+from ragtune.training import is_complete_checkpoint
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
@@ -47,21 +48,20 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def launch(script: str, *args: str, debug_dir: Path, env: dict | None = None,
+def launch(script: str, *args: str, debug_dir: Path, sigterm_at_step: int = 0,
            timeout: int = 900) -> subprocess.CompletedProcess:
-    """``accelerate launch`` exactly as the README says, with 2 processes, from a clean environment."""
+    """``accelerate launch`` as the README says, with 2 processes, of the script's main() with test callbacks."""
     command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
                str(REPO / "accelerate_config.yaml"), "--num_processes", "2", "--main_process_port", str(free_port()),
-               str(REPO / script), *args]
-    full_env = {key: value for key, value in os.environ.items() if not key.startswith("RAGTUNE_")}
-    full_env.update({"HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false",
-                     "RAGTUNE_DEBUG_DIR": str(debug_dir), **(env or {})})
-    return subprocess.run(command, cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout)
+               str(REPO / "tests" / "launch_script.py"), script, "--record", str(debug_dir),
+               *(["--sigterm_at_step", str(sigterm_at_step)] if sigterm_at_step else []), "--", *args]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def per_rank(debug_dir: Path, name: str) -> list[dict]:
-    files = sorted(debug_dir.glob(f"{name}.rank*.json"))
-    assert [f.name for f in files] == [f"{name}.rank0.json", f"{name}.rank1.json"], files
+def per_rank(debug_dir: Path) -> list[dict]:
+    files = sorted(debug_dir.glob("train.rank*.json"))
+    assert [f.name for f in files] == ["train.rank0.json", "train.rank1.json"], files
     dumps = [json.loads(f.read_text()) for f in files]
     assert [d["world_size"] for d in dumps] == [2, 2]  # really one DDP run, not two single-process runs
     return dumps
@@ -89,21 +89,21 @@ def test_embedding_template_command_on_two_processes(tiny_st, tmp_path):
     assert len(list(out.glob("runs/*/events.out.tfevents.*"))) == 1
     assert result.stdout.count("Dev metrics (20 held-out queries)") == 1
     metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["processes"] == 2
 
     # The dev split and the mined training rows are the same on both ranks (and are the seeded split).
-    run0, run1 = per_rank(debug, "fine_tune_bge_m3")
+    run0, run1 = per_rank(debug)
     corpus = load_corpus(SAMPLE_CORPUS)
     _, dev = split_queries(load_queries(SAMPLE_TRAIN, corpus), 0.2, 42)
     assert run0["dev_queries"] == run1["dev_queries"] == [q.query for q in dev]
     assert run0["train_rows"] == run1["train_rows"]
 
     # Both ranks end with the same weights, and they are the saved model's.
-    end0, end1 = per_rank(debug, "train_end")
-    assert end0["weights"] == end1["weights"]
+    assert run0["final_weights"] == run1["final_weights"]
     from sentence_transformers import SentenceTransformer
 
-    assert weights_checksum(SentenceTransformer(str(out))) == end0["weights"]
-    assert end0["global_step"] == end1["global_step"] == metrics["global_step"]
+    assert weights_checksum(SentenceTransformer(str(out))) == run0["final_weights"]
+    assert run0["global_step"] == run1["global_step"] == metrics["global_step"]
 
     # Every query was contrasted with the passages of both ranks: the loss saw 2 x local rows x (1 + hard
     # negatives) candidates, rank r's slice of them is exactly rank r's own positives (and, column by column,
@@ -125,23 +125,21 @@ def test_embedding_template_command_on_two_processes(tiny_st, tmp_path):
     assert sum(r["local_rows"] for r in first_epoch) >= len(run0["train_rows"]["anchor"])
 
 
-def test_interrupted_two_process_run_resumes_like_an_uninterrupted_one(tiny_st, tmp_path):
-    args = [*QUICK, "--base_model", str(tiny_st)]
+def check_two_process_resume(script: str, args: list[str], tmp_path: Path, stop_in_epoch: int = 3) -> None:
+    """SIGTERM inside the second epoch, resume, and compare with an uninterrupted 2-process run."""
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    result = launch("fine_tune_bge_m3.py", *args, "--output_dir", str(straight), debug_dir=tmp_path / "d0")
+    result = launch(script, *args, "--output_dir", str(straight), debug_dir=tmp_path / "d0")
     assert result.returncode == 0, tail(result)
-    total = json.loads((straight / "metrics.json").read_text())["global_step"]
-    steps_per_epoch = per_rank(tmp_path / "d0", "fine_tune_bge_m3")[0]["steps_per_epoch"]
+    first = per_rank(tmp_path / "d0")[0]
+    total, steps_per_epoch = first["global_step"], first["steps_per_epoch"]
     assert total == 2 * steps_per_epoch
-    stop_at = steps_per_epoch + 3  # inside the second epoch: resuming must skip part of a reshuffled epoch
+    stop_at = steps_per_epoch + stop_in_epoch  # inside the second epoch: resuming must skip part of a reshuffled epoch
 
     # A real SIGTERM to the launcher after step `stop_at`: both ranks stop at the same step and checkpoint.
-    result = launch("fine_tune_bge_m3.py", *args, "--output_dir", str(resumed), debug_dir=tmp_path / "d1",
-                    env={"RAGTUNE_TEST_SIGTERM_AT_STEP": str(stop_at)})
+    result = launch(script, *args, "--output_dir", str(resumed), debug_dir=tmp_path / "d1", sigterm_at_step=stop_at)
     assert result.returncode != 0
     assert result.stderr.count("Received SIGTERM") == 2, tail(result)
-    stop0, stop1 = per_rank(tmp_path / "d1", "fine_tune_bge_m3")
-    assert stop0["interrupted"] == stop1["interrupted"] == 15
+    stop0, stop1 = per_rank(tmp_path / "d1")
     assert stop0["global_step"] == stop1["global_step"]
     stopped = stop0["global_step"]
     assert stop_at <= stopped < total and stopped % steps_per_epoch
@@ -149,17 +147,28 @@ def test_interrupted_two_process_run_resumes_like_an_uninterrupted_one(tiny_st, 
     assert all((resumed / f"checkpoint-{stopped}" / f"rng_state_{rank}.pth").is_file() for rank in (0, 1))
     assert not (resumed / "metrics.json").exists()
 
-    result = launch("fine_tune_bge_m3.py", *args, "--output_dir", str(resumed), debug_dir=tmp_path / "d2")
+    result = launch(script, *args, "--output_dir", str(resumed), debug_dir=tmp_path / "d2")
     assert result.returncode == 0, tail(result)
-    run0, run1 = per_rank(tmp_path / "d2", "fine_tune_bge_m3")
-    assert run0["resume_from"] == run1["resume_from"] == str(resumed / f"checkpoint-{stopped}")
+    run0, run1 = per_rank(tmp_path / "d2")
+    assert run0["start_step"] == run1["start_step"] == stopped  # it resumed, on both ranks
+    assert run0["steps_trained"] == run1["steps_trained"] == total - stopped
     assert run0["global_step"] == run1["global_step"] == total
-    a, b = load_file(str(straight / "model.safetensors")), load_file(str(resumed / "model.safetensors"))
-    assert a.keys() == b.keys()
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
-    end0, end1 = per_rank(tmp_path / "d2", "train_end")
-    assert end0["weights"] == end1["weights"]
+    # The last step's weights and the final (best) ones equal the uninterrupted run's, on both ranks.
+    assert run0["last_step_weights"] == run1["last_step_weights"] == first["last_step_weights"]
+    assert run0["final_weights"] == run1["final_weights"] == first["final_weights"]
+
+
+def test_interrupted_two_process_run_resumes_like_an_uninterrupted_one(tiny_st, tmp_path):
+    check_two_process_resume("fine_tune_bge_m3.py", [*QUICK, "--base_model", str(tiny_st)], tmp_path)
+
+
+def test_interrupted_two_process_reranker_resumes_like_an_uninterrupted_one(tiny_cross_encoder, tmp_path):
+    """The reranker's length-grouped sampler reshuffles per epoch: a resumed epoch must not replay epoch 0's order."""
+    args = ["--base_model", str(tiny_cross_encoder), "--epochs", "2", "--batch_size", "2",
+            "--gradient_accumulation_steps", "1", "--lr", "1e-3", "--evaluation_steps", "4",
+            "--checkpoint_save_steps", "4", "--max_seq_length", "96", "--dev_ratio", "0", "--num_hard_negatives", "1",
+            "--num_random_negatives", "0", "--hard_negative_source", "bm25"]
+    check_two_process_resume("fine_tune_reranker.py", args, tmp_path)
 
 
 def test_gradient_checkpointing_with_nothing_frozen_under_ddp(tiny_st, tmp_path):
@@ -168,13 +177,12 @@ def test_gradient_checkpointing_with_nothing_frozen_under_ddp(tiny_st, tmp_path)
     result = launch("fine_tune_bge_m3.py", *QUICK, "--base_model", str(tiny_st), "--output_dir", str(out),
                     "--gradient_checkpointing", "--freeze_layers", "0", "--max_steps", "3", debug_dir=tmp_path / "d")
     assert result.returncode == 0, tail(result)
-    end0, end1 = per_rank(tmp_path / "d", "train_end")
-    assert end0["weights"] == end1["weights"] and end0["global_step"] == 3
+    run0, run1 = per_rank(tmp_path / "d")
+    assert run0["final_weights"] == run1["final_weights"] and run0["global_step"] == 3
     before, after = load_file(str(tiny_st / "model.safetensors")), load_file(str(out / "model.safetensors"))
     assert any(not torch.equal(before[k], after[k]) for k in before if "embeddings" in k)  # layer 0 trains too
 
 
-@pytest.mark.skipif(not (REPO / "fine_tune_reranker.py").exists(), reason="fine_tune_reranker.py not written yet")
 def test_reranker_template_command_on_two_processes(tiny_cross_encoder, tmp_path):
     out, debug = tmp_path / "out", tmp_path / "debug"
     result = launch("fine_tune_reranker.py", *RERANKER_TEMPLATE, "--base_model", str(tiny_cross_encoder),
@@ -184,9 +192,9 @@ def test_reranker_template_command_on_two_processes(tiny_cross_encoder, tmp_path
     assert final_models(out) == [out]
     assert len(list(out.glob("runs/*/events.out.tfevents.*"))) == 1
     metrics = json.loads((out / "metrics.json").read_text())
-    end0, end1 = per_rank(debug, "train_end")
-    assert end0["weights"] == end1["weights"]
-    assert end0["global_step"] == end1["global_step"] == metrics["global_step"] > 0
+    run0, run1 = per_rank(debug)
+    assert run0["final_weights"] == run1["final_weights"]
+    assert run0["global_step"] == run1["global_step"] == metrics["global_step"] > 0
     from sentence_transformers.cross_encoder import CrossEncoder
 
-    assert weights_checksum(CrossEncoder(str(out))) == end0["weights"]
+    assert weights_checksum(CrossEncoder(str(out))) == run0["final_weights"]

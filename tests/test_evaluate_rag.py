@@ -11,15 +11,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from conftest import run_script
 from ragtune.bm25 import BM25Index
 from ragtune.data import SAMPLE_CORPUS, SAMPLE_TEST, load_corpus, load_queries
 from ragtune.errors import UserError
-from ragtune.evaluation import (EmbeddingStore, System, bm25_top_k, dense_top_k, folder_fingerprint, saved_prompts,
-                                select_for_publishing, tie_ranks)
-from ragtune.metrics import RANKING_METRICS, rank_by_score
-from test_metrics import trec_metrics
+from ragtune.embedding_store import EmbeddingStore
+from ragtune.metrics import RANKING_METRICS
+from ragtune.model_specs import folder_fingerprint, saved_prompts
+from ragtune.publishing import select_for_publishing
+from ragtune.ranking import bm25_top_k, dense_top_k, tie_ranks
+from ragtune.systems import System
+from test_metrics import trec_metrics, trec_order
 
 KS = (3, 5, 7)
 
@@ -101,7 +105,7 @@ def test_bm25_numbers_equal_an_independent_trec_eval_computation(full_run):
     for i, (row, query) in enumerate(zip(rows, queries)):
         assert row["query"] == query.query
         assert row["relevant_ids"].split() == query.relevant_ids
-        expected = rank_by_score(corpus.ids, scores[i])
+        expected = trec_order(corpus.ids, scores[i])
         assert row["bm25 | retrieved_ids"].split() == expected[:7]
         first = next(r for r, pid in enumerate(expected, start=1) if pid in query.relevant_ids)
         assert row["bm25 | first_hit_rank"] == (str(first) if first <= 8 else "")
@@ -225,7 +229,7 @@ def test_embedding_store_and_chunked_dense_top_k(tmp_path):
     idx, scores = dense_top_k(queries, store, 9, tie_ranks(ids), chunk_size=13, query_batch=4)
     full = queries @ emb.T
     for q in range(len(queries)):
-        assert [ids[i] for i in idx[q]] == rank_by_score(ids, full[q])[:9]
+        assert [ids[i] for i in idx[q]] == trec_order(ids, full[q])[:9]
     assert [ids[i] for i in idx[0][:2]] == ["7", "50"]  # a tie: id descending as trec_eval ("7" > "50")
 
 
@@ -236,7 +240,70 @@ def test_chunked_bm25_equals_full_scores():
     idx, _ = bm25_top_k(index, queries, 12, tie_ranks(corpus.ids), chunk_size=10, query_batch=7)
     full = index.scores(queries)
     for q in range(len(queries)):
-        assert [corpus.ids[i] for i in idx[q]] == rank_by_score(corpus.ids, full[q])[:12]
+        assert [corpus.ids[i] for i in idx[q]] == trec_order(corpus.ids, full[q])[:12]
+
+
+class FixedEncoder:
+    """A stand-in embedding model: each text has a hand-made vector, so dot products tie exactly."""
+
+    def __init__(self, vectors: dict[str, list[float]]) -> None:
+        self.vectors = vectors
+
+    def encode(self, texts, convert_to_tensor=False, **_):
+        import torch
+
+        array = np.asarray([self.vectors[t] for t in texts], dtype=np.float32)
+        return torch.from_numpy(array) if convert_to_tensor else array
+
+    encode_query = encode_document = encode
+
+
+class FixedScorer:
+    """A stand-in cross-encoder: every pair gets the same logit."""
+
+    def predict(self, pairs, **_):
+        return np.zeros(len(pairs), dtype=np.float32)
+
+
+def test_dev_evaluators_break_ties_as_evaluate_rag_does(tmp_path):
+    """Exact ties: the training scripts' dev evaluators rank as evaluate_rag.py does (trec order, id descending)."""
+    from ragtune.data import Corpus, LabelledQuery
+    from ragtune.embedding import DevRetrievalEvaluator
+    from ragtune.embedding_store import EmbeddingModelHandle, EmbeddingRun
+    from ragtune.model_specs import ModelSpec
+    from ragtune.ranking import rerank_order
+    from ragtune.reranker import DevRerankingEvaluator, FirstStage
+    from ragtune.systems import RerankScores, bm25_system, dense_system, rerank_systems, score_system
+
+    # Passages "1" and "3" tie for the query (and so do "2" and "4"); trec order puts "3" before "1".
+    corpus = Corpus(ids=["1", "2", "3", "4"], texts=["alpha", "beta", "gamma", "delta"])
+    vectors = {"alpha": [1, 0], "beta": [0, 1], "gamma": [1, 0], "delta": [0, 1], "q": [1, 0], "zzz": [0, 1]}
+    queries = [LabelledQuery("q", ["3"]), LabelledQuery("zzz", ["4"])]
+    ks = (1, 2, 3)
+    encoder = FixedEncoder(vectors)
+
+    dev = DevRetrievalEvaluator(corpus, queries, ks=ks).compute(encoder)
+    handle = EmbeddingModelHandle(EmbeddingRun(ModelSpec("fixed", "--x", path=tmp_path, fingerprint="f"), "", "",
+                                               None), None)
+    handle._model = encoder
+    tie_rank = tie_ranks(corpus.ids)
+    dense = dense_system(handle, corpus, queries, 4, tie_rank, tmp_path / "cache", chunk_size=3)
+    assert [dense.ranked_ids(corpus, qi) for qi in range(2)] == [["3", "1", "4", "2"], ["4", "2", "3", "1"]]
+    score_system(dense, corpus, queries, ks)
+    assert dev == {key: dense.metrics[key] for key in dev}
+    assert dev["hit@1"] == 1.0  # lower-index-first would have put "1" (not relevant) first
+
+    # The reranker script's first stage (BM25: no query term matches, every score ties) and its reranking.
+    bm25 = bm25_system(corpus, queries, 4, tie_rank, chunk_size=3)
+    assert FirstStage(corpus).rank([q.query for q in queries], 4) == [bm25.ranked_ids(corpus, qi) for qi in range(2)]
+    candidates = [bm25.ranked_ids(corpus, qi) for qi in range(2)]
+    scorer = RerankScores(ModelSpec("fixed-ce", "--y"), None, None)
+    scorer.scores = {RerankScores.pair_key(q.query, corpus.text(pid)): 0.0 for q, c in zip(queries, candidates)
+                     for pid in c}
+    (reranked,) = rerank_systems([bm25], scorer, corpus, queries, 4, None, 8)
+    evaluator = DevRerankingEvaluator(corpus, queries, candidates, ks=ks)
+    assert evaluator.rerank(FixedScorer()) == [reranked.ranked_ids(corpus, qi) for qi in range(2)] == candidates
+    assert rerank_order([0.5, 0.9, 0.5, float("nan")]) == [1, 0, 2, 3]
 
 
 def test_fingerprint_ignores_training_by_products(tiny_st, tmp_path):
@@ -325,7 +392,8 @@ class FakePublishRequest:
     dataset_name: str
     results_markdown: str
     training_config: dict | None = None
-    extra: dict = field(default_factory=dict)
+    language: list = field(default_factory=list)
+    license: str = ""
 
 
 @pytest.fixture
@@ -419,13 +487,32 @@ def test_publish_flags_are_checked_first(tmp_path):
 
 
 def test_publish_dry_run_with_the_real_hub_module(models, full_run, tmp_path):
-    """Contract check against ragtune/hub.py (the colleague's module), when it is there: a dry run sends nothing."""
-    pytest.importorskip("ragtune.hub")
+    """The real ragtune.hub in a dry run: the card carries --language/--license; the token is nowhere."""
     out = tmp_path / "out"
+    token = "hf_EvalRagSecretToken0123456789abc"
     proc = run_script("evaluate_rag.py", "--embedding_models", str(models["st_a"]), "--reranker_models",
                       str(models["ce_a"]), "--rerank_top_n", "8", "--max_seq_length", "64", "--reranker_max_length",
                       "96", "--output_dir", str(out), "--cache_dir", str(full_run["out"] / ".cache"),
-                      "--push_to_hub", "--hub_embedding_repo", "me/emb", "--hub_reranker_repo", "me/rr", "--dry_run")
+                      "--push_to_hub", "--hub_embedding_repo", "me/emb", "--hub_reranker_repo", "me/rr", "--dry_run",
+                      "--hub_token", token, "--language", "vi", "en", "--license", "mit")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    published = json.loads((out / "results.json").read_text())["published"]
+    results = json.loads((out / "results.json").read_text())
+    published = results["published"]
     assert [p["repo_id"] for p in published] == ["me/emb", "me/rr"]
+    for entry in published:
+        card_yaml = yaml.safe_load(entry["card"].split("---")[1])
+        assert card_yaml["language"] == ["vi", "en"] and card_yaml["license"] == "mit"
+    config = results["config"]
+    assert config["hub_token"] == "<redacted>" and config["language"] == ["vi", "en"] and config["license"] == "mit"
+    assert config["judge_max_tokens"] == 512 and config["generator_max_new_tokens"] == 256
+    assert token not in proc.stdout and token not in proc.stderr
+    for path in out.rglob("*"):
+        if path.is_file():
+            assert token.encode() not in path.read_bytes(), path
+
+
+def test_bad_language_or_license_is_a_user_error(tmp_path):
+    proc = run_script("evaluate_rag.py", "--embedding_models", "--language", "vi,en", "--output_dir", str(tmp_path))
+    assert proc.returncode == 2 and "--language: 'vi,en' is not a language code" in proc.stderr
+    proc = run_script("evaluate_rag.py", "--embedding_models", "--license", "Apache 2", "--output_dir", str(tmp_path))
+    assert proc.returncode == 2 and "--license: 'Apache 2' is not a Hub license id" in proc.stderr

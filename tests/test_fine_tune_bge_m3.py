@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import time
 from pathlib import Path
 
@@ -12,7 +10,6 @@ import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import TrainerCallback
 
 import fine_tune_bge_m3
 from conftest import run_script
@@ -97,42 +94,6 @@ def test_frozen_layers_are_unchanged_and_the_rest_trains(tiny_st, tmp_path):
 def test_freezing_every_layer_is_a_clear_error(tiny_st, tmp_path, caplog):
     assert run([*QUICK, "--base_model", str(tiny_st), "--output_dir", str(tmp_path / "o"), "--freeze_layers", "6"]) == 2
     assert "--freeze_layers 6 leaves nothing to train: the model has 6 encoder layers" in caplog.text
-
-
-class InterruptAt(TrainerCallback):
-    """Sends this process a real SIGTERM while it trains the given step (a Colab disconnect)."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_step_begin(self, args, state, control, **kwargs):
-        if state.global_step + 1 == self.step:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-
-def test_sigterm_checkpoints_and_auto_resume_matches_an_uninterrupted_run(tiny_st, tmp_path, monkeypatch):
-    argv = [*QUICK, "--base_model", str(tiny_st)]
-    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    assert run([*argv, "--output_dir", str(straight)]) == 0
-
-    original = fine_tune_bge_m3.early_stopping_callbacks
-    monkeypatch.setattr(fine_tune_bge_m3, "early_stopping_callbacks",
-                        lambda args, has_dev: [*original(args, has_dev), InterruptAt(7)])
-    assert run([*argv, "--output_dir", str(resumed)]) == 128 + signal.SIGTERM
-    # Saved at the end of the step that was running, though 7 is not a --checkpoint_save_steps multiple.
-    assert is_complete_checkpoint(resumed / "checkpoint-7")
-    assert not (resumed / "metrics.json").exists()
-    monkeypatch.setattr(fine_tune_bge_m3, "early_stopping_callbacks", original)
-
-    assert run([*argv, "--output_dir", str(resumed), "--resume_from_checkpoint", "auto"]) == 0
-    a, b = weights(straight), weights(resumed)
-    assert a.keys() == b.keys()
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
-    meta_a = json.loads((straight / "metrics.json").read_text())
-    meta_b = json.loads((resumed / "metrics.json").read_text())
-    assert meta_a["global_step"] == meta_b["global_step"]
-    assert meta_a["dev_metrics"]["after"] == pytest.approx(meta_b["dev_metrics"]["after"], abs=1e-4)
 
 
 def test_auto_resume_skips_a_half_written_checkpoint(tmp_path):

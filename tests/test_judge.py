@@ -17,9 +17,11 @@ from fake_openai import FakeOpenAI, closed_port_url, default_responder, prompt_k
 from ragtune.answers import UnicodeWordTokenizer, bleu4, rouge_l, string_presence
 from ragtune.data import SAMPLE_TEST
 from ragtune.errors import UserError
-from ragtune.judge import (CachedLLM, EndpointError, Judge, LLMCache, OpenAIChatClient, ParseError, chat_url,
-                           extract_json, parse_claims, parse_index_list, parse_questions, parse_verdict,
-                           split_sentences)
+from ragtune.judge import Judge, split_sentences
+from ragtune.llm_cache import CachedLLM, LLMCache
+from ragtune.llm_client import EndpointError, OpenAIChatClient, chat_url
+from ragtune.llm_parsing import (ParseError, extract_json, parse_claims, parse_index_list, parse_questions,
+                                 parse_verdict)
 
 # ---------------------------------------------------------------------------- parsing
 
@@ -279,6 +281,7 @@ def test_script_judge_generator_cache_and_failures(tiny_st, small_test_set, tmp_
         args = script_args(out, small_test_set, "--embedding_models", str(tiny_st), "--judge_base_url",
                            server.base_url, "--judge_model", "fake-judge", "--judge_api_key", "sk-secret-judge",
                            "--generator_base_url", server.base_url, "--generator_model", "fake-gen",
+                           "--generator_api_key", "sk-secret-generator",
                            "--answer_k", "3", "--answer_systems", "bm25")
         proc = run_script("evaluate_rag.py", *args)
         assert proc.returncode == 0, proc.stderr[-3000:]
@@ -305,11 +308,16 @@ def test_script_judge_generator_cache_and_failures(tiny_st, small_test_set, tmp_
         assert all(f["kind"] == "context_precision" and f["passage_id"] == "2" for f in judge["failed"])
         excluded = {k: v for s in results["systems"] for k, v in s["excluded"].items()}
         assert any(k.startswith("llm_context_precision@") for k in excluded)
-        # The API key is never written anywhere.
-        for path in out.rglob("*"):
-            if path.is_file():
-                assert b"sk-secret-judge" not in path.read_bytes(), path
-        assert results["config"]["judge_api_key"] == "<redacted>"
+        # The API keys are never written or printed; numbers whose flag names say "tokens" are not secrets.
+        for secret in ("sk-secret-judge", "sk-secret-generator"):
+            assert secret not in proc.stdout and secret not in proc.stderr
+            for path in out.rglob("*"):
+                if path.is_file():
+                    assert secret.encode() not in path.read_bytes(), path
+        config = results["config"]
+        assert config["judge_api_key"] == config["generator_api_key"] == "<redacted>"
+        assert config["hub_token"] is None
+        assert config["judge_max_tokens"] == 512 and config["generator_max_new_tokens"] == 256
         answers = pd.read_csv(out / "answers.csv", encoding="utf-8-sig")
         assert len(answers) == 6 and set(answers["system"]) == {"bm25"}
         md = (out / "results.md").read_text()

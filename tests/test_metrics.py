@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import pytrec_eval
 
-from ragtune.evaluation import TopK, context_metrics, rank_weighted_precision, tie_ranks
-from ragtune.metrics import RANKING_METRICS, first_hit_rank, query_metrics, rank_by_score, ranking_metrics
+from ragtune.metrics import (RANKING_METRICS, context_metrics, first_hit_rank, query_metrics, rank_weighted_precision,
+                             ranking_metrics)
+from ragtune.ranking import TopK, rank_by_score, tie_ranks
 
 KS = (3, 5, 7)
 
@@ -65,6 +66,11 @@ class _Desc(str):
 def rank_key(item):
     doc, score = item
     return (-score, _Desc(doc))
+
+
+def trec_order(ids, scores) -> list[str]:
+    """trec_eval's order, written independently of ragtune.ranking: score desc, then id desc (strcmp)."""
+    return [doc for doc, _ in sorted(zip(ids, map(float, scores)), key=rank_key)]
 
 
 def ours(run, qrels, ks=KS):
@@ -168,5 +174,6 @@ def test_chunked_top_k_equals_full_sort_in_trec_order(chunk):
                 top.update(q0, start, scores[q0:q0 + 5, start:start + chunk])
         idx, _ = top.result()
         for q in range(len(scores)):
-            expected = rank_by_score(ids, scores[q])[:k]
+            expected = trec_order(ids, scores[q])[:k]
             assert [ids[i] for i in idx[q]] == expected
+            assert rank_by_score(ids, scores[q])[:k] == expected

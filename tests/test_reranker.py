@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import signal
 import subprocess
 from pathlib import Path
 from types import SimpleNamespace
@@ -13,7 +11,6 @@ from types import SimpleNamespace
 import pytest
 import torch
 from conftest import run_script
-from transformers import TrainerCallback
 
 from ragtune.data import SAMPLE_CORPUS, SAMPLE_TRAIN, LabelledQuery, load_corpus, load_queries
 from ragtune.metrics import DEFAULT_KS, TRAINING_METRICS
@@ -257,56 +254,6 @@ def test_template_command_end_to_end(tiny_cross_encoder, tmp_path):
                                       return_tensors="pt")).logits
     assert logits.shape == (2, 1)
     assert torch.allclose(logits[:, 0], torch.as_tensor(scores), atol=1e-4)
-
-
-class KillAtStep(TrainerCallback):
-    """Send this process SIGTERM during optimizer step ``step`` (what a Colab/Kaggle shutdown does)."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_step_begin(self, args, state, control, **kwargs):
-        if state.global_step == self.step - 1:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-
-def _weights(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    return load_file(str(path / "model.safetensors"))
-
-
-@pytest.mark.slow
-def test_resume_after_sigterm_matches_an_uninterrupted_run(tiny_cross_encoder, tmp_path, one_thread):
-    import fine_tune_reranker
-    from ragtune.training import is_complete_checkpoint
-
-    def argv(out):  # a high learning rate, so that any divergence would show in the weights
-        return ["--base_model", str(tiny_cross_encoder), "--output_dir", str(out), "--max_steps", "6",
-                "--evaluation_steps", "2", "--checkpoint_save_steps", "2", "--lr", "1e-3", "--batch_size", "3",
-                "--gradient_accumulation_steps", "2", "--gradient_checkpointing"]
-
-    a, b = tmp_path / "a", tmp_path / "b"
-    assert fine_tune_reranker.main(argv(a)) == 0
-    assert fine_tune_reranker.main(argv(b), callbacks=[KillAtStep(3)]) == 128 + signal.SIGTERM
-    assert is_complete_checkpoint(b / "checkpoint-3")
-    assert not (b / "metrics.json").exists()
-    assert fine_tune_reranker.main([*argv(b), "--resume_from_checkpoint", "auto"]) == 0
-
-    base = {k: v for k, v in _weights(tiny_cross_encoder).items()}
-    for sub in ("checkpoint-6", "."):  # the last checkpoint, and the final (best) model
-        wa, wb = _weights(a / sub), _weights(b / sub)
-        assert wa.keys() == wb.keys()
-        for name in wa:
-            assert torch.allclose(wa[name], wb[name], atol=1e-6), f"{sub}: {name} differs after resuming"
-    moved = [name for name, value in _weights(a / "checkpoint-6").items()
-             if name in base and not torch.allclose(value, base[name], atol=1e-5)]
-    assert moved, "training did not change the weights: the comparison would prove nothing"
-    ma, mb = (json.loads((d / "metrics.json").read_text()) for d in (a, b))
-    assert ma["global_step"] == mb["global_step"] == 6
-    assert Path(ma["best_checkpoint"]).name == Path(mb["best_checkpoint"]).name
-    for stage in ("first_stage", "before", "after"):
-        assert ma["dev_metrics"][stage] == pytest.approx(mb["dev_metrics"][stage])
 
 
 # ---------------------------------------------------------------------------- bad input

@@ -88,3 +88,74 @@ def build_tiny_cross_encoder(folder: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     BertForSequenceClassification(_config(len(tokenizer), num_labels=1)).save_pretrained(folder)
     return folder
+
+
+# ---------------------------------------------------------------------------- tiny causal LMs (generator)
+
+CHATML_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>\\n' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}")
+
+# Qwen3's thinking switch, as its template has it: the last assistant turn always carries a (here
+# empty) think block, and with enable_thinking=false the generation prompt carries the same block.
+QWEN3_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{%- if message.role == 'assistant' and loop.last %}"
+    "{{- '<|im_start|>assistant\\n<think>\\n\\n</think>\\n\\n' + message.content + '<|im_end|>\\n' }}"
+    "{%- else %}"
+    "{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>\\n' }}"
+    "{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}"
+    "{%- if enable_thinking is defined and enable_thinking is false %}{{- '<think>\\n\\n</think>\\n\\n' }}{%- endif %}"
+    "{%- endif %}")
+
+
+def build_chat_tokenizer(folder: Path, chat_template: str | None = CHATML_TEMPLATE):
+    """A byte-level BPE tokenizer trained on the sample texts, with Qwen's special tokens and a ChatML template."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from ragtune.generator.prompt import DEFAULT_SYSTEM_PROMPT, DEFAULT_UNANSWERABLE_ANSWER
+
+    tok = Tokenizer(models.BPE())
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>"]
+    trainer = trainers.BpeTrainer(vocab_size=1500, special_tokens=special,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    texts = _sample_texts() + [DEFAULT_SYSTEM_PROMPT, DEFAULT_UNANSWERABLE_ANSWER, "Ngữ cảnh: Câu hỏi:"]
+    tok.train_from_iterator(texts, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                   additional_special_tokens=special[1:], model_max_length=4096)
+    if chat_template:
+        fast.chat_template = chat_template
+    fast.save_pretrained(folder)
+    return fast
+
+
+def build_tiny_causal_lm(folder: Path, arch: str = "qwen2", seed: int = 0, chat_template: str | None = "default") -> Path:
+    """A 2-layer Qwen2 or Qwen3 causal LM with random weights (tied embeddings, GQA, as the real ones)."""
+    import torch
+    from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if chat_template == "default":
+        chat_template = QWEN3_TEMPLATE if arch == "qwen3" else CHATML_TEMPLATE
+    tokenizer = build_chat_tokenizer(folder, chat_template)
+    config_cls, model_cls = (Qwen3Config, Qwen3ForCausalLM) if arch == "qwen3" else (Qwen2Config, Qwen2ForCausalLM)
+    config = config_cls(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                        num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=4096,
+                        tie_word_embeddings=True, eos_token_id=tokenizer.eos_token_id,
+                        pad_token_id=tokenizer.pad_token_id, bos_token_id=None)
+    torch.manual_seed(seed)
+    model = model_cls(config)
+    model.generation_config = GenerationConfig(eos_token_id=[tokenizer.eos_token_id],
+                                               pad_token_id=tokenizer.pad_token_id)
+    model.save_pretrained(folder)
+    return folder

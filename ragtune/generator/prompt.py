@@ -1,0 +1,55 @@
+"""The RAG prompt: one function builds it for training, dev evaluation and evaluate_rag.py.
+
+A model is only as good as the prompt it is evaluated on matches the one it was trained on, so
+every caller builds its chat messages here.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+Messages = list[dict[str, str]]
+
+DEFAULT_SYSTEM_PROMPT = (
+    "Bạn là trợ lý trả lời câu hỏi dựa trên các đoạn văn được cung cấp. Chỉ sử dụng thông tin trong các đoạn văn; "
+    "trả lời ngắn gọn, chính xác, bằng tiếng Việt. Nếu các đoạn văn không chứa câu trả lời, hãy trả lời: "
+    "\"Không có thông tin trong tài liệu được cung cấp.\"")
+# The target of an unanswerable example: the sentence the default system prompt asks for.
+DEFAULT_UNANSWERABLE_ANSWER = "Không có thông tin trong tài liệu được cung cấp."
+
+
+def format_user_message(question: str, contexts: Sequence[str]) -> str:
+    """Numbered contexts, then the question (Vietnamese labels, matching the default system prompt)."""
+    if not contexts:
+        return f"Câu hỏi: {question}"
+    numbered = "\n\n".join(f"[{i}] {text}" for i, text in enumerate(contexts, start=1))
+    return f"Ngữ cảnh:\n{numbered}\n\nCâu hỏi: {question}"
+
+
+def rag_messages(question: str, contexts: Sequence[str], system_prompt: str | None = DEFAULT_SYSTEM_PROMPT) -> Messages:
+    """System prompt (omitted when empty or None), and one user turn holding the contexts and the question."""
+    messages: Messages = []
+    if system_prompt:
+        messages.append({"role": "system", "content": system_prompt})
+    messages.append({"role": "user", "content": format_user_message(question, contexts)})
+    return messages
+
+
+def trained_system_prompt(adapter_dir: str | None) -> str | None:
+    """The system prompt an adapter was trained with (its metrics.json config), else the default.
+
+    evaluate_rag.py builds its generator prompts with this, so a --system_prompt used in training
+    is used in evaluation too.
+    """
+    import json
+    from pathlib import Path
+
+    if adapter_dir:
+        path = Path(adapter_dir).expanduser() / "metrics.json"
+        try:
+            config = json.loads(path.read_text(encoding="utf-8")).get("config", {})
+        except (OSError, ValueError):
+            config = {}
+        if "system_prompt" in config:
+            return config["system_prompt"] or None
+    return DEFAULT_SYSTEM_PROMPT

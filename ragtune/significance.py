@@ -1,0 +1,85 @@
+"""Is system A really better than system B on these queries? Paired tests on per-query scores.
+
+Users pick between systems on 20-100 queries, where a difference of 0.1 in a mean metric can be
+noise. Both tests here are paired (each query is scored by both systems) and make no normality
+assumption:
+
+* :func:`paired_bootstrap_ci`: resample queries with replacement; the 2.5th and 97.5th percentiles
+  of the resampled mean differences are the 95% confidence interval of the mean difference.
+* :func:`randomization_test`: under "no difference", each query's two scores are exchangeable, so
+  the sign of each per-query difference is a coin flip; the p-value is the share of sign flips whose
+  mean difference is at least as far from 0 as the observed one (two-sided), with the +1 correction
+  so that p is never 0 (Smucker, Allan & Carterette, CIKM 2007, recommend this test for IR).
+
+Why our own ~40 lines rather than ``scipy.stats.bootstrap`` / ``permutation_test``: scipy's default
+BCa interval is undefined (NaN, with a warning) when every difference is equal, which is exactly the
+"identical systems" case a report meets, and we want one seeded, vectorised code path whose
+numbers do not change with scipy's defaults. The tests check the p-value against scipy's.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+DEFAULT_RESAMPLES = 10_000
+# Resamples drawn per block: bounds memory at block x queries floats however many queries there are.
+_BLOCK = 1_000
+
+
+def _differences(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> np.ndarray:
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"paired scores need two 1-D arrays of the same length, got {a.shape} and {b.shape}")
+    if a.size == 0:
+        raise ValueError("no queries to compare")
+    return a - b
+
+
+def paired_bootstrap_ci(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray,
+                        confidence: float = 0.95, n_resamples: int = DEFAULT_RESAMPLES,
+                        seed: int = 0) -> tuple[float, float, float]:
+    """(mean difference a - b, CI low, CI high): percentile bootstrap over queries."""
+    diff = _differences(a, b)
+    rng = np.random.default_rng(seed)
+    means = []
+    for start in range(0, n_resamples, _BLOCK):
+        rows = min(_BLOCK, n_resamples - start)
+        picks = rng.integers(0, diff.size, size=(rows, diff.size))
+        means.append(diff[picks].mean(axis=1))
+    means = np.concatenate(means)
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(means, [alpha, 1 - alpha])
+    return float(diff.mean()), float(low), float(high)
+
+
+def randomization_test(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray,
+                       n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> float:
+    """Two-sided p-value of the paired randomisation (sign-flip) test on the mean difference."""
+    diff = _differences(a, b)
+    observed = abs(diff.mean())
+    # A float tolerance: flips that reproduce the observed |mean| up to rounding count as "as extreme".
+    tolerance = 1e-12 * max(1.0, observed)
+    rng = np.random.default_rng(seed)
+    extreme = 0
+    for start in range(0, n_resamples, _BLOCK):
+        rows = min(_BLOCK, n_resamples - start)
+        signs = rng.choice(np.array([-1.0, 1.0]), size=(rows, diff.size))
+        extreme += int(np.count_nonzero(np.abs((signs * diff).mean(axis=1)) >= observed - tolerance))
+    return (extreme + 1) / (n_resamples + 1)
+
+
+def compare(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, confidence: float = 0.95,
+            n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0, alpha: float = 0.05) -> dict[str, float | int | bool]:
+    """Everything a report shows for "a vs b" on one metric (per-query scores in the same query order).
+
+    ``significant`` is p < ``alpha``; the CI and the p-value nearly always agree (the CI excludes 0
+    exactly when p is small), but they are different tests, so both are reported.
+    """
+    mean_difference, low, high = paired_bootstrap_ci(a, b, confidence, n_resamples, seed)
+    p_value = randomization_test(a, b, n_resamples, seed)
+    return {"mean_difference": mean_difference, "ci_low": low, "ci_high": high, "confidence": confidence,
+            "p_value": p_value, "significant": bool(p_value < alpha), "queries": int(np.asarray(a).size),
+            "resamples": n_resamples}

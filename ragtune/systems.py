@@ -1,0 +1,219 @@
+"""The systems evaluate_rag.py compares, each a ranked list per query, and their metrics.
+
+Systems: BM25; each embedding model; each embedding model + each reranker (its top ``top_n``
+reordered). Every system produces one ranked list per query, ``depth`` passages deep, and every
+metric at every k is read off that list (:mod:`ragtune.metrics`): nothing is retrieved twice.
+
+Ties: first stages order tied scores as trec_eval does (:mod:`ragtune.ranking`), so our numbers
+equal trec_eval's given the same scores; a reranker's ties keep the first-stage order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .data import Corpus, LabelledQuery
+from .embedding_store import (CACHE_VERSION, EmbeddingModelHandle, EmbeddingRun, cache_key, passage_store,
+                              query_embeddings)
+from .metrics import RANKING_METRICS, context_metrics, mean_metrics, query_metrics
+from .model_specs import ModelSpec, refresh_after_download, saved_prompts
+from .ranking import bm25_top_k, dense_top_k, rerank_order
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class System:
+    """One retrieval pipeline and its ranked lists (corpus indices, best first, ``depth`` deep)."""
+
+    name: str
+    kind: str  # "bm25" | "dense" | "rerank"
+    embedding_model: str | None = None
+    reranker_model: str | None = None
+    ranked: list[list[int]] = field(default_factory=list)
+    scores: list[list[float]] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float | None] = field(default_factory=dict)
+    per_query: list[dict[str, float | None]] = field(default_factory=list)
+    excluded: dict[str, int] = field(default_factory=dict)
+
+    def ranked_ids(self, corpus: Corpus, qi: int, depth: int | None = None) -> list[str]:
+        row = self.ranked[qi] if depth is None else self.ranked[qi][:depth]
+        return [corpus.ids[i] for i in row]
+
+
+def bm25_system(corpus: Corpus, queries: Sequence[LabelledQuery], depth: int, tie_rank: np.ndarray,
+                chunk_size: int) -> System:
+    from .bm25 import BM25Index
+
+    start = time.perf_counter()
+    index = BM25Index(corpus.texts)
+    idx, scores = bm25_top_k(index, [q.query for q in queries], depth, tie_rank, chunk_size)
+    return System(name="bm25", kind="bm25", ranked=[r.tolist() for r in idx], scores=[s.tolist() for s in scores],
+                  info={"seconds": round(time.perf_counter() - start, 3), "k1": 1.5, "b": 0.75})
+
+
+def dense_system(handle: EmbeddingModelHandle, corpus: Corpus, queries: Sequence[LabelledQuery], depth: int,
+                 tie_rank: np.ndarray, cache_dir: Path, chunk_size: int,
+                 corpus_fingerprint: str | None = None) -> System:
+    start = time.perf_counter()
+    store, p_cached = passage_store(handle, corpus, cache_dir, corpus_fingerprint=corpus_fingerprint)
+    q_emb, q_cached = query_embeddings(handle, [q.query for q in queries], cache_dir)
+    idx, scores = dense_top_k(q_emb, store, depth, tie_rank, chunk_size=chunk_size)
+    spec = handle.run.spec
+    return System(name=spec.label, kind="dense", embedding_model=spec.name, ranked=[r.tolist() for r in idx],
+                  scores=[s.tolist() for s in scores],
+                  info={"embedding_model_hash": spec.fingerprint, "embedding_model_revision": spec.revision,
+                        "query_prompt": handle.run.query_prompt, "passage_prompt": handle.run.passage_prompt,
+                        "max_seq_length": handle.run.max_seq_length, "passage_embeddings_cached": p_cached,
+                        "query_embeddings_cached": q_cached, "embedding_dim": store.dim,
+                        "seconds": round(time.perf_counter() - start, 3)})
+
+
+def embedding_handle(spec: ModelSpec, max_seq_length: int | None, batch_size: int, device: str | None,
+                     query_prompt: str | None, passage_prompt: str | None) -> EmbeddingModelHandle:
+    """A handle on one embedding model with its prompts: the prompts a model saved win (it was trained with
+    them); ``query_prompt``/``passage_prompt`` fill in for a model that saved none."""
+    handle = EmbeddingModelHandle(EmbeddingRun(spec, "", "", max_seq_length, batch_size), device)
+    if spec.path is None:
+        handle.model()  # a Hub model not cached yet: download it to know its prompts and hash
+    saved_query, saved_passage = saved_prompts(spec.path)
+    handle.run.query_prompt = saved_query or (query_prompt or "")
+    handle.run.passage_prompt = saved_passage or (passage_prompt or "")
+    for flag, saved, given in (("--query_prompt", saved_query, query_prompt),
+                               ("--passage_prompt", saved_passage, passage_prompt)):
+        if saved and given is not None and given != saved:
+            logger.warning("%s: %s keeps the prompt it saved (%r), not %r", flag, spec.label, saved, given)
+    return handle
+
+
+class RerankScores:
+    """CrossEncoder scores of (query, passage) pairs, each pair scored once per run and cached on disk."""
+
+    def __init__(self, spec: ModelSpec, max_length: int | None, cache_dir: Path | None) -> None:
+        self.spec = spec
+        self.max_length = max_length
+        # Raw logits, as the reranker script's dev evaluator ranks: a sigmoid would turn confident scores
+        # into ties (1.0 == 1.0) that the dev numbers do not have.
+        key = cache_key({"v": CACHE_VERSION, "model": spec.fingerprint or spec.name, "max_length": max_length,
+                         "scores": "logits"})[:24]
+        self.path = Path(cache_dir) / "rerank" / f"scores-{key}.json" if cache_dir else None
+        self.scores: dict[str, float] = {}
+        if self.path is not None and self.path.exists():
+            try:
+                self.scores = json.loads(self.path.read_text())
+            except (OSError, ValueError):
+                self.scores = {}
+        self.computed = 0
+
+    @staticmethod
+    def pair_key(query: str, passage: str) -> str:
+        return hashlib.sha1((query + "\x00" + passage).encode()).hexdigest()
+
+    def score(self, pairs: Sequence[tuple[str, str]], device: str | None, batch_size: int,
+              progress: bool | None = None) -> list[float]:
+        keys = [self.pair_key(q, p) for q, p in pairs]
+        todo = sorted({k: (q, p) for k, (q, p) in zip(keys, pairs) if k not in self.scores}.items())
+        if todo:
+            import torch
+            from sentence_transformers import CrossEncoder
+
+            from .models import clamp_max_seq_length, load_or_explain, model_position_limit
+
+            logger.info("Reranking %d (query, passage) pairs with %s", len(todo), self.spec.label)
+            kwargs: dict[str, Any] = {"device": device} if device else {}
+            if self.max_length:
+                kwargs["max_length"] = self.max_length
+            model = load_or_explain(CrossEncoder, self.spec.name, self.spec.flag, **kwargs)
+            if self.max_length:
+                model.max_seq_length = clamp_max_seq_length(self.max_length, model_position_limit(model),
+                                                            "--reranker_max_length")
+            refresh_after_download(self.spec)
+            values = model.predict([pair for _, pair in todo], batch_size=batch_size, convert_to_numpy=True,
+                                   show_progress_bar=progress, activation_fn=torch.nn.Identity())
+            for (key, _), value in zip(todo, np.asarray(values, dtype=np.float64).reshape(len(todo), -1)[:, 0]):
+                self.scores[key] = float(value)
+            self.computed += len(todo)
+            del model
+            self._save()
+        else:
+            logger.info("Reranker %s: every pair scored in the cache", self.spec.label)
+        return [self.scores[k] for k in keys]
+
+    def _save(self) -> None:
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(self.scores))
+        tmp.replace(self.path)
+
+
+def rerank_systems(first_stage: Sequence[System], reranker: RerankScores, corpus: Corpus,
+                   queries: Sequence[LabelledQuery], top_n: int, device: str | None, batch_size: int) -> list[System]:
+    """Each first-stage system's top ``top_n`` reordered by the reranker (ties keep first-stage order).
+
+    Below ``top_n`` the first-stage order continues, so the list is as deep as before. Pairs shared
+    by several first-stage systems are scored once.
+    """
+    start = time.perf_counter()
+    pairs: list[tuple[str, str]] = []
+    for system in first_stage:
+        for qi, query in enumerate(queries):
+            pairs += [(query.query, corpus.texts[pi]) for pi in system.ranked[qi][:top_n]]
+    all_scores = reranker.score(pairs, device, batch_size)
+    out, cursor = [], 0
+    for system in first_stage:
+        ranked, scores = [], []
+        for qi in range(len(queries)):
+            head = system.ranked[qi][:top_n]
+            head_scores = all_scores[cursor:cursor + len(head)]
+            cursor += len(head)
+            order = rerank_order(head_scores)
+            ranked.append([head[j] for j in order] + system.ranked[qi][top_n:])
+            scores.append([head_scores[j] for j in order] + [float("-inf")] * len(system.ranked[qi][top_n:]))
+        info = {k: v for k, v in system.info.items() if k.startswith("embedding_model") or k.endswith("prompt")}
+        info.update({"reranker_model_hash": reranker.spec.fingerprint,
+                     "reranker_model_revision": reranker.spec.revision,
+                     "rerank_top_n": top_n, "seconds": round(time.perf_counter() - start, 3)})
+        out.append(System(name=f"{system.name} + {reranker.spec.label}", kind="rerank",
+                          embedding_model=system.embedding_model, reranker_model=reranker.spec.name,
+                          ranked=ranked, scores=scores, info=info))
+    return out
+
+
+
+def score_system(system: System, corpus: Corpus, queries: Sequence[LabelledQuery], ks: Sequence[int]) -> None:
+    """Every ranking and ID-based context metric at every k, from the system's one ranked list per query."""
+    depth = max(ks)
+    system.per_query = []
+    for qi, query in enumerate(queries):
+        ids = system.ranked_ids(corpus, qi, depth)
+        values: dict[str, float | None] = dict(query_metrics(ids, query.relevant_ids, ks, RANKING_METRICS))
+        values.update(context_metrics(ids, query.relevant_ids, ks))
+        system.per_query.append(values)
+    system.metrics = mean_metrics(system.per_query)  # type: ignore[arg-type]
+
+
+def add_per_query_metrics(system: System, values: Sequence[dict[str, float | None]]) -> None:
+    """Merge per-query values (None = not scored: excluded from the mean and counted)."""
+    for row, extra in zip(system.per_query, values):
+        row.update(extra)
+    keys = sorted({key for extra in values for key in extra})
+    for key in keys:
+        scored = [v[key] for v in values if v.get(key) is not None]
+        system.metrics[key] = float(np.mean(scored)) if scored else None
+        missing = len(values) - len(scored)
+        if missing:
+            system.excluded[key] = missing
+        else:
+            system.excluded.pop(key, None)

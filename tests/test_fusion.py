@@ -1,0 +1,180 @@
+"""Fusion of rankings: hand-made score lists give the expected order; weights come from training queries only."""
+
+from __future__ import annotations
+
+import pytest
+
+from ragtune.fusion import (choose_weight, fuse_all, minmax_normalize, ranking, reciprocal_rank_fusion,
+                            runs_from_top_k, weighted_fusion)
+
+
+def test_weighted_fusion_of_hand_made_scores():
+    bm25 = {"d1": 10.0, "d2": 5.0, "d3": 0.0}
+    dense = {"d3": 1.0, "d2": 0.9, "d4": 0.0}
+    fused = weighted_fusion(bm25, dense, 0.5)
+    # normalised bm25: d1 1, d2 .5, d3 0; dense: d3 1, d2 .9, d4 0; missing counts 0.
+    assert fused == pytest.approx({"d1": 0.5, "d2": 0.7, "d3": 0.5, "d4": 0.0})
+    assert ranking(fused) == ["d2", "d3", "d1", "d4"]  # the d1/d3 tie in trec_eval order (id descending)
+    assert ranking(weighted_fusion(bm25, dense, 1.0))[:2] == ["d1", "d2"]  # bm25's order
+    assert ranking(weighted_fusion(bm25, dense, 0.0))[:2] == ["d3", "d2"]  # dense's order
+    assert ranking(weighted_fusion(bm25, dense, 0.8)) == ["d1", "d2", "d3", "d4"]
+    with pytest.raises(ValueError):
+        weighted_fusion(bm25, dense, 1.5)
+
+
+def test_scores_are_normalised_per_query():
+    assert minmax_normalize({"a": 3.0, "b": 1.0, "c": 2.0}) == {"a": 1.0, "b": 0.0, "c": 0.5}
+    assert minmax_normalize({"a": 7.0, "b": 7.0}) == {"a": 1.0, "b": 1.0}
+    assert minmax_normalize({}) == {}
+    # Scale does not matter: BM25 in the tens and cosines below 1 fuse the same after normalisation.
+    assert weighted_fusion({"a": 30, "b": 10}, {"b": 0.9, "c": 0.1}, 0.3) == \
+        pytest.approx(weighted_fusion({"a": 3, "b": 1}, {"b": 9, "c": 1}, 0.3))
+
+
+def test_reciprocal_rank_fusion_of_hand_made_rankings():
+    first = {"d1": 3.0, "d2": 2.0, "d3": 1.0}
+    second = {"d3": 0.9, "d1": 0.8, "d4": 0.7}
+    fused = reciprocal_rank_fusion([first, second])
+    assert fused["d1"] == pytest.approx(1 / 61 + 1 / 62)
+    assert fused["d4"] == pytest.approx(1 / 63)
+    assert ranking(fused) == ["d1", "d3", "d2", "d4"]
+    assert [ranking(r) for r in fuse_all([first], [second], None)] == [["d1", "d3", "d2", "d4"]]
+
+
+def test_runs_from_top_k_arrays():
+    import numpy as np
+
+    runs = runs_from_top_k(["p0", "p1", "p2"], np.array([[2, 0]]), np.array([[0.9, 0.1]]))
+    assert runs == [{"p2": 0.9, "p0": 0.1}]
+
+
+def planted_queries(weight_low: float, weight_high: float, copies: int = 3):
+    """Queries on which the relevant passage r ranks first only for weight_low < w < weight_high.
+
+    Type 1: a = {r: 1, x: c1, z: 0}, b = {x: 1, r: 0, z: 0}: r beats x iff w > 1 / (2 - c1).
+    Type 2: a = {x: 1, r: c2, z: 0}, b = {r: 1, x: 0, z: 0}: r beats x iff w < 1 / (2 - c2).
+    """
+    c1, c2 = 2 - 1 / weight_low, 2 - 1 / weight_high
+    runs_a, runs_b, relevant = [], [], []
+    for i in range(copies):
+        runs_a += [{f"r{i}": 1.0, f"x{i}": c1, f"z{i}": 0.0}, {f"x{i}": 1.0, f"r{i}": c2, f"z{i}": 0.0}]
+        runs_b += [{f"x{i}": 1.0, f"r{i}": 0.0, f"z{i}": 0.0}, {f"r{i}": 1.0, f"x{i}": 0.0, f"z{i}": 0.0}]
+        relevant += [[f"r{i}"], [f"r{i}"]]
+    return runs_a, runs_b, relevant
+
+
+def test_weight_is_chosen_on_training_queries_and_test_labels_do_not_change_it():
+    train = planted_queries(0.65, 0.75)  # only w = 0.7 of the grid puts r first everywhere
+    weight, table = choose_weight(*train, metric="mrr@5")
+    assert weight == 0.7
+    assert table[0.7] == 1.0 and table[0.6] < 1.0 and table[0.8] < 1.0
+    # Test queries planted for another weight, with their labels changed every way: the weight
+    # comes from the training queries alone, so nothing about the test set moves it.
+    test_a, test_b, test_relevant = planted_queries(0.55, 0.65)
+    assert choose_weight(test_a, test_b, test_relevant, metric="mrr@5")[0] == 0.6  # the test set wants 0.6
+    for labels in (test_relevant, [["x0"]] * len(test_relevant), [["z0"]] * len(test_relevant)):
+        assert choose_weight(*train, metric="mrr@5")[0] == 0.7
+        fused = fuse_all(test_a, test_b, choose_weight(*train, metric="mrr@5")[0])
+        assert len(fused) == len(labels)
+
+
+def test_ties_go_to_the_even_mix():
+    runs = [{"r": 1.0, "x": 0.0}]
+    weight, table = choose_weight(runs, runs, [["r"]], metric="ndcg@5")
+    assert set(table.values()) == {1.0}
+    assert weight == 0.5
+
+
+def test_choose_weight_rejects_mismatched_inputs():
+    with pytest.raises(ValueError):
+        choose_weight([{"a": 1.0}], [], [["a"]])
+
+
+# ---------------------------------------------------------------------------- the reranker's first stage and fusion
+
+
+class PlantedReranker:
+    """A stand-in reranker whose logit is a fixed function of the passage text."""
+
+    def __init__(self, score):
+        self.score = score
+
+    def predict(self, pairs, **kwargs):
+        import numpy as np
+
+        return np.array([self.score(passage) for _, passage in pairs], dtype=np.float64)
+
+
+def sample_data():
+    from ragtune.data import SAMPLE_CORPUS, SAMPLE_TRAIN, load_corpus, load_queries
+
+    corpus = load_corpus(SAMPLE_CORPUS)
+    return corpus, load_queries(SAMPLE_TRAIN, corpus)
+
+
+def test_hybrid_first_stage_weight_is_chosen_on_dev_and_used_for_mining_and_dev_candidates(tiny_st):
+    from sentence_transformers import SentenceTransformer
+
+    from ragtune.reranker import FirstStage, mine_and_retrieve
+
+    corpus, queries = sample_data()
+    train, dev = queries[:12], queries[12:24]
+    model = SentenceTransformer(str(tiny_st), device="cpu")
+    mined = mine_and_retrieve(train, dev, corpus, model, "both", (1, 10), num_hard=2, top_n=10, first_stage="hybrid")
+    assert mined.first_stage == "hybrid" and mined.sources == ["hybrid"]
+    stage = FirstStage(corpus, model, kind="hybrid")
+    expected = stage.choose_dense_weight(dev, 10)
+    assert mined.dense_weight == expected
+    # The dev candidates are the fused ranking with that weight: recompute it from the two rankers.
+    texts = [q.query for q in dev]
+    fused = fuse_all(stage.runs(texts, 100, "dense"), stage.runs(texts, 100, "bm25"), expected)
+    assert mined.dev_candidates == [ranking(run)[:10] for run in fused]
+    for q, cands in zip(train, mined.candidates.per_query):
+        assert not set(cands) & set(q.relevant_ids)
+    # Without --first_stage the reranker keeps its old behaviour: BM25 with no embedding model.
+    assert mine_and_retrieve(train, dev, corpus, None, "bm25", (1, 10), 2, 10).first_stage == "bm25"
+
+
+def test_hybrid_first_stage_needs_an_embedding_model():
+    from ragtune.errors import UserError
+    from ragtune.reranker import FirstStage
+
+    corpus, _ = sample_data()
+    with pytest.raises(UserError, match="--first_stage hybrid needs --embedding_model"):
+        FirstStage(corpus, None, kind="hybrid")
+
+
+def test_fused_reranker_on_dev_is_never_worse_than_either_part():
+    from ragtune.reranker import DevRerankingEvaluator
+
+    corpus, queries = sample_data()
+    dev = queries[:15]
+    # First stage: every query's relevant passages first, then the rest (a perfect first stage).
+    candidates = [list(q.relevant_ids) + [p for p in corpus.ids[:10] if p not in q.relevant_ids] for q in dev]
+    evaluator = DevRerankingEvaluator(corpus, dev, candidates, primary_metric="ndcg@5")
+    relevant_texts = {corpus.text(p) for q in dev for p in q.relevant_ids}
+    # A reranker that puts every labelled passage last: alone it is the worst possible.
+    backwards = PlantedReranker(lambda text: -1.0 if text in relevant_texts else 1.0)
+    alone = evaluator.compute(backwards)
+    weight, fused = evaluator.fusion_on_dev(backwards)
+    assert alone["ndcg@5"] < evaluator.first_stage_metrics["ndcg@5"]
+    assert weight < 0.5
+    assert fused["ndcg@5"] == pytest.approx(evaluator.first_stage_metrics["ndcg@5"])
+    # A reranker that knows the labels: fusing keeps its perfect ranking.
+    oracle = PlantedReranker(lambda text: 1.0 if text in relevant_texts else -1.0)
+    weight, fused = evaluator.fusion_on_dev(oracle)
+    assert fused["ndcg@5"] == pytest.approx(1.0)
+
+
+def test_fuse_top_k_arrays_and_the_saved_weight(tmp_path):
+    import json
+
+    from ragtune.fusion import fuse_top_k, saved_weight
+
+    ids = ["p0", "p1", "p2", "p3"]
+    ranked, scores = fuse_top_k(ids, ([[0, 1, 2]], [[10.0, 5.0, 0.0]]), ([[2, 1, 3]], [[1.0, 0.9, 0.0]]), 0.5, 3)
+    assert ranked == [[1, 2, 0]] and scores[0] == pytest.approx([0.7, 0.5, 0.5])
+    (tmp_path / "metrics.json").write_text(json.dumps({"fusion": {"first_stage": "hybrid", "dense_weight": 0.4}}))
+    assert saved_weight(tmp_path, "dense_weight") == 0.4
+    assert saved_weight(tmp_path, "reranker_weight") is None
+    assert saved_weight(tmp_path / "missing", "dense_weight") is None
