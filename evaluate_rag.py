@@ -14,9 +14,14 @@ ID-based context precision/recall; with --judge_* LLM-judged context precision/r
 recall (RAGAS); with a generator, answer metrics (string presence, ROUGE-L, BLEU-4, groundedness,
 response relevancy, noise sensitivity).
 
+Data audit first (ragtune.audit): personal information in corpus and test queries (--pii; masked in
+every log and report), duplicate passages, and with --train_data the test queries that are near-copies
+of training queries; the metrics are then also reported without those leaked queries.
+
 Reports in --output_dir: results.json, results.md, results.png, per_query.csv (answers.csv with a
 generator). With --push_to_hub, the best fine-tuned embedding model / reranker is published with a
-model card carrying these numbers.
+model card carrying these numbers; a model whose metrics.json records unredacted personal information
+in its training data is refused unless --allow_pii.
 """
 
 from __future__ import annotations
@@ -255,7 +260,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     queries = load_test_queries(args.test_data, corpus, args.allow_missing_ids)
     # Training queries only serve the leakage check: loaded against a copy, so that FlagEmbedding passages
     # they carry are not added to the corpus being evaluated.
-    train_queries = load_queries(args.train_data, Corpus(list(corpus.ids), list(corpus.texts), corpus.source)) if args.train_data else []
+    train_queries = []
+    if args.train_data:
+        train_queries = load_queries(args.train_data, Corpus(list(corpus.ids), list(corpus.texts), corpus.source))
     embedding_specs = [resolve_model(name, "--embedding_models") for name in args.embedding_models]
     reranker_specs = [resolve_model(name, "--reranker_models") for name in args.reranker_models]
     assign_labels(embedding_specs)

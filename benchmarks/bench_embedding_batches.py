@@ -66,7 +66,7 @@ def train(variant: str, base: str, corpus, train_queries, args, out: str):
     candidates = mine_candidates(train_queries, corpus, "both", (3, 50), dense_model=model)
     examples = build_training_examples(train_queries, corpus, candidates, 1, args.seed)
     targs = SentenceTransformerTrainingArguments(
-        output_dir=out, num_train_epochs=args.epochs, per_device_train_batch_size=8, learning_rate=1e-5,
+        output_dir=out, num_train_epochs=args.epochs, per_device_train_batch_size=8, learning_rate=args.lr,
         warmup_steps=args.warmup_steps, lr_scheduler_type="linear", save_strategy="no", eval_strategy="no",
         report_to="none",
         seed=args.seed, logging_steps=10_000, disable_tqdm=True, dataloader_pin_memory=False)
@@ -95,6 +95,7 @@ def main() -> None:
     parser.add_argument("--run_folds", type=int, default=None, help="Run only the first N folds (a quick look).")
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--max_seq_length", type=int, default=384)
+    parser.add_argument("--lr", type=float, default=1e-5)
     parser.add_argument("--warmup_steps", type=float, default=100,
                         help="Steps if >= 1, else a fraction of all steps (with fewer epochs, 100 steps of "
                              "warm-up would never reach the peak learning rate).")

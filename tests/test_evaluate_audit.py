@@ -52,6 +52,25 @@ def test_pii_error_exits_2_writes_nothing_and_never_shows_the_value(tmp_path):
         assert form not in proc.stdout + proc.stderr, form
 
 
+def test_pii_redact_evaluates_a_redacted_copy_and_writes_no_value(tmp_path):
+    rows = sample_rows()
+    rows[4]["Query"] = f"Em gọi số {PHONE} của chủ nhiệm để hỏi lịch sinh hoạt được không?"
+    test = write_rows(tmp_path / "test.csv", rows)
+    before = test.read_bytes()
+    out = tmp_path / "out"
+    proc = run_script("evaluate_rag.py", "--embedding_models", "--test_data", str(test), "--pii", "redact",
+                      "--output_dir", str(out), timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert test.read_bytes() == before
+    results = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert results["data_audit"]["pii"]["counts"] == {"phone": 1} and results["data_audit"]["pii"]["redacted"]
+    per_query = (out / "per_query.csv").read_text(encoding="utf-8-sig")
+    assert "Em gọi số [SĐT_1] của chủ nhiệm" in per_query
+    for path in [p for p in out.rglob("*") if p.is_file()]:
+        assert PHONE.encode() not in path.read_bytes(), path
+    assert PHONE not in proc.stdout + proc.stderr
+
+
 def _strip_accents(text: str) -> str:
     return "".join(c for c in unicodedata.normalize("NFD", text) if not unicodedata.combining(c)).replace(
         "đ", "d").replace("Đ", "D")

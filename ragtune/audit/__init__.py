@@ -100,7 +100,7 @@ def add_audit_args(parser: argparse.ArgumentParser, report_flag: str = "--audit_
     group = parser.add_argument_group("data audit")
     group.add_argument("--pii", choices=PII_POLICIES, default="warn",
                        help="Personal information (phones, emails, CCCD/CMND, bank accounts, student ids, birth "
-                            "dates) in corpus and queries: warn = log a masked table; redact = train on a copy with "
+                            "dates) in corpus and queries: warn = log a masked table; redact = use a copy with "
                             "placeholders like [SĐT_1] (source files untouched); error = exit 2 before writing "
                             "anything; off = skip the check.")
     group.add_argument(report_flag, type=Path, default=None,
