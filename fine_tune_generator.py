@@ -85,7 +85,7 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence = ()) -> int:
     train_tokens, train_cut = tokenize_examples(data.train, example_tokenizer)
     dev_tokens, dev_cut = tokenize_examples(data.dev, example_tokenizer)
     model = add_lora(model, args.lora_r, args.lora_alpha, args.lora_dropout, args.lora_target, args.qlora,
-                     args.gradient_checkpointing)
+                     args.gradient_checkpointing, args.seed)
     counts = count_parameters(model)
 
     evaluator = None
@@ -96,9 +96,11 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence = ()) -> int:
                                        args.generation_batch_size)
     steps = total_optimizer_steps(len(train_tokens), args.batch_size, args.gradient_accumulation_steps,
                                   args.epochs, run.world_size, args.max_steps)
+    # Batches are padded to their longest example: the longest one sets the peak, not --max_seq_length.
+    longest = max(len(t.input_ids) for t in train_tokens + dev_tokens)
     memory = estimate_memory(
         ModelShape.from_config(model.get_base_model().config, params=counts.total - counts.trainable),
-        lora_r=args.lora_r, batch_size=args.batch_size, seq_length=args.max_seq_length, qlora=args.qlora,
+        lora_r=args.lora_r, batch_size=args.batch_size, seq_length=longest, qlora=args.qlora,
         gradient_checkpointing=args.gradient_checkpointing, lora_params=counts.trainable)
     run.log_summary("Fine-tuning the generator", {
         "model": f"{args.base_model}{' (4-bit NF4, double quantisation)' if args.qlora else ''} on "
@@ -119,11 +121,17 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence = ()) -> int:
         "steps": f"{steps} optimizer steps, lr {args.lr:g}, warm-up {args.warmup_steps:g}",
         "GPU memory (est.)": f"weights {memory['weights']:.2f} GiB, LoRA state {memory['lora_state']:.2f} GiB, "
                              f"activations {memory['activations']:.2f} GiB (batch {args.batch_size} x "
-                             f"{args.max_seq_length} tokens"
+                             f"{longest} tokens, the longest example"
                              f"{', checkpointed' if args.gradient_checkpointing else ''}), total ~"
                              f"{memory['total']:.1f} GiB per process",
         "output": args.output_dir,
     })
+    if torch.cuda.is_available():
+        gpu_gib = torch.cuda.get_device_properties(training_args.device).total_memory / 1024 ** 3
+        if memory["total"] > gpu_gib:
+            logger.warning("The estimate (~%.1f GiB) exceeds this GPU's %.1f GiB: consider --gradient_checkpointing, "
+                           "a smaller --batch_size (with more --gradient_accumulation_steps) or --qlora",
+                           memory["total"], gpu_gib)
     logger.info("One training example (the trained part between >>> and <<<):\n%s",
                 show_trained_part(tokenizer, train_tokens[0]))
 

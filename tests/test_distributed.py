@@ -55,7 +55,10 @@ def launch(script: str, *args: str, debug_dir: Path, sigterm_at_step: int = 0,
                str(REPO / "accelerate_config.yaml"), "--num_processes", "2", "--main_process_port", str(free_port()),
                str(REPO / "tests" / "launch_script.py"), script, "--record", str(debug_dir),
                *(["--sigterm_at_step", str(sigterm_at_step)] if sigterm_at_step else []), "--", *args]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
+    # On SIGTERM the launcher gives the ranks TORCH_ELASTIC_SHUTDOWN_TIMEOUT seconds (30 by default) to save
+    # their checkpoint before it kills them; a CI machine running other jobs can need more.
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false",
+           "TORCH_ELASTIC_SHUTDOWN_TIMEOUT": "300"}
     return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
 
 

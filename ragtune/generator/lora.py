@@ -85,13 +85,15 @@ def count_parameters(model: Any) -> ParameterCounts:
 
 
 def add_lora(model: Any, r: int, alpha: int, dropout: float, targets: Sequence[str], qlora: bool,
-             gradient_checkpointing: bool):
+             gradient_checkpointing: bool, seed: int = 42):
     """Wrap the model with a LoRA adapter; 4-bit bases are first prepared for k-bit training.
 
     peft keeps the adapter weights in fp32 on a 16-bit base (``autocast_adapter_dtype``), which AMP's
-    gradient scaler needs.
+    gradient scaler needs. LoRA A is initialised randomly: seeded, so the same command starts from
+    the same adapter (and a run resumed in a fresh process continues the one it interrupted).
     """
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from transformers import set_seed
 
     target_modules = resolve_target_modules(model, targets)
     if qlora:
@@ -104,6 +106,7 @@ def add_lora(model: Any, r: int, alpha: int, dropout: float, targets: Sequence[s
         model.config.use_cache = False  # the KV cache is useless in training and conflicts with checkpointing
     config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules,
                         bias="none", task_type="CAUSAL_LM")
+    set_seed(seed)
     return get_peft_model(model, config)
 
 
