@@ -79,7 +79,7 @@ def main() -> int:
             "--lora_r", "16", "--lora_alpha", "32", "--lora_target", "all-linear", "--max_seq_length", "1024",
             "--num_distractors", "0", "--max_steps", str(args.max_steps), "--evaluation_steps", str(args.max_steps),
             "--checkpoint_save_steps", str(args.max_steps), "--max_new_tokens", "48",
-            "--generation_batch_size", "10", "--dev_ratio", str(args.dev_ratio), "--warmup_steps", "0.1", *extra]
+            "--generation_batch_size", "10", "--no_gradient_checkpointing", "--dev_ratio", str(args.dev_ratio), "--warmup_steps", "0.1", *extra]
     print("fine_tune_generator.py " + " ".join(argv), flush=True)
     timer = StepTimer()
     started = time.perf_counter()
@@ -94,7 +94,7 @@ def main() -> int:
     print(f"\nSmolLM2-135M-Instruct (GGUF Q4_1, dequantised) + LoRA on NeoRAG: {metrics['train_examples']} train "
           f"examples, {metrics['dev_generated']} dev answers, {metrics['global_step']} optimizer steps "
           f"(effective batch {batch * accumulation}), {os.cpu_count()} CPU core(s)")
-    print(f"| metric | base model | fine-tuned |\n|---|---|---|")
+    print("| metric | base model | fine-tuned |\n|---|---|---|")
     for name in ("rouge_l", "bleu4", "string_presence"):
         print(f"| {name} | {before.get(name, float('nan')):.4f} | {after.get(name, float('nan')):.4f} |")
     print(f"\ntrainable parameters {params['trainable'] / 1e6:.2f}M of {params['total'] / 1e6:.1f}M "

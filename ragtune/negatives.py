@@ -1,8 +1,9 @@
 """Hard-negative mining from BM25 and a dense model, never returning a labelled-relevant passage.
 
-Why not ``sentence_transformers.util.mine_hard_negatives``: it sees only (query, positive)
-texts, so with several labelled positives per query it can return one positive as another's
-negative, and it has no lexical source. Here each query's candidates come from one BM25 index
+Why not ``sentence_transformers.util.mine_hard_negatives``: it has no lexical (BM25) or hybrid
+source, and it works on texts only (since 6.x it does exclude every positive of a repeated query,
+but it returns texts, not the passage ids that the reranker's examples, the dev first stage and the
+batch sampler need, and it encodes the corpus again on each call). Here each query's candidates come from one BM25 index
 and one dense encoding of the corpus (built once per run), cut to a rank window, with every
 passage labelled relevant to the query removed. ``hybrid`` mines from the fused BM25 + dense
 ranking (:mod:`ragtune.fusion`), the first stage a hybrid RAG pipeline retrieves with.

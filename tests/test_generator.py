@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -231,10 +232,8 @@ def test_template_command_end_to_end_then_merge_and_load(tiny_qwen2, tmp_path):
     prompts = [prompt_ids_for(tokenizer, rag_messages(q, ["RAIC ra đời năm 2013."]))
                for q in ("RAIC ra đời khi nào?", "CLB có bao nhiêu thành viên?", "Phòng xưởng ở đâu?")]
     assert generate(adapter, tokenizer, prompts, 12) == generate(merged, tokenizer, prompts, 12)
-    base = AutoModelForCausalLM.from_pretrained(str(tiny_qwen2))
     moved = [n for n, p in adapter.named_parameters() if "lora_B" in n and p.abs().sum() > 0]
     assert moved, "training did not change the adapter: the comparison would prove nothing"
-    del base
 
 
 @pytest.mark.slow
@@ -281,7 +280,7 @@ def test_sigterm_saves_a_checkpoint_and_the_process_exits_143(tiny_qwen2, tmp_pa
     result = subprocess.run(
         [sys.executable, str(REPO / "tests" / "launch_script.py"), "fine_tune_generator.py", "--sigterm_at_step", "2",
          "--", "--base_model", str(tiny_qwen2), *SHORT, "--output_dir", str(out)],
-        cwd=REPO, capture_output=True, text=True, timeout=600, env={**__import__("os").environ, **ONE_THREAD})
+        cwd=REPO, capture_output=True, text=True, timeout=600, env={**os.environ, **ONE_THREAD})
     assert result.returncode == 128 + signal.SIGTERM, result.stderr[-3000:]
     assert "Received SIGTERM" in result.stderr and "--resume_from_checkpoint auto" in result.stderr
     assert "Traceback" not in result.stderr

@@ -94,6 +94,7 @@ def generation_config_for(model: Any, tokenizer: Any, max_new_tokens: int):
     config.eos_token_id = end_of_turn_ids(tokenizer, config)
     config.pad_token_id = tokenizer.pad_token_id
     config.do_sample = False
+    config.use_cache = True  # training turns the model's KV cache off (checkpointing); generation needs it
     config.max_new_tokens = max_new_tokens
     for unused in ("temperature", "top_p", "top_k", "min_p", "repetition_penalty"):
         setattr(config, unused, None)  # greedy: sampling settings would only trigger warnings

@@ -101,7 +101,8 @@ def add_lora(model: Any, r: int, alpha: int, dropout: float, targets: Sequence[s
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True,
                                                 gradient_checkpointing_kwargs={"use_reentrant": False})
     elif gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        # transformers 5's name (gradient_checkpointing_enable is deprecated); the Trainer enables it too.
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     if gradient_checkpointing or qlora:
         model.config.use_cache = False  # the KV cache is useless in training and conflicts with checkpointing
     config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules,

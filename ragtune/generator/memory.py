@@ -100,7 +100,7 @@ def estimate_memory(shape: ModelShape, *, lora_r: int, batch_size: int, seq_leng
 def t4_table(gpu_gib: float = 15.0, lora_r: int = 16, batch_size: int = 2, seq_length: int = 2048) -> str:
     """Markdown table: which Qwen2.5 sizes fit a 16 GB T4 (15 GiB usable), LoRA vs QLoRA, both with
     gradient checkpointing (as --qlora always has), at the template command's batch and length."""
-    lines = [f"| model | LoRA (16-bit base) GiB | fits | QLoRA (4-bit NF4) GiB | fits |", "|---|---|---|---|---|"]
+    lines = ["| model | LoRA (16-bit base) GiB | fits | QLoRA (4-bit NF4) GiB | fits |", "|---|---|---|---|---|"]
     for name, shape in QWEN25.items():
         cells = [name]
         for qlora in (False, True):

@@ -21,7 +21,7 @@ def metrics_table(before: dict[str, float], after: dict[str, float]) -> str:
 def write_adapter_card(output_dir: str | Path, base_model: str, before: dict[str, float], after: dict[str, float],
                        dev_queries: int, config: dict[str, Any]) -> Path:
     """README.md of the adapter: base model, how to load it, dev answer metrics before and after."""
-    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+    from huggingface_hub import EvalResult, ModelCardData
 
     results = [EvalResult(task_type="text-generation", dataset_type="dev", dataset_name="held-out dev queries",
                           metric_type=name, metric_name=name, metric_value=round(float(after[name]), 4))
