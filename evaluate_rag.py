@@ -5,8 +5,13 @@
         --embedding_models BAAI/bge-m3 outputs/bge-m3-finetuned \
         --reranker_models BAAI/bge-reranker-v2-m3 outputs/bge-reranker-v2-m3-finetuned --k 3 5 7
 
-Systems, side by side: BM25; each embedding model; each embedding model + each reranker (reranking
-its top --rerank_top_n). Each model encodes the corpus once (cached on disk by model and corpus
+Systems, side by side: BM25; each embedding model; each embedding model fused with BM25 (hybrid:
+reciprocal rank fusion, and weighted fusion of normalised scores); each embedding model and each
+weighted hybrid + each reranker (reranking its top --rerank_top_n), and the hybrid + reranker with the
+reranker's score fused with the hybrid's. Fusion weights come from the model's metrics.json (the
+training scripts choose them on dev), else are chosen on --train_data, else 0.5: never on the test
+queries. Every system is compared with the baseline (the first embedding model) on --main_metric:
+paired bootstrap 95% CI and randomisation-test p-value. Each model encodes the corpus once (cached on disk by model and corpus
 hash) and the queries in batches; every metric at every k is read from one ranked list per query.
 
 Metrics: hit, recall, precision, f1, MAP, MRR, nDCG at k (trec_eval's definitions, binary gain),
@@ -55,7 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
                            "sample test split.")
     data.add_argument("--train_data", default=None,
                       help="Labelled training queries (same formats as --test_data), to check the test queries for "
-                           "leakage (near-copies): metrics are then also reported without the leaked test queries.")
+                           "leakage (near-copies): metrics are then also reported without the leaked test queries. "
+                           "Also where fusion weights are chosen for models that saved none (never on the test "
+                           "queries).")
     data.add_argument("--allow_missing_ids", action="store_true",
                       help="Drop ground-truth ids that are not in the corpus (with a warning) instead of stopping.")
     data.add_argument("--dataset_name", default=None,
@@ -75,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     bm25 = systems.add_mutually_exclusive_group()
     bm25.add_argument("--bm25", dest="bm25", action="store_true", default=True, help="Include the BM25 baseline.")
     bm25.add_argument("--no_bm25", dest="bm25", action="store_false", help="Leave BM25 out.")
+    systems.add_argument("--no_hybrid", dest="hybrid", action="store_false",
+                         help="Leave out the hybrid systems (each embedding model fused with BM25: reciprocal rank "
+                              "fusion, and weighted fusion with the weight saved in the model's metrics.json, else "
+                              "chosen on --train_data, else 0.5) and the rerankers on top of them.")
     systems.add_argument("--query_prompt", default=None,
                          help="Query prompt (e.g. 'query: ' for E5) for models that saved none; a model that saved "
                               "its prompts (fine_tune_bge_m3.py does) keeps them, as it was trained.")
@@ -253,7 +264,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ragtune.publishing import publish
     from ragtune.ranking import tie_ranks
     from ragtune.reports import Report
-    from ragtune.systems import RerankScores, bm25_system, dense_system, embedding_handle, rerank_systems, score_system
+    from ragtune.systems import (RerankScores, bm25_system, dense_system, embedding_handle, fused_rerank_system,
+                                 hybrid_systems, rerank_systems, score_system)
 
     # Data and models are checked before anything heavy runs or is written.
     corpus = load_corpus(args.corpus)
@@ -286,11 +298,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Retrieval: one ranked list per system and query, deep enough for every k, the reranker and the answers.
     depth = max(max(args.k), args.rerank_top_n if reranker_specs else 0, max(args.answer_k))
     tie_rank = tie_ranks(corpus.ids)
+    hybrid = args.hybrid and bool(embedding_specs)
+    weights = FusionWeights(args, corpus, train_queries, depth, tie_rank, cache_dir)
     systems = []
-    if args.bm25:
-        systems.append(bm25_system(corpus, queries, depth, tie_rank, args.chunk_size))
-        logger.info("BM25: done in %.1fs", systems[-1].info["seconds"])
-    handles = []
+    bm25 = None
+    if args.bm25 or hybrid:
+        bm25 = bm25_system(corpus, queries, depth, tie_rank, args.chunk_size)
+        logger.info("BM25: done in %.1fs", bm25.info["seconds"])
+        if args.bm25:
+            systems.append(bm25)
+        else:
+            logger.info("--no_bm25: BM25 is left out of the reports but still scored for the hybrid systems "
+                        "(--no_hybrid leaves them out too)")
+    handles, hybrids = [], []
     for spec in embedding_specs:
         handle = embedding_handle(spec, args.max_seq_length, args.batch_size, args.device, args.query_prompt,
                                   args.passage_prompt)
@@ -298,14 +318,26 @@ def main(argv: Sequence[str] | None = None) -> int:
                               corpus.fingerprint())
         systems.append(system)
         handles.append(handle)
-        if len(handles) > 1 or not (args.generator_base_url or args.generator_local):
-            handle.release()  # only the first model is kept: it embeds questions for response relevancy
         logger.info("%s: done in %.1fs (passage embeddings %s)", spec.label, system.info["seconds"],
                     "from the cache" if system.info["passage_embeddings_cached"] else "encoded")
+        if hybrid:
+            weight, source = weights.dense_weight(spec, handle, need_train_runs=bool(reranker_specs))
+            hybrids += hybrid_systems(system, bm25, corpus.ids, depth, weight, source)
+        if len(handles) > 1 or not (args.generator_base_url or args.generator_local):
+            handle.release()  # only the first model is kept: it embeds questions for response relevancy
+    systems += hybrids
     dense = [s for s in systems if s.kind == "dense"]
+    weighted = [s for s in hybrids if s.info["fusion"] == "weighted"]
     for spec in reranker_specs:
         scorer = RerankScores(spec, args.reranker_max_length, cache_dir)
         systems += rerank_systems(dense, scorer, corpus, queries, args.rerank_top_n, args.device, args.batch_size)
+        # The weighted hybrid as first stage: reranked alone, and with the reranker's score fused with its own.
+        reranked = rerank_systems(weighted, scorer, corpus, queries, args.rerank_top_n, args.device,
+                                  args.batch_size, kind="hybrid_rerank")
+        for first_stage, system in zip(weighted, reranked):
+            weight, source = weights.reranker_weight(spec, scorer, first_stage)
+            systems += [system, fused_rerank_system(first_stage, system, corpus.ids, args.rerank_top_n, weight,
+                                                    source)]
         logger.info("Reranker %s: %d pairs scored, the rest from the cache", spec.label, scorer.computed)
 
     # Metrics and reports.

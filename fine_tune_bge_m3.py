@@ -21,9 +21,10 @@ from ragtune.cli import (HelpFormatter, Parser, add_data_args, add_negative_args
 from ragtune.audit import add_audit_args
 from ragtune.data import count_pairs, load_corpus, load_queries, split_queries
 from ragtune.errors import run_main
-from ragtune.metrics import DEFAULT_KS, TRAINING_METRICS
+from ragtune.metrics import DEFAULT_KS, TRAINING_METRICS, mean_metrics, query_metrics
+from ragtune.fusion import ranking
 from ragtune.runner import TrainingRun
-from ragtune.training import dev_metrics_from_history, format_metrics_table
+from ragtune.training import dev_metrics_from_history, format_metrics_table, is_main_process
 
 logger = logging.getLogger("fine_tune_bge_m3")
 
@@ -74,7 +75,8 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence = ()) -> int:
     from ragtune.embedding import (DevRetrievalEvaluator, EmbeddingTrainer, NoFalseNegativesBatchSampler,
                                    build_training_examples, negatives_per_query_in_batch)
     from ragtune.models import clamp_max_seq_length, freeze_bottom_layers, load_or_explain, model_position_limit
-    from ragtune.negatives import mine_candidates
+    from ragtune.negatives import mine_candidates, mining_source
+    from ragtune.reranker import FirstStage
 
     # Model: loaded and checked (frozen layers, sequence length) before the output dir is touched.
     model = load_or_explain(SentenceTransformer, args.base_model, "--base_model")
@@ -92,9 +94,10 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence = ()) -> int:
 
     # Hard negatives: mined once on the main process, shared with every rank.
     candidates = None
-    if args.num_hard_negatives and args.hard_negative_source != "none":
+    source = mining_source(args.first_stage, args.hard_negative_source)
+    if args.num_hard_negatives and source != "none":
         candidates = run.share(lambda: mine_candidates(
-            train_queries, corpus, args.hard_negative_source, tuple(args.hard_negative_range), dense_model=model))
+            train_queries, corpus, source, tuple(args.hard_negative_range), dense_model=model))
     examples = build_training_examples(train_queries, corpus, candidates, args.num_hard_negatives, args.seed)
     if query_prompt or passage_prompt:
         training_args.prompts = {"anchor": query_prompt, "positive": passage_prompt,
@@ -148,16 +151,31 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence = ()) -> int:
         after = evaluator(model, epoch=trainer.state.epoch, steps=trainer.state.global_step) \
             if evaluator and run_evaluator else {}
     after = {k.removeprefix("dev_"): v for k, v in after.items()}
+    # The hybrid first stage (BM25 + this model): its dense weight is chosen on the dev queries and saved,
+    # so that evaluate_rag.py fuses with the weight chosen here, never on its test set.
+    fusion, hybrid = None, {}
+    if dev_queries and is_main_process():
+        stage = FirstStage(corpus, model, kind="hybrid")
+        weight = stage.choose_dense_weight(dev_queries, max(DEFAULT_KS), args.metric_for_best_model)
+        runs = stage.runs([q.query for q in dev_queries], max(DEFAULT_KS))
+        hybrid = mean_metrics([query_metrics(ranking(run), q.relevant_ids, DEFAULT_KS, TRAINING_METRICS)
+                               for run, q in zip(runs, dev_queries)])
+        fusion = {"first_stage": "hybrid", "dense_weight": weight, "chosen_on": "dev",
+                  "metric": args.metric_for_best_model, "dev_queries": len(dev_queries)}
     table = ""
     if before or after:
+        columns = {"base": before, "fine-tuned": after}
+        if hybrid:
+            columns[f"hybrid (BM25 + fine-tuned, dense weight {fusion['dense_weight']:.1f})"] = hybrid
         table = (f"Dev metrics ({len(dev_queries)} held-out queries):\n"
-                 + format_metrics_table({"base": before, "fine-tuned": after}, TRAINING_METRICS, DEFAULT_KS))
+                 + format_metrics_table(columns, TRAINING_METRICS, DEFAULT_KS))
         key = args.metric_for_best_model
         if after.get(key, 0.0) < before.get(key, 0.0):
             logger.warning("The fine-tuned model scores below the base model on dev %s (%.4f < %.4f): try a lower "
                            "--lr, fewer --freeze_layers or more data", key, after[key], before[key])
     code = run.finish(trainer, save=trainer.save_model, table=table, metrics={
-        "dev_metrics": {"before": before, "after": after},
+        "dev_metrics": {"before": before, "after": after, **({"hybrid": hybrid} if hybrid else {})},
+        "fusion": fusion,
         "train_queries": len(train_queries), "dev_queries": len(dev_queries),
         "train_examples": len(examples.dataset), "dropped_training_rows": examples.dropped_rows,
         "hard_negative_sources": candidates.sources if candidates else [],

@@ -24,7 +24,7 @@ from ragtune.data import count_pairs, load_corpus, load_queries, split_queries
 from ragtune.errors import run_main
 from ragtune.metrics import DEFAULT_KS, TRAINING_METRICS
 from ragtune.runner import TrainingRun
-from ragtune.training import dev_metrics_from_history, format_metrics_table, total_optimizer_steps
+from ragtune.training import dev_metrics_from_history, format_metrics_table, is_main_process, total_optimizer_steps
 
 logger = logging.getLogger("fine_tune_reranker")
 
@@ -90,7 +90,7 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence = ()) -> int:
     # Hard negatives and the dev first stage: one index of the corpus, on the main process, shared.
     mined = run.share(lambda: mine_and_retrieve(
         train_queries, dev_queries, corpus, embedding_model, args.hard_negative_source,
-        tuple(args.hard_negative_range), num_hard, args.rerank_top_n))
+        tuple(args.hard_negative_range), num_hard, args.rerank_top_n, first_stage=args.first_stage))
     embedding_model = None  # not needed while training: give its memory back
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -124,7 +124,8 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence = ()) -> int:
     if dev_queries:
         evaluator = DevRerankingEvaluator(corpus, dev_queries, mined.dev_candidates,
                                           batch_size=training_args.per_device_eval_batch_size,
-                                          primary_metric=args.metric_for_best_model)
+                                          primary_metric=args.metric_for_best_model,
+                                          first_stage_scores=mined.dev_scores)
         logger.info("Dev: reranking the top %d of %s; %.1f%% of the relevant passages are among them (the ceiling "
                     "for recall)", args.rerank_top_n, mined.first_stage, 100 * evaluator.candidate_recall)
     loss = BinaryCrossEntropyLoss(model, pos_weight=torch.tensor(examples.pos_weight))
@@ -141,9 +142,19 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence = ()) -> int:
     before = history[0][1] if history else {}
     after = evaluator(model, epoch=trainer.state.epoch, steps=trainer.state.global_step) if evaluator else {}
     after = {k.removeprefix("dev_"): v for k, v in after.items()}
+    # Reranker fusion: the final score mixes the reranker's and the first stage's (normalised), with the
+    # weight chosen on dev and saved, so that evaluate_rag.py uses it; weight 1 is the reranker alone.
+    fusion, fused = None, {}
+    if evaluator and is_main_process():
+        reranker_weight, fused = evaluator.fusion_on_dev(model)
+        fusion = {"first_stage": mined.first_stage, "dense_weight": mined.dense_weight,
+                  "reranker_weight": reranker_weight, "chosen_on": "dev", "metric": args.metric_for_best_model,
+                  "dev_queries": len(dev_queries)}
     table = ""
     if evaluator:
         columns = {f"first stage ({mined.first_stage})": first_stage, "base reranker": before, "fine-tuned": after}
+        if fused:
+            columns[f"fused (reranker weight {fusion['reranker_weight']:.1f})"] = fused
         table = format_metrics_table(columns, TRAINING_METRICS, DEFAULT_KS)
 
     def save(output_dir: str) -> None:
@@ -158,7 +169,9 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence = ()) -> int:
                  f"reranked):\n{table}")
     code = run.finish(trainer, save=save, table=table, metrics={
         "first_stage": mined.first_stage,
-        "dev_metrics": {"first_stage": first_stage, "before": before, "after": after},
+        "dev_metrics": {"first_stage": first_stage, "before": before, "after": after,
+                        **({"fused": fused} if fused else {})},
+        "fusion": fusion,
         "dev_candidate_recall": evaluator.candidate_recall if evaluator else None,
         "train_queries": len(train_queries), "dev_queries": len(dev_queries),
         "train_examples": len(examples.dataset), "train_positives": examples.num_positives,

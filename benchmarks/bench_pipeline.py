@@ -122,14 +122,17 @@ class Retrievers:
         self.passages = {name: encode_passages(m, corpus.texts) for name, m in self.models.items()}
 
     def bm25_runs(self, queries: list[LabelledQuery]):
-        idx, scores = self.bm25.top_k([q.query for q in queries], self.depth)
+        from ragtune.ranking import bm25_top_k, tie_ranks
+
+        idx, scores = bm25_top_k(self.bm25, [q.query for q in queries], self.depth, tie_ranks(self.corpus.ids))
         return runs_from_top_k(self.corpus.ids, idx, scores)
 
     def dense_runs(self, name: str, queries: list[LabelledQuery]):
-        from ragtune.retrieval import encode_queries, top_k_dense
+        from ragtune.ranking import dense_top_k, tie_ranks
+        from ragtune.retrieval import encode_queries
 
         q_emb = encode_queries(self.models[name], [q.query for q in queries])
-        idx, scores = top_k_dense(q_emb, self.passages[name], self.depth)
+        idx, scores = dense_top_k(q_emb, self.passages[name], self.depth, tie_ranks(self.corpus.ids))
         return runs_from_top_k(self.corpus.ids, idx, scores)
 
 

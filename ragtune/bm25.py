@@ -78,17 +78,3 @@ class BM25Index:
     def scores(self, queries: Sequence[str]) -> np.ndarray:
         """Dense (queries x documents) score matrix; use :meth:`top_k` for large corpora."""
         return np.asarray((self._query_matrix(queries) @ self.weights).todense())
-
-    def top_k(self, queries: Sequence[str], k: int, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-        """Indices and scores of the k best documents per query, ties by lower index first."""
-        k = min(k, self.n_docs)
-        all_idx, all_scores = [], []
-        for start in range(0, len(queries), batch_size):
-            scores = self.scores(queries[start:start + batch_size])
-            # Stable sort on -score keeps document order for ties: deterministic across runs.
-            idx = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-            all_idx.append(idx)
-            all_scores.append(np.take_along_axis(scores, idx, axis=1))
-        if not all_idx:
-            return np.zeros((0, k), dtype=np.int64), np.zeros((0, k))
-        return np.concatenate(all_idx), np.concatenate(all_scores)

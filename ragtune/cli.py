@@ -185,6 +185,9 @@ def validate_reranker_args(args: argparse.Namespace) -> None:
                         f"got {args.rerank_top_n}")
     if args.hard_negative_source == "dense" and not args.embedding_model:
         raise UserError("--hard_negative_source dense needs --embedding_model (the reranker itself cannot retrieve)")
+    if args.first_stage in ("dense", "hybrid") and not args.embedding_model:
+        raise UserError(f"--first_stage {args.first_stage} needs --embedding_model (the reranker itself cannot "
+                        f"retrieve)")
     if args.num_hard_negatives + args.num_random_negatives == 0:
         raise UserError("--num_hard_negatives and --num_random_negatives are both 0: a reranker needs negatives")
 

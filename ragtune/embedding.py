@@ -11,7 +11,6 @@ from typing import Any, Iterator, Sequence
 from datasets import Dataset
 from sentence_transformers import SentenceTransformerTrainer
 from sentence_transformers.base.sampler import DefaultBatchSampler
-from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
 from .data import Corpus, LabelledQuery
 from .dev_evaluation import DevMetricsEvaluator
@@ -280,85 +279,3 @@ def negatives_per_query_in_batch(batch_size: int, world_size: int, hard_negative
 
 
 # ---------------------------------------------------------------------------- full batches, masked loss
-
-
-ROW_LABEL_COLUMN = "label"
-
-
-def with_row_labels(examples: TrainingExamples) -> Dataset:
-    """The training rows plus a ``label`` column holding each row's index.
-
-    sentence-transformers hands a ``label`` column to the loss as ``labels`` instead of encoding it,
-    so :class:`RelevanceMaskedMNRL` learns which rows are in each batch without a custom sampler.
-    """
-    return examples.dataset.add_column(ROW_LABEL_COLUMN, list(range(len(examples.dataset))))
-
-
-class RelevanceMaskedMNRL(MultipleNegativesRankingLoss):
-    """MultipleNegativesRankingLoss that never counts a passage labelled relevant to a query as its negative.
-
-    The alternative to :class:`NoFalseNegativesBatchSampler`: batches are filled by plain shuffling
-    (full ``--batch_size``, so every query meets more negatives), and, per query, the in-batch
-    candidates labelled relevant to it (another row's positive of the same query, a passage two
-    queries share) are dropped from its softmax (logit -inf) instead of being kept out of the batch.
-    Needs the dataset from :func:`with_row_labels`.
-    """
-
-    def __init__(self, model, examples: TrainingExamples, corpus: Corpus, **kwargs: Any) -> None:
-        super().__init__(model, **kwargs)
-        self.examples = examples
-        columns = [c for c in examples.dataset.column_names if c != "anchor"]
-        # Passage id of every candidate column of every row, in column order (positive first); the
-        # texts are matched among the row's own ids, so passages with equal texts stay distinct.
-        self.row_column_ids: list[list[str]] = []
-        for row, ids in enumerate(examples.row_passage_ids):
-            by_text = {corpus.text(pid): pid for pid in ids}
-            self.row_column_ids.append([by_text[examples.dataset[row][c]] for c in columns])
-
-    def candidate_mask(self, rows: Sequence[int], local_rows: Sequence[int]) -> "torch.Tensor":
-        """(local rows x candidates) True where the candidate is relevant to the row's query but not its positive.
-
-        Candidates are ordered as the loss concatenates them: column by column, all rows of the
-        (gathered) batch within a column.
-        """
-        import torch
-
-        ex = self.examples
-        n_columns = len(self.row_column_ids[rows[0]]) if rows else 0
-        mask = torch.zeros((len(local_rows), len(rows) * n_columns), dtype=torch.bool)
-        for i, row in enumerate(local_rows):
-            relevant = ex.relevant_by_query[ex.row_query[row]]
-            for col in range(n_columns):
-                for j, other in enumerate(rows):
-                    if self.row_column_ids[other][col] in relevant and not (other == row and col == 0):
-                        mask[i, col * len(rows) + j] = True
-        return mask
-
-    def compute_loss_from_embeddings(self, embeddings, labels):
-        import torch
-
-        if labels is None:
-            raise ValueError("RelevanceMaskedMNRL needs the row index of every example: train on "
-                             "with_row_labels(examples)")
-        local_rows = [int(r) for r in labels.tolist()]
-        rows = local_rows
-        if self.gather_across_devices and torch.distributed.is_available() and torch.distributed.is_initialized():
-            gathered = [torch.zeros_like(labels) for _ in range(torch.distributed.get_world_size())]
-            torch.distributed.all_gather(gathered, labels.contiguous())
-            rows = [int(r) for part in gathered for r in part.tolist()]
-        mask = self.candidate_mask(rows, local_rows)
-        similarity = self.similarity_fct
-        calls = []
-
-        def masked(a, b):  # the first call is local queries x all candidates (query_to_doc)
-            scores = similarity(a, b)
-            if not calls:
-                calls.append(True)
-                scores = scores.masked_fill(mask.to(scores.device), float("-inf"))
-            return scores
-
-        self.similarity_fct = masked
-        try:
-            return super().compute_loss_from_embeddings(embeddings, labels)
-        finally:
-            self.similarity_fct = similarity

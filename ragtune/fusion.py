@@ -13,7 +13,7 @@ dozen queries is safer with the first stage's score mixed in. Two standard ways,
   reported on.
 
 A run is one query's scores as ``{passage_id: score}`` (higher is better); a list of runs holds
-one per query. Fused rankings order ties the way trec_eval does (:func:`ragtune.metrics.rank_by_score`).
+one per query. Fused rankings order ties the way trec_eval does (:func:`ragtune.ranking.rank_by_score`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .metrics import query_metrics, rank_by_score
+from .metrics import query_metrics
+from .ranking import rank_by_score
 
 Run = Mapping[str, float]
 
@@ -40,7 +41,7 @@ def run_from_arrays(ids: Sequence[str], indices: Iterable[int], scores: Iterable
 
 
 def runs_from_top_k(ids: Sequence[str], indices: np.ndarray, scores: np.ndarray) -> list[dict[str, float]]:
-    """Runs of every query from top-k arrays (queries x k), e.g. ``BM25Index.top_k`` or ``top_k_dense``."""
+    """Runs of every query from top-k arrays (queries x k), e.g. :func:`ragtune.ranking.bm25_top_k` or ``dense_top_k``."""
     return [run_from_arrays(ids, row_idx, row_scores) for row_idx, row_scores in zip(indices, scores)]
 
 

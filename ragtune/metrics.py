@@ -26,7 +26,6 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .ranking import rank_by_score  # noqa: F401 - fusion.py imports it from here; its home is ragtune.ranking
 
 RANKING_METRICS = ("hit", "recall", "precision", "f1", "map", "mrr", "ndcg")
 CONTEXT_METRICS = ("context_precision", "context_recall")

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from .bm25 import BM25Index
+from .ranking import bm25_top_k, dense_top_k, tie_ranks
 from .data import Corpus, LabelledQuery
 
 logger = logging.getLogger(__name__)
@@ -67,21 +68,21 @@ def mine_candidates(queries: Sequence[LabelledQuery], corpus: Corpus, source: st
     bm25_run = dense_run = None
     if source in ("bm25", "both", "hybrid"):
         index = bm25_index if bm25_index is not None else BM25Index(corpus.texts)
-        idx, scores = index.top_k(texts, hi)
+        idx, scores = bm25_top_k(index, texts, hi, tie_ranks(corpus.ids))
         if hybrid:
             bm25_run = (idx, scores)
         else:
             rankings.append([[corpus.ids[i] for i in row] for row in idx])
             used.append("bm25")
     if source in ("dense", "both", "hybrid") and dense_model is not None:
-        from .retrieval import encode_passages, encode_queries, top_k_dense
+        from .retrieval import encode_passages, encode_queries
 
         q_emb = encode_queries(dense_model, texts, batch_size=batch_size)
         p_emb = passage_embeddings
         if p_emb is None:
             p_emb = encode_passages(dense_model, corpus.texts, batch_size=batch_size,
                                     show_progress_bar=len(corpus) > 1000)
-        idx, scores = top_k_dense(q_emb, p_emb, hi)
+        idx, scores = dense_top_k(q_emb, p_emb, hi, tie_ranks(corpus.ids))
         if hybrid:
             dense_run = (idx, scores)
         else:

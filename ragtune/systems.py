@@ -1,7 +1,9 @@
 """The systems evaluate_rag.py compares, each a ranked list per query, and their metrics.
 
-Systems: BM25; each embedding model; each embedding model + each reranker (its top ``top_n``
-reordered). Every system produces one ranked list per query, ``depth`` passages deep, and every
+Systems: BM25; each embedding model; hybrids of each embedding model with BM25 (reciprocal rank
+fusion, and weighted fusion of normalised scores, :mod:`ragtune.fusion`); each embedding model and
+each weighted hybrid + each reranker (its top ``top_n`` reordered), and the hybrid + reranker with
+the reranker's score fused with the first stage's (``fused_rerank_system``). Every system produces one ranked list per query, ``depth`` passages deep, and every
 metric at every k is read off that list (:mod:`ragtune.metrics`): nothing is retrieved twice.
 
 Ties: first stages order tied scores as trec_eval does (:mod:`ragtune.ranking`), so our numbers
@@ -26,6 +28,7 @@ from .embedding_store import (CACHE_VERSION, EmbeddingModelHandle, EmbeddingRun,
                               query_embeddings)
 from .metrics import RANKING_METRICS, context_metrics, mean_metrics, query_metrics
 from .model_specs import ModelSpec, refresh_after_download, saved_prompts
+from .fusion import fuse_top_k
 from .ranking import bm25_top_k, dense_top_k, rerank_order
 
 logger = logging.getLogger(__name__)
@@ -36,7 +39,9 @@ class System:
     """One retrieval pipeline and its ranked lists (corpus indices, best first, ``depth`` deep)."""
 
     name: str
-    kind: str  # "bm25" | "dense" | "rerank"
+    # "bm25" | "dense" | "hybrid" | "rerank" (a dense first stage reranked: what publishing compares) |
+    # "hybrid_rerank" (a hybrid first stage reranked) | "fused_rerank" (reranker score fused with the hybrid's)
+    kind: str
     embedding_model: str | None = None
     reranker_model: str | None = None
     ranked: list[list[int]] = field(default_factory=list)
@@ -159,7 +164,8 @@ class RerankScores:
 
 
 def rerank_systems(first_stage: Sequence[System], reranker: RerankScores, corpus: Corpus,
-                   queries: Sequence[LabelledQuery], top_n: int, device: str | None, batch_size: int) -> list[System]:
+                   queries: Sequence[LabelledQuery], top_n: int, device: str | None, batch_size: int,
+                   kind: str = "rerank") -> list[System]:
     """Each first-stage system's top ``top_n`` reordered by the reranker (ties keep first-stage order).
 
     Below ``top_n`` the first-stage order continues, so the list is as deep as before. Pairs shared
@@ -181,15 +187,66 @@ def rerank_systems(first_stage: Sequence[System], reranker: RerankScores, corpus
             order = rerank_order(head_scores)
             ranked.append([head[j] for j in order] + system.ranked[qi][top_n:])
             scores.append([head_scores[j] for j in order] + [float("-inf")] * len(system.ranked[qi][top_n:]))
-        info = {k: v for k, v in system.info.items() if k.startswith("embedding_model") or k.endswith("prompt")}
+        info = _first_stage_info(system)
         info.update({"reranker_model_hash": reranker.spec.fingerprint,
                      "reranker_model_revision": reranker.spec.revision,
                      "rerank_top_n": top_n, "seconds": round(time.perf_counter() - start, 3)})
-        out.append(System(name=f"{system.name} + {reranker.spec.label}", kind="rerank",
+        out.append(System(name=f"{system.name} + {reranker.spec.label}", kind=kind,
                           embedding_model=system.embedding_model, reranker_model=reranker.spec.name,
                           ranked=ranked, scores=scores, info=info))
     return out
 
+
+def _first_stage_info(system: System) -> dict[str, Any]:
+    return {k: v for k, v in system.info.items()
+            if k.startswith("embedding_model") or k.endswith("prompt") or k in ("first_stage", "fusion", "dense_weight", "weight_from")}
+
+
+def hybrid_systems(dense: System, bm25: System, ids: Sequence[str], depth: int, dense_weight: float,
+                   weight_from: str) -> list[System]:
+    """``dense`` fused with ``bm25``: reciprocal rank fusion, and weighted fusion with ``dense_weight``.
+
+    ``dense_weight`` is the dense score's weight against BM25 (:func:`ragtune.fusion.weighted_fusion`'s
+    first run); ``weight_from`` says where it came from ("metrics.json", "train_data" or "default"):
+    never the test queries.
+    """
+    out = []
+    for fusion, weight in (("rrf", None), ("weighted", dense_weight)):
+        start = time.perf_counter()
+        ranked, scores = fuse_top_k(ids, (dense.ranked, dense.scores), (bm25.ranked, bm25.scores), weight, depth)
+        info = _first_stage_info(dense)
+        info.update({"first_stage": "hybrid", "fusion": fusion, "seconds": round(time.perf_counter() - start, 3)})
+        if weight is not None:
+            info.update({"dense_weight": weight, "weight_from": weight_from})
+        label = "rrf" if weight is None else f"weighted {weight:g}"
+        out.append(System(name=f"{dense.name} + bm25 ({label})", kind="hybrid", embedding_model=dense.embedding_model,
+                          ranked=ranked, scores=scores, info=info))
+    return out
+
+
+def fused_rerank_system(first_stage: System, reranked: System, ids: Sequence[str], top_n: int,
+                        reranker_weight: float, weight_from: str) -> System:
+    """The reranker's score fused with the first stage's over the reranked top ``top_n``.
+
+    Both are min-max normalised over the same ``top_n`` candidates, then ``reranker_weight`` x reranker
+    + (1 - ``reranker_weight``) x first stage; below ``top_n`` the first-stage order continues. A
+    reranker trained on a few dozen queries can be confidently wrong: the first stage's score keeps
+    the evidence it had.
+    """
+    start = time.perf_counter()
+    heads = [(row[:top_n], score_row[:top_n]) for row, score_row in zip(reranked.ranked, reranked.scores)]
+    first = [(row[:top_n], score_row[:top_n]) for row, score_row in zip(first_stage.ranked, first_stage.scores)]
+    ranked, scores = fuse_top_k(ids, ([h[0] for h in heads], [h[1] for h in heads]),
+                                ([f[0] for f in first], [f[1] for f in first]), reranker_weight, top_n)
+    for qi, row in enumerate(first_stage.ranked):
+        ranked[qi] = ranked[qi] + row[top_n:]
+        scores[qi] = scores[qi] + [float("-inf")] * len(row[top_n:])
+    info = {k: v for k, v in reranked.info.items() if k != "seconds"}
+    info.update({"reranker_weight": reranker_weight, "reranker_weight_from": weight_from,
+                 "seconds": round(time.perf_counter() - start, 3)})
+    return System(name=f"{reranked.name} (fused {reranker_weight:g})", kind="fused_rerank",
+                  embedding_model=reranked.embedding_model, reranker_model=reranked.reranker_model,
+                  ranked=ranked, scores=scores, info=info)
 
 
 def score_system(system: System, corpus: Corpus, queries: Sequence[LabelledQuery], ks: Sequence[int]) -> None:

@@ -238,6 +238,12 @@ def test_template_command_end_to_end(tiny_cross_encoder, tmp_path):
     assert metrics["first_stage"] == "bm25"
     assert metrics["hard_negatives_per_positive"] == 2 and metrics["random_negatives_per_positive"] == 1
     assert metrics["pos_weight"] == pytest.approx(3.0)
+    # Reranker fusion: the weight chosen on dev (grid 0..1; 1 = the reranker alone, 0 = the first stage alone) is
+    # saved for evaluate_rag.py, and the fused ranking is at least as good on dev as either part.
+    fusion, dev = metrics["fusion"], metrics["dev_metrics"]
+    assert fusion["first_stage"] == "bm25" and 0.0 <= fusion["reranker_weight"] <= 1.0
+    assert dev["fused"]["ndcg@5"] >= max(dev["after"]["ndcg@5"], dev["first_stage"]["ndcg@5"]) - 1e-9
+    assert "fused (reranker weight" in result.stdout
     assert "first stage (bm25)" in result.stdout and "fine-tuned" in result.stdout
     assert "Dev metrics: first stage, base and fine-tuned reranker" in (out / "README.md").read_text()
 
