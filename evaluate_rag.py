@@ -127,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--generator_api_key", default=None,
                      help="API key (default: $OPENAI_API_KEY, sent only to an api.openai.com URL). Never saved.")
     gen.add_argument("--generator_local", default=None, metavar="PATH",
-                     help="A local transformers causal LM folder used as the generator instead of a server.")
+                     help="A local transformers causal LM folder (or a .gguf file, dequantised) used as the generator "
+                          "instead of a server; prompts are fine_tune_generator.py's (ragtune.generator.prompt).")
     gen.add_argument("--generator_adapter", default=None, metavar="PATH",
                      help="A peft LoRA adapter folder loaded on top of --generator_local.")
     gen.add_argument("--generator_max_new_tokens", type=int, default=256, help="Longest generated answer.")
@@ -240,8 +241,11 @@ def validate_args(args: argparse.Namespace) -> None:
                             f"separated by spaces")
     if not re.fullmatch(r"[a-z0-9][a-z0-9.+-]*", args.license):
         raise UserError(f"--license: {args.license!r} is not a Hub license id (e.g. apache-2.0, mit, cc-by-4.0, other)")
-    if args.generator_local and not (Path(args.generator_local).expanduser() / "config.json").exists():
-        raise UserError(f"--generator_local: {args.generator_local} is not a model folder (no config.json)")
+    local = Path(args.generator_local).expanduser() if args.generator_local else None
+    if local is not None and not (local.suffix.lower() == ".gguf" and local.is_file()) and not (
+            local / "config.json").exists():
+        raise UserError(f"--generator_local: {args.generator_local} is not a model folder (no config.json) nor a "
+                        f".gguf file")
     if args.generator_adapter and not (Path(args.generator_adapter).expanduser() / "adapter_config.json").exists():
         raise UserError(f"--generator_adapter: {args.generator_adapter} is not a peft adapter folder "
                         f"(no adapter_config.json)")
@@ -264,14 +268,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ragtune.publishing import publish
     from ragtune.ranking import tie_ranks
     from ragtune.reports import Report
-    from ragtune.systems import (RerankScores, bm25_system, dense_system, embedding_handle, fused_rerank_system,
-                                 hybrid_systems, rerank_systems, score_system)
+    from ragtune.systems import (FusionWeights, RerankScores, bm25_system, dense_system, embedding_handle, fused_rerank_system,
+                                 hybrid_systems, rerank_systems, score_system, selection_metric)
 
     # Data and models are checked before anything heavy runs or is written.
     corpus = load_corpus(args.corpus)
     queries = load_test_queries(args.test_data, corpus, args.allow_missing_ids)
-    # Training queries only serve the leakage check: loaded against a copy, so that FlagEmbedding passages
-    # they carry are not added to the corpus being evaluated.
+    # Training queries serve the leakage check and the choice of fusion weights (for models that saved none):
+    # loaded against a copy, so that FlagEmbedding passages they carry are not added to the corpus evaluated.
     train_queries = []
     if args.train_data:
         train_queries = load_queries(args.train_data, Corpus(list(corpus.ids), list(corpus.texts), corpus.source))
@@ -283,7 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     audit = run_audit(corpus, train_queries, queries, policy=args.pii,
                       sources={"corpus": str(args.corpus), "train": str(args.train_data), "test": str(args.test_data)},
                       report_path=args.audit_report)
-    corpus, queries = audit.corpus, audit.test  # redacted copies under --pii redact
+    corpus, queries, train_queries = audit.corpus, audit.test, audit.train  # redacted copies under --pii redact
 
     output_dir = Path(args.output_dir)
     if output_dir.exists() and not output_dir.is_dir():
@@ -299,7 +303,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     depth = max(max(args.k), args.rerank_top_n if reranker_specs else 0, max(args.answer_k))
     tie_rank = tie_ranks(corpus.ids)
     hybrid = args.hybrid and bool(embedding_specs)
-    weights = FusionWeights(args, corpus, train_queries, depth, tie_rank, cache_dir)
+    weights = FusionWeights(corpus, train_queries, reranker_specs, depth, args.rerank_top_n, tie_rank, cache_dir,
+                            args.chunk_size, selection_metric(args.main_metric), args.device, args.batch_size)
     systems = []
     bm25 = None
     if args.bm25 or hybrid:
@@ -321,7 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.info("%s: done in %.1fs (passage embeddings %s)", spec.label, system.info["seconds"],
                     "from the cache" if system.info["passage_embeddings_cached"] else "encoded")
         if hybrid:
-            weight, source = weights.dense_weight(spec, handle, need_train_runs=bool(reranker_specs))
+            weight, source = weights.dense_weight(spec, handle)
             hybrids += hybrid_systems(system, bm25, corpus.ids, depth, weight, source)
         if len(handles) > 1 or not (args.generator_base_url or args.generator_local):
             handle.release()  # only the first model is kept: it embeds questions for response relevancy

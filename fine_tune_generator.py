@@ -68,7 +68,7 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence = ()) -> int:
         embedding_model = load_or_explain(SentenceTransformer, args.embedding_model, "--embedding_model")
     data = load_generator_data(args.train_data, args.corpus, args.dev_ratio, args.seed, args.num_distractors,
                                args.system_prompt or None, args.unanswerable_ratio, args.unanswerable_answer,
-                               embedding_model)
+                               embedding_model, audit=run.audit)
     embedding_model = None
     has_dev = bool(data.dev)
     training_args = run.training_arguments(

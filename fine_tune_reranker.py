@@ -146,7 +146,7 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence = ()) -> int:
     # weight chosen on dev and saved, so that evaluate_rag.py uses it; weight 1 is the reranker alone.
     fusion, fused = None, {}
     if evaluator and is_main_process():
-        reranker_weight, fused = evaluator.fusion_on_dev(model)
+        reranker_weight, fused = evaluator.fusion_on_dev(model, args.metric_for_best_model)
         fusion = {"first_stage": mined.first_stage, "dense_weight": mined.dense_weight,
                   "reranker_weight": reranker_weight, "chosen_on": "dev", "metric": args.metric_for_best_model,
                   "dev_queries": len(dev_queries)}

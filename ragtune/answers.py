@@ -19,6 +19,7 @@ Metrics (per query, then the mean; BLEU at corpus level):
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import threading
@@ -48,10 +49,15 @@ GENERATOR_SYSTEM = ("You answer questions using only the numbered contexts provi
 # ---------------------------------------------------------------------------- prompts
 
 
-def answer_messages(question: str, contexts: Sequence[str]) -> Messages:
-    """The generator's prompt: the numbered contexts, then the question."""
-    return [{"role": "system", "content": GENERATOR_SYSTEM},
-            {"role": "user", "content": f"Contexts:\n{_numbered_contexts(contexts)}\n\nQuestion: {question}"}]
+def answer_messages(question: str, contexts: Sequence[str], system_prompt: str | None = None) -> Messages:
+    """The generator's prompt: ragtune.generator.prompt's, the one fine_tune_generator.py trains on.
+
+    ``system_prompt`` None means the default (Vietnamese) one; a local adapter brings the one it was
+    trained with (LocalGenerator.system_prompt).
+    """
+    from .generator.prompt import DEFAULT_SYSTEM_PROMPT, rag_messages
+
+    return rag_messages(question, contexts, DEFAULT_SYSTEM_PROMPT if system_prompt is None else system_prompt)
 
 
 def _numbered_contexts(contexts: Sequence[str]) -> str:
@@ -155,20 +161,38 @@ class EndpointGenerator:
 
 
 class LocalGenerator:
-    """A local transformers causal LM (plus an optional peft LoRA adapter), greedy, batched, cached."""
+    """A local transformers causal LM (a folder or a .gguf file, plus an optional peft LoRA adapter).
+
+    Loading and generation are ragtune.generator.inference's, as in fine_tune_generator.py's dev
+    evaluation: the adapter's tokenizer and chat template, thinking off (Qwen3), greedy decoding
+    that stops at the end-of-turn tokens, and the system prompt the adapter was trained with.
+    """
 
     def __init__(self, path: str, adapter: str | None, cache: LLMCache, max_new_tokens: int = 256,
                  batch_size: int = 4, device: str | None = None) -> None:
+        from .generator.inference import is_gguf
+        from .generator.prompt import trained_system_prompt
+        from .model_specs import _file_digest
+
         self.path = Path(path).expanduser()
-        if not self.path.is_dir() or not (self.path / "config.json").exists():
-            raise UserError(f"--generator_local: {path} is not a model folder (no config.json)")
+        gguf = is_gguf(str(self.path))
+        if gguf and not self.path.is_file():
+            raise UserError(f"--generator_local: GGUF file not found: {path}")
+        if not gguf and (not self.path.is_dir() or not (self.path / "config.json").exists()):
+            raise UserError(f"--generator_local: {path} is not a model folder (no config.json) nor a .gguf file")
         self.adapter = Path(adapter).expanduser() if adapter else None
         if self.adapter is not None and not (self.adapter / "adapter_config.json").exists():
             raise UserError(f"--generator_adapter: {adapter} is not a peft adapter folder (no adapter_config.json)")
-        ident = f"local:{folder_fingerprint(self.path)}"
+        if gguf:
+            digest = hashlib.sha256()
+            _file_digest(self.path, digest)
+            ident = f"local:gguf:{digest.hexdigest()[:16]}"
+        else:
+            ident = f"local:{folder_fingerprint(self.path)}"
         if self.adapter is not None:
             ident += f"+lora:{folder_fingerprint(self.adapter)}"
         self.model_id = ident
+        self.system_prompt = trained_system_prompt(str(self.adapter) if self.adapter else None)
         self.cache = cache
         self.max_new_tokens = max_new_tokens
         self.batch_size = max(1, batch_size)
@@ -178,41 +202,16 @@ class LocalGenerator:
         self._tokenizer = None
 
     def _load(self) -> None:
-        if self._model is not None:
-            return
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        if self._model is None:
+            from .generator.inference import load_generator
 
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(str(self.path))
-            model = AutoModelForCausalLM.from_pretrained(str(self.path))
-        except Exception as err:  # noqa: BLE001 - any load failure is the user's folder
-            raise UserError(f"--generator_local: cannot load a causal LM from {self.path}: "
-                            f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from err
-        if self.adapter is not None:
-            try:
-                from peft import PeftModel
-
-                model = PeftModel.from_pretrained(model, str(self.adapter))
-            except Exception as err:  # noqa: BLE001
-                raise UserError(f"--generator_adapter: cannot load the LoRA adapter {self.adapter} on "
-                                f"{self.path}: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from err
-        tokenizer.padding_side = "left"
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token or tokenizer.sep_token or tokenizer.unk_token
-        if self.device:
-            model.to(self.device)
-        model.eval()
-        self._model, self._tokenizer = model, tokenizer
-
-    def _render(self, messages: Messages) -> str:
-        tokenizer = self._tokenizer
-        if getattr(tokenizer, "chat_template", None):
-            return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        return "\n\n".join(m["content"] for m in messages) + "\n\nAnswer:"
+            self._model, self._tokenizer = load_generator(str(self.path), str(self.adapter) if self.adapter else None,
+                                                          device=self.device)
 
     def generate(self, prompts: Sequence[Messages]) -> list[str]:
-        import torch
         from tqdm.auto import tqdm
+
+        from .generator.inference import generate_from_messages
 
         params = {"temperature": 0.0, "max_tokens": self.max_new_tokens}
         keys = [LLMCache.key(self.model_id, m, params) for m in prompts]
@@ -221,21 +220,13 @@ class LocalGenerator:
         if todo:
             self._load()
             model, tokenizer = self._model, self._tokenizer
-            limit = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions",
-                                                                                       2048)
+            limit = getattr(model.config, "max_position_embeddings", None) or 2048
             max_input = max(16, int(limit) - self.max_new_tokens)
             for start in tqdm(range(0, len(todo), self.batch_size), desc="generate (local)", leave=False):
                 batch = todo[start:start + self.batch_size]
-                texts = [self._render(prompts[i]) for i in batch]
-                tokenizer.truncation_side = "left"
-                enc = tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=max_input,
-                                add_special_tokens=False)
-                enc = {k: v.to(model.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
-                with torch.no_grad():
-                    out = model.generate(**enc, max_new_tokens=self.max_new_tokens, do_sample=False,
-                                         pad_token_id=tokenizer.pad_token_id)
-                for i, row in zip(batch, out[:, enc["input_ids"].shape[1]:]):
-                    text = tokenizer.decode(row, skip_special_tokens=True).strip()
+                texts = generate_from_messages(model, tokenizer, [prompts[i] for i in batch], self.max_new_tokens,
+                                               self.batch_size, max_input_tokens=max_input)
+                for i, text in zip(batch, texts):
                     answers[i] = text
                     self.cache.put(keys[i], text, {"model": self.model_id, "kind": "generate"})
                 self.requests += len(batch)
@@ -260,7 +251,7 @@ def evaluate_answers(systems: Sequence[Any], queries: Sequence[Any], corpus: Any
             for qi, query in enumerate(queries):
                 contexts = [corpus.texts[pi] for pi in system.ranked[qi][:k]]
                 slots.append((si, k, qi))
-                prompts.append(answer_messages(query.query, contexts))
+                prompts.append(answer_messages(query.query, contexts, getattr(generator, "system_prompt", None)))
     logger.info("Generating %d answers (%d systems x %d k x %d queries) with %s", len(prompts), len(systems),
                 len(ks), len(queries), generator.model_id)
     answers = generator.generate(prompts)

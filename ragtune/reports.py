@@ -94,6 +94,35 @@ def comparison_table(systems: Sequence[dict[str, Any]], baseline: str, keys: Seq
     return _md_table(headers, rows)
 
 
+def fmt_p(p: float) -> str:
+    """p=0.032, or p<0.001 (the smallest p the test can give is 1 / (resamples + 1), not 0)."""
+    return f"p={p:.3f}" if p >= 0.001 else "p<0.001"
+
+
+def fmt_significance(entry: dict[str, Any]) -> str:
+    """``+0.0512 [-0.0100, +0.1100] p=0.032*``: mean difference, CI, p-value, ``*`` when p < 0.05."""
+    return (f"{entry['mean_difference']:+.4f} [{entry['ci_low']:+.4f}, {entry['ci_high']:+.4f}] "
+            f"{fmt_p(entry['p_value'])}" + ("*" if entry["significant"] else ""))
+
+
+def significance_markdown(payload: dict[str, Any], baseline: str) -> list[str]:
+    """results.md: every system's main metric with its paired difference against the baseline."""
+    significance = payload["significance"]
+    metric = payload["config"]["main_metric"]
+    first = next(iter(significance.values()))
+    rows = []
+    for s in payload["systems"]:
+        value = fmt(s["metrics"].get(metric))
+        if s["name"] == baseline:
+            rows.append([s["name"] + " (base)", value, ""])
+        elif s["name"] in significance:
+            rows.append([s["name"], value, fmt_significance(significance[s["name"]])])
+    return [f"`{metric}` against `{baseline}` on the same {first['queries']} queries. Δ: mean paired difference; "
+            f"[95% CI]: percentile bootstrap over queries ({first['resamples']} resamples); p: two-sided paired "
+            "randomisation test; `*`: p < 0.05. On a few dozen queries a difference without `*` may be noise.", "",
+            _md_table(["system", metric, "Δ [95% CI] p"], rows), ""]
+
+
 def results_markdown(payload: dict[str, Any], baseline: str | None) -> str:
     systems = payload["systems"]
     config = payload["config"]
@@ -134,6 +163,8 @@ def results_markdown(payload: dict[str, Any], baseline: str | None) -> str:
         keys = [f"{name}@{k}" for name in names for k in ks]
         out.append(f"## Comparison (delta against `{baseline}`)")
         out.append("")
+        if payload.get("significance"):
+            out += significance_markdown(payload, baseline)
         out.append(comparison_table(systems, baseline, keys))
         out.append("")
     if payload.get("leaked_test_queries"):
@@ -314,12 +345,27 @@ def write_answers_csv(path: Path, records: Sequence[dict[str, Any]]) -> None:
 
 
 def console_table(systems: Sequence[dict[str, Any]], k: int, names: Sequence[str] = ("hit", "recall", "precision",
-                                                                                      "map", "mrr", "ndcg")) -> str:
+                                                                                      "map", "mrr", "ndcg"),
+                  significance: dict[str, dict[str, Any]] | None = None, baseline: str | None = None) -> str:
+    """One row per system; with ``significance``, a last column: the difference against the baseline on the
+    main metric, its p-value, and ``*`` when p < 0.05."""
     headers = ["system"] + [f"{n}@{k}" for n in names]
     rows = [[s["name"]] + [fmt(s["metrics"].get(f"{n}@{k}")) for n in names] for s in systems]
+    if significance:
+        metric = next(iter(significance.values()))["metric"]
+        headers.append(f"Δ {metric} (p)")
+        for row, s in zip(rows, systems):
+            entry = significance.get(s["name"])
+            row.append("base" if s["name"] == baseline else "" if entry is None else
+                       f"{entry['mean_difference']:+.4f} ({fmt_p(entry['p_value'])})"
+                       + ("" if entry["significant"] else ""))
     widths = [max(len(str(r[i])) for r in rows + [headers]) for i in range(len(headers))]
     line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths))  # noqa: E731
-    return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows])
+    table = "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows])
+    if significance:
+        table += (f"\n* p < 0.05 against {baseline} (paired randomisation test; 95% CIs in results.md): "
+                  "differences without * may be noise on this many queries.")
+    return table
 
 
 class Report:
@@ -344,6 +390,7 @@ class Report:
         # near-copy in --train_data (metrics are then also reported without them).
         self.data_audit: dict[str, Any] | None = None
         self.leaked: list[int] = []
+        self._compared: dict[tuple, dict[str, Any]] = {}
 
     @property
     def main_k(self) -> int:
@@ -369,10 +416,41 @@ class Report:
                                        "as verdicts; 0 if no relevant passage in the top k)",
                 "context_recall@k": "|relevant ∩ top k| / |relevant| (ID-based, equals recall@k)",
                 "ties": "first stage: score desc, then passage id desc (trec_eval); reranked: reranker logit desc, "
-                        "then first-stage order",
+                        "then first-stage order; fused: fused score desc, then passage id desc",
+                "hybrid": "'+ bm25 (rrf)': sum of 1/(60 + rank) over the dense and BM25 lists; '+ bm25 (weighted w)': "
+                          "w * dense + (1 - w) * BM25, scores min-max normalised per query over each list (a passage "
+                          "missing from a list counts 0); w from the model's metrics.json, else chosen on "
+                          "--train_data, else 0.5 (info.weight_from)",
+                "fused reranker": "'(fused r)': r * reranker + (1 - r) * first stage over the reranked top "
+                                  "rerank_top_n, both min-max normalised per query; r as w (info.reranker_weight_from)",
+                "significance": "per system against baseline_system on main_metric, paired over the test queries: "
+                                "mean difference, 95% percentile-bootstrap CI, two-sided sign-flip randomisation "
+                                "p-value; significant = p < 0.05",
             },
         })
         return config
+
+    def significance(self) -> dict[str, dict[str, Any]]:
+        """Each system against the baseline on the main metric, paired over the test queries
+        (:func:`ragtune.significance.compare`): results.json's ``significance``, keyed by system name."""
+        from .significance import compare
+
+        metric = self.args.main_metric
+        base = next((s for s in self.systems if s.name == self.baseline), None)
+        if base is None or not base.per_query:
+            return {}
+        seed = getattr(self.args, "seed", None) or 0
+        b = [row.get(metric) for row in base.per_query]
+        out = {}
+        for system in self.systems:
+            a = [row.get(metric) for row in system.per_query]
+            if system is base or len(a) != len(b) or None in a or None in b:
+                continue
+            key = (system.name, tuple(a), tuple(b), seed)
+            if key not in self._compared:  # payload() is built several times per run; resampling is not free
+                self._compared[key] = compare(b, a, seed=seed)
+            out[system.name] = {"baseline": base.name, "metric": metric, **self._compared[key]}
+        return out
 
     def payload(self) -> dict[str, Any]:
         """results.json's content."""
@@ -385,6 +463,9 @@ class Report:
                 entry["metrics_without_leaked"] = _sort_metrics(metrics_without(system.per_query,
                                                                                 list(system.metrics), left_out))
         payload: dict[str, Any] = {"config": self.config(), "systems": systems}
+        significance = self.significance()
+        if significance:
+            payload["significance"] = significance
         if self.data_audit is not None:
             payload["data_audit"] = self.data_audit
         if self.leaked:
@@ -411,7 +492,9 @@ class Report:
 
     def console_table(self) -> str:
         """The final table the script prints: every system at the main metric's k."""
-        return console_table(self.payload()["systems"], self.main_k)
+        payload = self.payload()
+        return console_table(payload["systems"], self.main_k, significance=payload.get("significance"),
+                             baseline=self.baseline)
 
     def leak_line(self) -> str:
         """One console line: the main metric of every system without the leaked test queries."""

@@ -406,7 +406,7 @@ class DevRerankingEvaluator(DevMetricsEvaluator):
         the same dev queries, so the fused dev numbers are a little optimistic; the test set never
         takes part.
         """
-        metric = metric or self.primary_metric
+        metric = (metric or self.primary_metric).removeprefix(f"{self.name}_")  # "dev_ndcg@5" -> "ndcg@5"
         reranker_runs = self.scores(model)
         weight, _ = choose_weight(reranker_runs, self.first_stage_scores, [q.relevant_ids for q in self.queries],
                                   metric)

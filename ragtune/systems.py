@@ -274,3 +274,106 @@ def add_per_query_metrics(system: System, values: Sequence[dict[str, float | Non
             system.excluded[key] = missing
         else:
             system.excluded.pop(key, None)
+
+
+def selection_metric(main_metric: str) -> str:
+    """The metric fusion weights are chosen on: the main metric when it is a ranking metric, else its nearest one."""
+    from .metrics import RANKING_METRICS as ranking
+
+    name, _, k = main_metric.partition("@")
+    if name in ranking:
+        return main_metric
+    return f"recall@{k}" if name == "context_recall" else f"ndcg@{k}"
+
+
+class FusionWeights:
+    """The fusion weights of the hybrid and fused-reranker systems, and where each came from.
+
+    In order: the weight the training script chose on its dev split and saved in the model's
+    ``metrics.json`` ("metrics.json"); else one chosen on the ``--train_data`` queries
+    ("train_data"); else 0.5, with a warning ("default"). Never on the test queries: a weight tuned
+    on them would make the test numbers optimistic.
+    """
+
+    def __init__(self, corpus: Corpus, train_queries: Sequence[LabelledQuery], reranker_specs: Sequence[ModelSpec],
+                 depth: int, top_n: int, tie_rank: np.ndarray, cache_dir: Path, chunk_size: int, metric: str,
+                 device: str | None, batch_size: int) -> None:
+        self.corpus, self.train = corpus, list(train_queries)
+        self.depth, self.top_n, self.tie_rank, self.cache_dir, self.chunk_size = (depth, top_n, tie_rank, cache_dir,
+                                                                                    chunk_size)
+        self.metric, self.device, self.batch_size = metric, device, batch_size
+        # Train-query runs are only computed when some weight must be chosen on them.
+        self.rerankers_need_train = any(self.saved(spec, "reranker_weight") is None for spec in reranker_specs)
+        self._bm25_train: System | None = None
+        self._train_first_stage: dict[str | None, System] = {}  # weighted hybrid on the train queries, by model
+
+    @staticmethod
+    def saved(spec: ModelSpec, key: str) -> float | None:
+        from .fusion import saved_weight
+
+        return saved_weight(spec.path, key) if spec.path else None
+
+    def _relevant(self) -> list[list[str]]:
+        return [q.relevant_ids for q in self.train]
+
+    def dense_weight(self, spec: ModelSpec, handle: EmbeddingModelHandle) -> tuple[float, str]:
+        """The dense score's weight against BM25 for ``spec`` (its handle still loaded) and its source."""
+        from .fusion import choose_weight, runs_from_top_k
+
+        saved = self.saved(spec, "dense_weight")
+        train_dense = None
+        if self.train and (saved is None or self.rerankers_need_train):
+            train_dense = dense_system(handle, self.corpus, self.train, self.depth, self.tie_rank, self.cache_dir,
+                                       self.chunk_size, self.corpus.fingerprint())
+            if self._bm25_train is None:
+                self._bm25_train = bm25_system(self.corpus, self.train, self.depth, self.tie_rank, self.chunk_size)
+        if saved is not None:
+            weight, source = saved, "metrics.json"
+            logger.info("%s + bm25: dense weight %g from the model's metrics.json", spec.label, weight)
+        elif train_dense is not None:
+            ids = self.corpus.ids
+            weight, tried = choose_weight(runs_from_top_k(ids, train_dense.ranked, train_dense.scores),
+                                          runs_from_top_k(ids, self._bm25_train.ranked, self._bm25_train.scores),
+                                          self._relevant(), self.metric)
+            source = "train_data"
+            logger.info("%s + bm25: dense weight %g chosen on %d --train_data queries (%s %.4f; 0.5 gives %.4f)",
+                        spec.label, weight, len(self.train), self.metric, tried[weight], tried[0.5])
+        else:
+            weight, source = 0.5, "default"
+            logger.warning("%s + bm25: no fusion weight in the model's metrics.json and no --train_data to choose "
+                           "one on: the weighted hybrid uses 0.5", spec.label)
+        if train_dense is not None:
+            ranked, scores = fuse_top_k(self.corpus.ids, (train_dense.ranked, train_dense.scores),
+                                        (self._bm25_train.ranked, self._bm25_train.scores), weight, self.depth)
+            self._train_first_stage[spec.name] = System(name=f"{spec.label} + bm25 (train)", kind="hybrid",
+                                                        embedding_model=spec.name, ranked=ranked, scores=scores)
+        return weight, source
+
+    def reranker_weight(self, spec: ModelSpec, scorer: RerankScores, first_stage: System) -> tuple[float, str]:
+        """The reranker score's weight against ``first_stage`` (a weighted hybrid) and its source.
+
+        Chosen on --train_data, the train queries' candidates are reranked: reranker calls, cached.
+        """
+        from .fusion import choose_weight, run_from_arrays
+
+        saved = self.saved(spec, "reranker_weight")
+        if saved is not None:
+            logger.info("%s + %s: reranker weight %g from the reranker's metrics.json", first_stage.name, spec.label,
+                        saved)
+            return saved, "metrics.json"
+        train_first = self._train_first_stage.get(first_stage.embedding_model)
+        if train_first is None:
+            logger.warning("%s + %s: no fusion weight in the reranker's metrics.json and no --train_data to choose "
+                           "one on: the fused reranker uses 0.5", first_stage.name, spec.label)
+            return 0.5, "default"
+        (reranked,) = rerank_systems([train_first], scorer, self.corpus, self.train, self.top_n, self.device,
+                                     self.batch_size)
+        ids, n = self.corpus.ids, self.top_n
+        weight, tried = choose_weight([run_from_arrays(ids, r[:n], s[:n]) for r, s in zip(reranked.ranked,
+                                                                                            reranked.scores)],
+                                      [run_from_arrays(ids, r[:n], s[:n]) for r, s in zip(train_first.ranked,
+                                                                                            train_first.scores)],
+                                      self._relevant(), self.metric)
+        logger.info("%s + %s: reranker weight %g chosen on %d --train_data queries (%s %.4f; 0.5 gives %.4f)",
+                    first_stage.name, spec.label, weight, len(self.train), self.metric, tried[weight], tried[0.5])
+        return weight, "train_data"

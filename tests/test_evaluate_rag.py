@@ -67,7 +67,14 @@ def test_reports_are_written(full_run):
 def test_results_json_structure(full_run, models):
     results = full_run["results"]
     names = [s["name"] for s in results["systems"]]
-    assert names == ["bm25", "tiny-st", "tiny-st-b", "tiny-st + tiny-ce", "tiny-st-b + tiny-ce"]
+    # No --train_data and no weights in the models' metrics.json: the weighted fusions use 0.5.
+    assert names == ["bm25", "tiny-st", "tiny-st-b", "tiny-st + bm25 (rrf)", "tiny-st + bm25 (weighted 0.5)",
+                     "tiny-st-b + bm25 (rrf)", "tiny-st-b + bm25 (weighted 0.5)", "tiny-st + tiny-ce",
+                     "tiny-st-b + tiny-ce", "tiny-st + bm25 (weighted 0.5) + tiny-ce",
+                     "tiny-st + bm25 (weighted 0.5) + tiny-ce (fused 0.5)", "tiny-st-b + bm25 (weighted 0.5) + tiny-ce",
+                     "tiny-st-b + bm25 (weighted 0.5) + tiny-ce (fused 0.5)"]
+    assert {s["info"].get("weight_from") for s in results["systems"] if "weighted" in s["name"]} == {"default"}
+    assert {s["info"]["reranker_weight_from"] for s in results["systems"] if "fused" in s["name"]} == {"default"}
     expected_keys = {f"{m}@{k}" for m in (*RANKING_METRICS, "context_precision", "context_recall") for k in KS}
     for system in results["systems"]:
         assert set(system) >= {"name", "embedding_model", "reranker_model", "metrics"}
@@ -76,7 +83,7 @@ def test_results_json_structure(full_run, models):
         # ID-based context recall is recall@k by definition.
         for k in KS:
             assert system["metrics"][f"context_recall@{k}"] == pytest.approx(system["metrics"][f"recall@{k}"])
-    reranked = results["systems"][3]
+    reranked = results["systems"][names.index("tiny-st + tiny-ce")]
     assert reranked["embedding_model"] == str(models["st_a"]) and reranked["reranker_model"] == str(models["ce_a"])
     assert len(reranked["info"]["reranker_model_hash"]) == 16
     config = results["config"]

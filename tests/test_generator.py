@@ -313,8 +313,6 @@ def test_a_gguf_base_loads_as_a_plain_model_that_saves(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skip(reason="enable once ragtune/answers.py's LocalGenerator delegates to ragtune.generator "
-                         "(see the generator helper's report)")
 def test_evaluate_rag_generates_with_the_trained_adapter_and_the_training_prompt(tiny_qwen2, tmp_path):
     out = tmp_path / "adapter"
     assert run_script("fine_tune_generator.py", "--base_model", str(tiny_qwen2), *SHORT, "--output_dir", str(out),
@@ -333,11 +331,12 @@ def test_evaluate_rag_generates_with_the_trained_adapter_and_the_training_prompt
     from ragtune.generator.inference import generate_from_messages, load_generator
 
     rows = pd.read_csv(answers[0], keep_default_na=False).head(3)
-    from ragtune.data import load_corpus
     from ragtune.bm25 import BM25Index
+    from ragtune.data import load_corpus
+    from ragtune.ranking import bm25_top_k, tie_ranks
 
     corpus = load_corpus(SAMPLE_CORPUS)
-    top, _ = BM25Index(corpus.texts).top_k(list(rows["query"]), 3)
+    top, _ = bm25_top_k(BM25Index(corpus.texts), list(rows["query"]), 3, tie_ranks(corpus.ids))
     model, tokenizer = load_generator(str(tiny_qwen2), str(out))
     expected = generate_from_messages(model, tokenizer, [rag_messages(q, [corpus.texts[i] for i in idx])
                                                          for q, idx in zip(rows["query"], top)], 4)

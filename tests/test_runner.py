@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 import fine_tune_bge_m3
+import fine_tune_generator
 import fine_tune_reranker
 from conftest import REPO, run_script
 from launch_script import Recorder, SigtermAt
@@ -31,10 +32,14 @@ EMBEDDING_ARGS = ["--epochs", "2", "--batch_size", "8", "--max_seq_length", "64"
                   "--hard_negative_source", "bm25", "--max_steps", "8"]
 RERANKER_ARGS = ["--max_steps", "6", "--evaluation_steps", "2", "--checkpoint_save_steps", "2", "--lr", "1e-3",
                  "--batch_size", "3", "--gradient_accumulation_steps", "2", "--max_seq_length", "128"]
+GENERATOR_ARGS = ["--max_steps", "4", "--evaluation_steps", "2", "--checkpoint_save_steps", "2", "--lr", "1e-3",
+                  "--batch_size", "2", "--max_seq_length", "512", "--max_new_tokens", "4", "--max_dev_generations", "2"]
+# The generator's resume and SIGTERM tests are in test_generator.py (same runner, same assertions).
 SCRIPTS = {
     "embedding": (fine_tune_bge_m3, "fine_tune_bge_m3.py", EMBEDDING_ARGS, "tiny_st", 8),
     "reranker": (fine_tune_reranker, "fine_tune_reranker.py", RERANKER_ARGS, "tiny_cross_encoder", 6),
 }
+ALL_SCRIPTS = {**SCRIPTS, "generator": (fine_tune_generator, "fine_tune_generator.py", GENERATOR_ARGS, "tiny_qwen2", 4)}
 
 
 def dir_checksum(folder: Path) -> dict[str, str]:
@@ -94,9 +99,11 @@ def test_sigterm_saves_a_checkpoint_and_the_process_exits_143(name, request, tmp
     ("embedding", ["--max_steps", "2", "--corpus", "/no/such/corpus.csv"]),
     ("reranker", ["--base_model", "/no/such/model"]),
     ("reranker", ["--embedding_model", "/no/such/model"]),
+    ("generator", ["--lora_target", "no_such_proj"]),
+    ("generator", ["--max_seq_length", "16"]),
 ])
 def test_a_failed_overwrite_leaves_the_finished_run_byte_identical(name, bad_flags, request, tmp_path):
-    module, script, args, fixture, _ = SCRIPTS[name]
+    module, script, args, fixture, _ = ALL_SCRIPTS[name]
     out = tmp_path / "out"
     argv = ["--base_model", str(request.getfixturevalue(fixture)), *args, "--max_steps", "4", "--output_dir", str(out)]
     assert module.main(argv) == 0

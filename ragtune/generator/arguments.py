@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..audit import add_audit_args
 from ..cli import HelpFormatter, Parser, add_data_args, add_output_args, add_training_args
 from ..errors import UserError
 from .evaluation import GENERATOR_METRICS
@@ -36,6 +37,7 @@ def build_parser(description: str = "") -> argparse.ArgumentParser:
                       help="Add this share (of the training queries) of examples with distractors only, whose "
                            "target is --unanswerable_answer.")
     add_data_args(parser)
+    add_audit_args(parser)
     lora = parser.add_argument_group("LoRA / QLoRA")
     lora.add_argument("--lora_r", type=int, default=16, help="LoRA rank.")
     lora.add_argument("--lora_alpha", type=int, default=32, help="LoRA scaling numerator (scale = alpha / r).")

@@ -15,15 +15,15 @@ The dev split is at the question level and seeded, as in the other scripts.
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
-from ..data import Corpus, LabelledQuery, load_corpus, load_queries, normalize_text, split_queries
+from ..data import Corpus, LabelledQuery, load_corpus, load_queries, normalize_text, read_table, split_queries
 from ..errors import UserError
 from .prompt import Messages, rag_messages
 
@@ -64,22 +64,12 @@ class GeneratorData:
 
 
 def _read_jsonl_rows(path: Path, flag: str) -> list[tuple[int, dict[str, Any]]]:
-    """(line number, object) per non-blank line; invalid JSON names the line."""
-    rows = []
-    with open(path, encoding="utf-8-sig") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                value = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise UserError(f"{flag}: {path} line {line_no} is not valid JSON: {err.msg}") from err
-            if not isinstance(value, dict):
-                raise UserError(f"{flag}: {path} line {line_no}: expected a JSON object, got {type(value).__name__}")
-            rows.append((line_no, value))
-    if not rows:
+    """(line number, object) per non-blank line, read like every other data file (ragtune.data.read_table):
+    UTF-8 or UTF-16 with a BOM, a clear error for other encodings, invalid JSON and non-object lines."""
+    table = read_table(Path(path), flag)
+    if not table.records:
         raise UserError(f"{flag}: {path} holds no examples")
-    return rows
+    return list(zip(table.numbers, table.records))
 
 
 def detect_format(path: str | Path, flag: str = "--train_data") -> str:
@@ -220,21 +210,31 @@ def build_rag_examples(queries: Sequence[LabelledQuery], corpus: Corpus, candida
     return examples
 
 
+Audit = Callable[[Corpus, list[LabelledQuery], list[LabelledQuery]],
+                 tuple[Corpus, list[LabelledQuery], list[LabelledQuery]]]
+
+
 def load_generator_data(train_data: str, corpus_path: str, dev_ratio: float, seed: int, num_distractors: int,
                         system_prompt: str | None, unanswerable_ratio: float, unanswerable_answer: str,
-                        embedding_model=None) -> GeneratorData:
-    """Read and check the data, split it, build the examples; raises UserError on any bad row."""
+                        embedding_model=None, audit: Audit | None = None) -> GeneratorData:
+    """Read and check the data, split it, build the examples; raises UserError on any bad row.
+
+    ``audit`` (the runner's data audit) sees the corpus and the train/dev queries with their answers
+    before any example is built, and returns what to train on (redacted copies under --pii redact).
+    """
     kind = detect_format(train_data)
-    if kind == "chat":
-        train, dev = _split_examples(load_chat_examples(train_data, system_prompt), dev_ratio, seed)
-        return GeneratorData(train, dev, "chat", f"chat JSONL {train_data}")
-    if kind == "instruction":
-        train, dev = _split_examples(load_instruction_examples(train_data, system_prompt), dev_ratio, seed)
-        return GeneratorData(train, dev, "instruction", f"instruction JSONL {train_data}")
+    if kind in ("chat", "instruction"):
+        load = load_chat_examples if kind == "chat" else load_instruction_examples
+        train, dev = _split_examples(load(train_data, system_prompt), dev_ratio, seed)
+        if audit is not None:
+            train, dev = audit_examples(train, dev, audit)
+        return GeneratorData(train, dev, kind, f"{kind} JSONL {train_data}")
     corpus = load_corpus(corpus_path)
     queries = load_queries(train_data, corpus)
     check_answers(queries, train_data)
     train_queries, dev_queries = split_queries(queries, dev_ratio, seed)
+    if audit is not None:
+        corpus, train_queries, dev_queries = audit(corpus, train_queries, dev_queries)
     candidates = retrieve_distractors(train_queries + dev_queries, corpus, embedding_model)
     train = build_rag_examples(train_queries, corpus, candidates[:len(train_queries)], num_distractors,
                                system_prompt, seed, train_data, unanswerable_ratio, unanswerable_answer)
@@ -245,3 +245,39 @@ def load_generator_data(train_data: str, corpus_path: str, dev_ratio: float, see
     return GeneratorData(train, dev, "rag", (
         f"queries {train_data} ({len(queries)}) + corpus {corpus.source} ({len(corpus)} passages), "
         f"{num_distractors} distractor(s) per prompt from {'the embedding model' if embedding_model else 'BM25'}"))
+
+
+def audit_examples(train: list[GeneratorExample], dev: list[GeneratorExample], audit: Audit
+                   ) -> tuple[list[GeneratorExample], list[GeneratorExample]]:
+    """Chat / instruction examples through the data audit, written back redacted under --pii redact.
+
+    The audit knows passages and labelled queries: each example becomes a query (its question, its
+    answer) for leakage and personal information, and every other text it holds (turns, contexts; each
+    distinct text once, so a shared system prompt is not a "duplicate passage") a passage. Redaction
+    replaces values text by text, with the same placeholder for the same value everywhere.
+    """
+    texts: list[str] = []
+    for example in (*train, *dev):
+        texts += [m["content"] for m in example.history if isinstance(m.get("content"), str)]
+        texts += list(example.contexts or [])
+    unique = list(dict.fromkeys(t for t in texts if t.strip()))
+    corpus = Corpus(ids=[f"text {i + 1}" for i in range(len(unique))], texts=unique, source="turns and contexts")
+
+    def as_queries(examples: list[GeneratorExample]) -> list[LabelledQuery]:
+        return [LabelledQuery(query=e.question, relevant_ids=[], answer=e.answer, row=i + 1)
+                for i, e in enumerate(examples)]
+
+    new_corpus, new_train, new_dev = audit(corpus, as_queries(train), as_queries(dev))
+    redacted = dict(zip(corpus.texts, new_corpus.texts))
+
+    def write_back(examples: list[GeneratorExample], queries: list[LabelledQuery]) -> list[GeneratorExample]:
+        out = []
+        for example, query in zip(examples, queries):
+            history = [{**m, "content": redacted.get(m["content"], m["content"])} if isinstance(m.get("content"), str)
+                       else m for m in example.history]
+            contexts = None if example.contexts is None else [redacted.get(c, c) for c in example.contexts]
+            out.append(dataclasses.replace(example, question=query.query, answer=query.answer, history=history,
+                                           contexts=contexts))
+        return out
+
+    return write_back(train, new_train), write_back(dev, new_dev)

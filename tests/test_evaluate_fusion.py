@@ -1,0 +1,142 @@
+"""evaluate_rag.py's hybrid and fused-reranker systems (weights from metrics.json or --train_data, never the
+test labels) and its significance statistics against the baseline, on the sample data with tiny models."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from ragtune.data import SAMPLE_TEST, SAMPLE_TRAIN
+from test_evaluate_rag import models  # noqa: F401  (the tiny models fixture)
+
+
+def with_fusion(src: Path, dst: Path, **fusion: float) -> Path:
+    """A copy of a tiny model whose metrics.json carries the fusion weights a training script would save."""
+    shutil.copytree(src, dst)
+    (dst / "metrics.json").write_text(json.dumps({"fusion": {"chosen_on": "dev", **fusion}}))
+    return dst
+
+
+def top_ids(out: Path, system: str, n: int) -> list[list[str]]:
+    with open(out / "per_query.csv", encoding="utf-8-sig", newline="") as handle:
+        return [row[f"{system} | retrieved_ids"].split()[:n] for row in csv.DictReader(handle)]
+
+
+def by_name(results: dict) -> dict[str, dict]:
+    return {s["name"]: s for s in results["systems"]}
+
+
+@pytest.fixture(scope="module")
+def saved_run(models, tmp_path_factory):  # noqa: F811
+    """Dense weights 0 and 1 and reranker weight 1 saved in metrics.json; --train_data given but not needed."""
+    import evaluate_rag
+
+    root = tmp_path_factory.mktemp("fusion")
+    w0 = with_fusion(models["st_a"], root / "dense-w0", first_stage="hybrid", dense_weight=0.0)
+    w1 = with_fusion(models["st_a"], root / "dense-w1", first_stage="hybrid", dense_weight=1.0)
+    ce = with_fusion(models["ce_a"], root / "ce-r1", first_stage="hybrid", dense_weight=0.5, reranker_weight=1.0)
+    out = root / "out"
+    argv = ["--embedding_models", str(w0), str(w1), "--reranker_models", str(ce), "--rerank_top_n", "8",
+            "--max_seq_length", "64", "--reranker_max_length", "96", "--train_data", str(SAMPLE_TRAIN),
+            "--output_dir", str(out)]
+    assert evaluate_rag.main(argv) == 0
+    return {"out": out, "results": json.loads((out / "results.json").read_text())}
+
+
+def test_saved_dense_weight_is_used(saved_run):
+    out, systems = saved_run["out"], by_name(saved_run["results"])
+    w0, w1 = systems["dense-w0 + bm25 (weighted 0)"], systems["dense-w1 + bm25 (weighted 1)"]
+    assert (w0["info"]["dense_weight"], w0["info"]["weight_from"]) == (0.0, "metrics.json")
+    assert (w1["info"]["dense_weight"], w1["info"]["weight_from"]) == (1.0, "metrics.json")
+    # Weight 0 ranks as BM25, weight 1 as the dense model (below the first few places, passages only one
+    # list returned tie at 0 and may change places).
+    assert top_ids(out, "dense-w0 + bm25 (weighted 0)", 5) == top_ids(out, "bm25", 5)
+    assert top_ids(out, "dense-w1 + bm25 (weighted 1)", 5) == top_ids(out, "dense-w1", 5)
+    assert top_ids(out, "dense-w0 + bm25 (weighted 0)", 5) != top_ids(out, "dense-w0", 5)
+    assert w0["metrics"]["ndcg@5"] == pytest.approx(systems["bm25"]["metrics"]["ndcg@5"])
+    assert w1["metrics"]["ndcg@5"] == pytest.approx(systems["dense-w1"]["metrics"]["ndcg@5"])
+
+
+def test_saved_reranker_weight_is_used(saved_run):
+    out, systems = saved_run["out"], by_name(saved_run["results"])
+    reranked = "dense-w1 + bm25 (weighted 1) + ce-r1"
+    fused = systems[reranked + " (fused 1)"]
+    assert (fused["info"]["reranker_weight"], fused["info"]["reranker_weight_from"]) == (1.0, "metrics.json")
+    assert fused["kind"] == "fused_rerank" and systems[reranked]["kind"] == "hybrid_rerank"
+    # Weight 1: the reranker's order alone over its top 8.
+    assert top_ids(out, reranked + " (fused 1)", 7) == top_ids(out, reranked, 7)
+
+
+def test_significance_against_the_baseline(saved_run, capsys):
+    results, systems = saved_run["results"], by_name(saved_run["results"])
+    significance = results["significance"]
+    baseline = results["config"]["baseline_system"]
+    assert baseline == "dense-w0" and set(significance) == set(systems) - {baseline}
+    for name, entry in significance.items():
+        assert entry["baseline"] == baseline and entry["metric"] == "ndcg@5" and entry["queries"] == 40
+        assert 0.0 < entry["p_value"] <= 1.0
+        assert entry["ci_low"] <= entry["mean_difference"] <= entry["ci_high"]
+        assert entry["mean_difference"] == pytest.approx(systems[name]["metrics"]["ndcg@5"]
+                                                         - systems[baseline]["metrics"]["ndcg@5"])
+        assert entry["significant"] == (entry["p_value"] < 0.05)
+    # The same model under another folder name: identical per-query scores, no difference.
+    same = significance["dense-w1"]
+    assert same["mean_difference"] == 0.0 and same["p_value"] == 1.0 and not same["significant"]
+    # BM25 against a random tiny model: a large, real difference.
+    assert significance["bm25"]["significant"] and significance["bm25"]["ci_low"] > 0
+
+    md = (saved_run["out"] / "results.md").read_text()
+    assert "| system | ndcg@5 | Δ [95% CI] p |" in md
+    bm25 = significance["bm25"]
+    assert (f"| bm25 | {systems['bm25']['metrics']['ndcg@5']:.4f} | {bm25['mean_difference']:+.4f} "
+            f"[{bm25['ci_low']:+.4f}, {bm25['ci_high']:+.4f}] p<0.001* |") in md
+    assert "| dense-w1 | " in md and "+0.0000 [+0.0000, +0.0000] p=1.000 |" in md
+
+
+def test_console_table_marks_significant_differences(saved_run, capsys):
+    from ragtune.reports import console_table
+
+    results = saved_run["results"]
+    table = console_table(results["systems"], 5, significance=results["significance"], baseline="dense-w0")
+    lines = {line.split("  ")[0]: line for line in table.splitlines()}
+    assert "Δ ndcg@5 (p)" in table.splitlines()[0]
+    assert lines["bm25"].rstrip().endswith("(p<0.001)*")
+    assert lines["dense-w1"].rstrip().endswith("+0.0000 (p=1.000)")
+    assert lines["dense-w0"].rstrip().endswith("base")
+
+
+def _permuted_labels(path: Path) -> Path:
+    """The sample test queries with every label moved to the next query: same queries, other answers."""
+    with open(SAMPLE_TEST, encoding="utf-8-sig", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    labels = [row["Ground truth document"] for row in rows]
+    for row, label in zip(rows, labels[1:] + labels[:1]):
+        row["Ground truth document"] = label
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def test_weights_chosen_on_train_data_ignore_the_test_labels(models, tmp_path):  # noqa: F811
+    import evaluate_rag
+
+    chosen = []
+    for test in (SAMPLE_TEST, _permuted_labels(tmp_path / "permuted.csv")):
+        out = tmp_path / f"out-{len(chosen)}"
+        assert evaluate_rag.main(["--embedding_models", str(models["st_b"]), "--reranker_models", str(models["ce_b"]),
+                                  "--rerank_top_n", "8", "--max_seq_length", "64", "--reranker_max_length", "96",
+                                  "--train_data", str(SAMPLE_TRAIN), "--test_data", str(test), "--output_dir",
+                                  str(out), "--cache_dir", str(tmp_path / "cache")]) == 0
+        systems = json.loads((out / "results.json").read_text())["systems"]
+        (weighted,) = [s for s in systems if s["kind"] == "hybrid" and s["info"]["fusion"] == "weighted"]
+        (fused,) = [s for s in systems if s["kind"] == "fused_rerank"]
+        assert weighted["info"]["weight_from"] == "train_data" and fused["info"]["reranker_weight_from"] == "train_data"
+        chosen.append((weighted["info"]["dense_weight"], fused["info"]["reranker_weight"], weighted["metrics"]))
+    assert chosen[0][:2] == chosen[1][:2]
+    assert chosen[0][2] != chosen[1][2]  # the labels did change the test numbers
