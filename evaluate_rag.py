@@ -11,8 +11,9 @@ weighted hybrid + each reranker (reranking its top --rerank_top_n), and the hybr
 reranker's score fused with the hybrid's. Fusion weights come from the model's metrics.json (the
 training scripts choose them on dev), else are chosen on --train_data, else 0.5: never on the test
 queries. Every system is compared with the baseline (the first embedding model) on --main_metric:
-paired bootstrap 95% CI and randomisation-test p-value. Each model encodes the corpus once (cached on disk by model and corpus
-hash) and the queries in batches; every metric at every k is read from one ranked list per query.
+paired bootstrap 95% CI and randomisation-test p-value. Each model encodes the corpus once (cached
+on disk by model and corpus hash) and the queries in batches; every metric at every k is read from
+one ranked list per query.
 
 Metrics: hit, recall, precision, f1, MAP, MRR, nDCG at k (trec_eval's definitions, binary gain),
 ID-based context precision/recall; with --judge_* LLM-judged context precision/recall/entities
@@ -82,10 +83,14 @@ def build_parser() -> argparse.ArgumentParser:
     bm25 = systems.add_mutually_exclusive_group()
     bm25.add_argument("--bm25", dest="bm25", action="store_true", default=True, help="Include the BM25 baseline.")
     bm25.add_argument("--no_bm25", dest="bm25", action="store_false", help="Leave BM25 out.")
-    systems.add_argument("--no_hybrid", dest="hybrid", action="store_false",
-                         help="Leave out the hybrid systems (each embedding model fused with BM25: reciprocal rank "
-                              "fusion, and weighted fusion with the weight saved in the model's metrics.json, else "
-                              "chosen on --train_data, else 0.5) and the rerankers on top of them.")
+    hybrid = systems.add_mutually_exclusive_group()
+    hybrid.add_argument("--hybrid", dest="hybrid", action="store_true", default=True,
+                        help="Include the hybrid systems: each embedding model fused with BM25 (reciprocal rank "
+                             "fusion, and weighted fusion with the weight saved in the model's metrics.json, else "
+                             "chosen on --train_data, else 0.5), and each reranker on the weighted hybrid, alone and "
+                             "fused with it. BM25 is scored for them even under --no_bm25.")
+    hybrid.add_argument("--no_hybrid", dest="hybrid", action="store_false",
+                        help="Leave the hybrid systems and the rerankers on top of them out.")
     systems.add_argument("--query_prompt", default=None,
                          help="Query prompt (e.g. 'query: ' for E5) for models that saved none; a model that saved "
                               "its prompts (fine_tune_bge_m3.py does) keeps them, as it was trained.")
@@ -268,8 +273,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ragtune.publishing import publish
     from ragtune.ranking import tie_ranks
     from ragtune.reports import Report
-    from ragtune.systems import (FusionWeights, RerankScores, bm25_system, dense_system, embedding_handle, fused_rerank_system,
-                                 hybrid_systems, rerank_systems, score_system, selection_metric)
+    from ragtune.systems import (FusionWeights, RerankScores, bm25_system, dense_system, embedding_handle,
+                                 fused_rerank_system, hybrid_systems, rerank_systems, score_system,
+                                 selection_metric)
 
     # Data and models are checked before anything heavy runs or is written.
     corpus = load_corpus(args.corpus)

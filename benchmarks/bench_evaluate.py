@@ -100,7 +100,6 @@ def naive_metric(name: str, k: int, model, queries, p_emb, corpus_ids) -> float:
 
 
 def bench_naive(data_dir: Path, repeats: int) -> dict:
-    import numpy as np
     from sentence_transformers import SentenceTransformer
 
     from ragtune.data import load_corpus, load_queries

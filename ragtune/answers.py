@@ -42,10 +42,6 @@ logger = logging.getLogger(__name__)
 ANSWER_METRICS = ("string_presence", "rouge_l", "bleu4", "groundedness", "response_relevancy", "noise_sensitivity")
 JUDGED_ANSWER_METRICS = ("groundedness", "response_relevancy", "noise_sensitivity")
 
-GENERATOR_SYSTEM = ("You answer questions using only the numbered contexts provided. Answer concisely, in the "
-                    "language of the question. If the contexts do not contain the answer, say that you do not know.")
-
-
 # ---------------------------------------------------------------------------- prompts
 
 

@@ -358,7 +358,7 @@ def console_table(systems: Sequence[dict[str, Any]], k: int, names: Sequence[str
             entry = significance.get(s["name"])
             row.append("base" if s["name"] == baseline else "" if entry is None else
                        f"{entry['mean_difference']:+.4f} ({fmt_p(entry['p_value'])})"
-                       + ("" if entry["significant"] else ""))
+                       + ("*" if entry["significant"] else ""))
     widths = [max(len(str(r[i])) for r in rows + [headers]) for i in range(len(headers))]
     line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths))  # noqa: E731
     table = "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows])
@@ -448,7 +448,7 @@ class Report:
                 continue
             key = (system.name, tuple(a), tuple(b), seed)
             if key not in self._compared:  # payload() is built several times per run; resampling is not free
-                self._compared[key] = compare(b, a, seed=seed)
+                self._compared[key] = compare(a, b, seed=seed)
             out[system.name] = {"baseline": base.name, "metric": metric, **self._compared[key]}
         return out
 

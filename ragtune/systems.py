@@ -3,8 +3,9 @@
 Systems: BM25; each embedding model; hybrids of each embedding model with BM25 (reciprocal rank
 fusion, and weighted fusion of normalised scores, :mod:`ragtune.fusion`); each embedding model and
 each weighted hybrid + each reranker (its top ``top_n`` reordered), and the hybrid + reranker with
-the reranker's score fused with the first stage's (``fused_rerank_system``). Every system produces one ranked list per query, ``depth`` passages deep, and every
-metric at every k is read off that list (:mod:`ragtune.metrics`): nothing is retrieved twice.
+the reranker's score fused with the first stage's (``fused_rerank_system``). Every system produces
+one ranked list per query, ``depth`` passages deep, and every metric at every k is read off that
+list (:mod:`ragtune.metrics`): nothing is retrieved twice.
 
 Ties: first stages order tied scores as trec_eval does (:mod:`ragtune.ranking`), so our numbers
 equal trec_eval's given the same scores; a reranker's ties keep the first-stage order.
@@ -199,7 +200,8 @@ def rerank_systems(first_stage: Sequence[System], reranker: RerankScores, corpus
 
 def _first_stage_info(system: System) -> dict[str, Any]:
     return {k: v for k, v in system.info.items()
-            if k.startswith("embedding_model") or k.endswith("prompt") or k in ("first_stage", "fusion", "dense_weight", "weight_from")}
+            if k.startswith("embedding_model") or k.endswith("prompt")
+            or k in ("first_stage", "fusion", "dense_weight", "weight_from")}
 
 
 def hybrid_systems(dense: System, bm25: System, ids: Sequence[str], depth: int, dense_weight: float,

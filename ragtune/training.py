@@ -181,6 +181,11 @@ class InterruptCheckpointCallback(TrainerCallback):
             control.should_training_stop = True
         return control
 
+    def on_evaluate(self, args, state, control, **kwargs):
+        # A signal during a long dev evaluation (the generator's generated answers take minutes) stops
+        # right after it, instead of after one more training step.
+        return self.on_step_end(args, state, control, **kwargs)
+
     def on_train_end(self, args, state, control, **kwargs):
         self.synchronize(args.device)  # a signal after the last step: every rank or none reports it
         return control

@@ -140,3 +140,17 @@ def test_weights_chosen_on_train_data_ignore_the_test_labels(models, tmp_path): 
         chosen.append((weighted["info"]["dense_weight"], fused["info"]["reranker_weight"], weighted["metrics"]))
     assert chosen[0][:2] == chosen[1][:2]
     assert chosen[0][2] != chosen[1][2]  # the labels did change the test numbers
+
+
+def test_no_hybrid_and_no_bm25(models, saved_run, tmp_path):  # noqa: F811
+    import evaluate_rag
+
+    names = []
+    for extra in ([], ["--no_hybrid"]):
+        out = tmp_path / f"out-{len(names)}"
+        assert evaluate_rag.main(["--embedding_models", str(models["st_a"]), "--no_bm25", "--max_seq_length", "64",
+                                  "--output_dir", str(out), "--cache_dir", str(saved_run["out"] / ".cache"),
+                                  *extra]) == 0
+        names.append([s["name"] for s in json.loads((out / "results.json").read_text())["systems"]])
+    # BM25 is scored for the hybrids but not listed; --no_hybrid leaves the hybrids out.
+    assert names == [["tiny-st", "tiny-st + bm25 (rrf)", "tiny-st + bm25 (weighted 0.5)"], ["tiny-st"]]

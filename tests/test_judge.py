@@ -210,11 +210,13 @@ def tiny_gpt2(tmp_path_factory):
     from peft import LoraConfig, get_peft_model
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from tiny_models import build_tokenizer
+    from tiny_models import CHATML_TEMPLATE, build_tokenizer
 
     folder = tmp_path_factory.mktemp("gen") / "tiny-gpt2"
     folder.mkdir()
     tokenizer = build_tokenizer(folder)
+    tokenizer.chat_template = CHATML_TEMPLATE  # a generator needs a chat template (its training prompt's format)
+    tokenizer.save_pretrained(folder)
     torch.manual_seed(0)
     config = GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=2, n_positions=1024,
                         bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id,
