@@ -163,7 +163,7 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence = ()) -> int:
         fusion = {"first_stage": "hybrid", "dense_weight": weight, "chosen_on": "dev",
                   "metric": args.metric_for_best_model, "dev_queries": len(dev_queries)}
     table = ""
-    if before or after:
+    if after:  # the main process's (under DDP the other ranks only helped encode)
         columns = {"base": before, "fine-tuned": after}
         if hybrid:
             columns[f"hybrid (BM25 + fine-tuned, dense weight {fusion['dense_weight']:.1f})"] = hybrid

@@ -17,6 +17,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .audit.report import pii_summary_line
 from .metrics import RANKING_METRICS, first_hit_rank
 from .redaction import redact_config
 
@@ -228,14 +229,7 @@ def audit_markdown(payload: dict[str, Any]) -> list[str]:
     """results.md section: what the data audit found (counts only; values are in --audit_report, masked)."""
     audit = payload["data_audit"]
     pii, leakage, dups = audit["pii"], audit["leakage"], audit["duplicate_passages"]
-    if not pii["checked"]:
-        pii_line = "not checked (`--pii off`)"
-    elif pii["total"]:
-        kinds = ", ".join(f"{kind} {n}" for kind, n in pii["counts"].items())
-        pii_line = f"{pii['total']} value(s) ({kinds}), " + ("redacted in the copy evaluated" if pii["redacted"]
-                                                            else "not redacted")
-    else:
-        pii_line = "none found"
+    pii_line = pii_summary_line(pii, "redacted in the copy evaluated")
     leak_line = (f"{leakage['leaked_test_queries']} of {leakage['test_queries']} test queries have a near-copy in "
                  f"`--train_data` ({leakage['pairs']} pair(s), {leakage['exact_pairs']} identical up to case, accents "
                  "and word order)")

@@ -171,15 +171,10 @@ def append_audit_to_card(card: Path, summary: dict[str, Any]) -> None:
     """A "Data audit" section in the model card: what the training data held (counts only, never values)."""
     if not card.is_file():
         return
-    pii, leakage = summary["pii"], summary["leakage"]
-    if not pii["checked"]:
-        pii_line = "not checked (`--pii off`)"
-    elif pii["total"]:
-        kinds = ", ".join(f"{kind}: {n}" for kind, n in pii["counts"].items())
-        pii_line = f"{pii['total']} value(s) ({kinds}), " + ("redacted before training" if pii["redacted"]
-                                                            else "**not redacted**")
-    else:
-        pii_line = "none found"
+    from .audit.report import pii_summary_line
+
+    leakage = summary["leakage"]
+    pii_line = pii_summary_line(summary["pii"], "redacted before training", "**not redacted**")
     card.write_text(card.read_text(encoding="utf-8").rstrip() + "\n\n## Data audit\n\n"
                     f"- Personal information in the training data: {pii_line}\n"
                     f"- Dev queries with a near-copy among the training queries: {leakage['leaked_test_queries']} of "

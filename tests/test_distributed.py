@@ -142,6 +142,7 @@ def check_two_process_resume(script: str, args: list[str], tmp_path: Path, stop_
     result = launch(script, *args, "--output_dir", str(resumed), debug_dir=tmp_path / "d1", sigterm_at_step=stop_at)
     assert result.returncode != 0
     assert result.stderr.count("Received SIGTERM") == 2, tail(result)
+    assert len(list((tmp_path / "d1").glob("train.rank*.json"))) == 2, tail(result)
     stop0, stop1 = per_rank(tmp_path / "d1")
     assert stop0["global_step"] == stop1["global_step"]
     stopped = stop0["global_step"]

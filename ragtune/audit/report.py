@@ -12,6 +12,16 @@ if TYPE_CHECKING:
 MAX_ROWS = 200  # per table in the markdown report; the counts above each table are complete
 
 
+def pii_summary_line(pii: dict, redacted: str, not_redacted: str = "not redacted") -> str:
+    """One line on personal information from a summary's ``pii`` entry (counts only): for cards and reports."""
+    if not pii["checked"]:
+        return "not checked (`--pii off`)"
+    if not pii["total"]:
+        return "none found"
+    kinds = ", ".join(f"{kind} {n}" for kind, n in pii["counts"].items())
+    return f"{pii['total']} value(s) ({kinds}), " + (redacted if pii["redacted"] else not_redacted)
+
+
 def _cell(text: object, limit: int = 90) -> str:
     text = mask_text(str(text)).replace("|", "\\|").replace("\n", " ")
     return text if len(text) <= limit else text[: limit - 1] + "…"
