@@ -131,16 +131,18 @@ def parse_index_list(text: str, n: int, keys: Sequence[str]) -> set[int]:
         value = [value]
     if not isinstance(value, list):
         raise ParseError(f"not a list: {excerpt(str(value), 80)!r}")
-    out = set()
-    for item in value:
-        try:
-            number = int(str(item).strip().strip("[]()."))
-        except ValueError:
-            raise ParseError(f"not a number: {item!r}") from None
-        if not 1 <= number <= n:
-            raise ParseError(f"number {number} out of range 1..{n}")
-        out.add(number)
-    return out
+    return {_numbered(item, n, "number") for item in value}
+
+
+def _numbered(item: Any, n: int, what: str) -> int:
+    """A 1-based item number from a model's answer ("3", 3, "[3]", "3."), checked to be within 1..n."""
+    try:
+        number = int(str(item).strip().strip("[]()."))
+    except ValueError:
+        raise ParseError(f"not a {what}: {item!r}") from None
+    if not 1 <= number <= n:
+        raise ParseError(f"{what} {number} out of range 1..{n}")
+    return number
 
 
 def parse_string_list(text: str, key: str) -> list[str]:
@@ -177,16 +179,7 @@ def parse_claims(text: str, fields: dict[str, str], n_contexts: int = 0) -> list
                 raw = item[name]
                 raw = [] if raw in (None, "", "none") else raw
                 raw = raw if isinstance(raw, list) else [raw]
-                numbers = set()
-                for entry in raw:
-                    try:
-                        number = int(str(entry).strip().strip("[]()."))
-                    except ValueError:
-                        raise ParseError(f"not a context number: {entry!r}") from None
-                    if not 1 <= number <= n_contexts:
-                        raise ParseError(f"context number {number} out of range 1..{n_contexts}")
-                    numbers.add(number)
-                claim[name] = sorted(numbers)
+                claim[name] = sorted({_numbered(entry, n_contexts, "context number") for entry in raw})
         claims.append(claim)
     return claims
 
