@@ -84,13 +84,18 @@ def _as_flag(value: Any) -> int:
     raise ParseError(f"not a 0/1 verdict: {value!r}")
 
 
+def _json_or_none(body: str) -> Any:
+    """The JSON value in a model's answer, or None when it holds none (the parsers then read plain text)."""
+    try:
+        return extract_json(body)
+    except ParseError:
+        return None
+
+
 def parse_verdict(text: str) -> int:
     """A 0/1 verdict from JSON ({"verdict": 1}, {"verdict": "yes"}) or a bare "1"/"0"/"yes"/"no"."""
     body = _strip(text)
-    try:
-        value = extract_json(body)
-    except ParseError:
-        value = None
+    value = _json_or_none(body)
     if isinstance(value, dict):
         for key in ("verdict", "useful", "relevant", "answer", "score", "label"):
             if key in value:
@@ -112,10 +117,7 @@ def parse_verdict(text: str) -> int:
 def parse_index_list(text: str, n: int, keys: Sequence[str]) -> set[int]:
     """1-based item numbers in [1, n] from {"<key>": [..]}, a bare list, or "1, 3" / "none"."""
     body = _strip(text)
-    try:
-        value = extract_json(body)
-    except ParseError:
-        value = None
+    value = _json_or_none(body)
     if isinstance(value, dict):
         found = next((value[k] for k in keys if k in value), None)
         if found is None:

@@ -47,12 +47,8 @@ def render_markdown(result: "AuditResult") -> str:
     if pii["policy"] == "off":
         out += ["Not checked (`--pii off`).", ""]
     else:
-        counts = ", ".join(f"{kind} {n}" for kind, n in pii["counts"].items())
-        if not pii["total"]:
-            out += [f"Policy `{pii['policy']}`: none found.", ""]
-        else:
-            out += [f"Policy `{pii['policy']}`: {pii['total']} value(s) found ({counts}); "
-                    f"{'redacted in the copy used for training' if pii['redacted'] else 'NOT redacted'}.", ""]
+        out += [f"Policy `{pii['policy']}`: {pii_summary_line(pii, 'redacted in the copy used', 'NOT redacted')}.",
+                ""]
         if result.pii_findings:
             out += ["| file | row | field | kind | masked value |", "|---|---|---|---|---|"]
             for f in result.pii_findings[:MAX_ROWS]:
