@@ -40,10 +40,11 @@ from pathlib import Path
 from typing import Sequence
 
 from ragtune.audit import add_audit_args
-from ragtune.cli import HelpFormatter, Parser
-from ragtune.data import SAMPLE_CORPUS, SAMPLE_TEST, load_corpus
-from ragtune.errors import UserError, run_main
-from ragtune.metrics import CONTEXT_METRICS, DEFAULT_KS, RANKING_METRICS
+from ragtune.core.cli import new_parser
+from ragtune.core.data import SAMPLE_CORPUS, SAMPLE_TEST, load_corpus
+from ragtune.core.errors import UserError, run_main
+from ragtune.core.io import setup_logging
+from ragtune.core.metrics import CONTEXT_METRICS, DEFAULT_KS, RANKING_METRICS
 
 logger = logging.getLogger("evaluate_rag")
 
@@ -51,7 +52,7 @@ MAIN_METRIC_NAMES = (*RANKING_METRICS, *CONTEXT_METRICS)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(description=__doc__, formatter_class=HelpFormatter)
+    parser = new_parser(__doc__)
     data = parser.add_argument_group("data")
     data.add_argument("--corpus", default=str(SAMPLE_CORPUS),
                       help="Passages: CSV/XLSX with columns STT, Văn bản (or id, text), or JSONL with id, text.")
@@ -133,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="API key (default: $OPENAI_API_KEY, sent only to an api.openai.com URL). Never saved.")
     gen.add_argument("--generator_local", default=None, metavar="PATH",
                      help="A local transformers causal LM folder (or a .gguf file, dequantised) used as the generator "
-                          "instead of a server; prompts are fine_tune_generator.py's (ragtune.generator.prompt).")
+                          "instead of a server; prompts are fine_tune_generator.py's (ragtune.generation.prompt).")
     gen.add_argument("--generator_adapter", default=None, metavar="PATH",
                      help="A peft LoRA adapter folder loaded on top of --generator_local.")
     gen.add_argument("--generator_max_new_tokens", type=int, default=256, help="Longest generated answer.")
@@ -178,15 +179,6 @@ def build_parser() -> argparse.ArgumentParser:
                      help="License of the published models, for the model card (a Hub license id, e.g. apache-2.0, "
                           "mit, cc-by-4.0, other).")
     return parser
-
-
-def setup_logging() -> None:
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
-                        level=logging.INFO)
-    logging.getLogger().setLevel(logging.INFO)
-    for noisy in ("httpx", "httpcore", "urllib3", "filelock", "huggingface_hub", "sentence_transformers",
-                  "transformers"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def validate_args(args: argparse.Namespace) -> None:
@@ -261,19 +253,19 @@ def validate_args(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    setup_logging()
+    setup_logging(quiet=("sentence_transformers", "transformers"))
     validate_args(args)
     started = time.perf_counter()
     # Heavy imports after the flag checks, so that a typo fails in a second.
     from ragtune.audit import run_audit
-    from ragtune.data import Corpus, load_queries
-    from ragtune.heldout import load_test_queries
-    from ragtune.llm_stages import run_llm_stages
-    from ragtune.model_specs import assign_labels, resolve_model
-    from ragtune.publishing import publish
-    from ragtune.ranking import tie_ranks
-    from ragtune.reports import Report
-    from ragtune.systems import (FusionWeights, RerankScores, bm25_system, dense_system, embedding_handle,
+    from ragtune.core.data import Corpus, load_queries
+    from ragtune.evaluate.heldout import load_test_queries
+    from ragtune.evaluate.llm_stages import run_llm_stages
+    from ragtune.core.model_specs import assign_labels, resolve_model
+    from ragtune.evaluate.publishing import publish
+    from ragtune.core.ranking import tie_ranks
+    from ragtune.evaluate.reports import Report
+    from ragtune.evaluate.systems import (FusionWeights, RerankScores, bm25_system, dense_system, embedding_handle,
                                  fused_rerank_system, hybrid_systems, rerank_systems, score_system,
                                  selection_metric)
 

@@ -16,21 +16,23 @@ import logging
 import math
 from typing import Sequence
 
-from ragtune.cli import (HelpFormatter, Parser, add_data_args, add_negative_args, add_output_args, add_training_args,
-                         validate_training_args)
+from ragtune.train.arguments import (add_data_args, add_negative_args, add_output_args, add_training_args,
+                                     validate_training_args)
+from ragtune.core.cli import new_parser
 from ragtune.audit import add_audit_args
-from ragtune.data import count_pairs, load_corpus, load_queries, split_queries
-from ragtune.errors import run_main
-from ragtune.metrics import DEFAULT_KS, TRAINING_METRICS, mean_metrics, query_metrics
-from ragtune.fusion import ranking
-from ragtune.runner import TrainingRun
-from ragtune.training import dev_metrics_from_history, format_metrics_table, is_main_process
+from ragtune.core.data import count_pairs, load_corpus, load_queries, split_queries
+from ragtune.core.errors import run_main
+from ragtune.core.metrics import DEFAULT_KS, TRAINING_METRICS, mean_metrics, query_metrics
+from ragtune.core.fusion import ranking
+from ragtune.train.runner import TrainingRun
+from ragtune.train.outputs import dev_metrics_from_history, format_metrics_table
+from ragtune.train.distributed import is_main_process
 
 logger = logging.getLogger("fine_tune_bge_m3")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(description=__doc__, formatter_class=HelpFormatter)
+    parser = new_parser(__doc__)
     model = parser.add_argument_group("model")
     model.add_argument("--base_model", default="BAAI/bge-m3",
                        help="Model to start from: a sentence-transformers model or a plain Hugging Face encoder, "
@@ -72,11 +74,13 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence = ()) -> int:
     from sentence_transformers.sentence_transformer.training_args import SentenceTransformerTrainingArguments
     from sentence_transformers.util.distributed import distributed_evaluation
 
-    from ragtune.embedding import (DevRetrievalEvaluator, EmbeddingTrainer, NoFalseNegativesBatchSampler,
-                                   build_training_examples, negatives_per_query_in_batch)
-    from ragtune.models import clamp_max_seq_length, freeze_bottom_layers, load_or_explain, model_position_limit
-    from ragtune.negatives import mine_candidates, mining_source
-    from ragtune.reranker import FirstStage
+    from ragtune.train.embedder.evaluator import DevRetrievalEvaluator
+    from ragtune.train.embedder.trainer import EmbeddingTrainer
+    from ragtune.train.embedder.sampler import NoFalseNegativesBatchSampler
+    from ragtune.train.embedder.examples import build_training_examples, negatives_per_query_in_batch
+    from ragtune.core.models import clamp_max_seq_length, freeze_bottom_layers, load_or_explain, model_position_limit
+    from ragtune.retrieval.negatives import mine_candidates, mining_source
+    from ragtune.retrieval.first_stage import FirstStage
 
     # Model: loaded and checked (frozen layers, sequence length) before the output dir is touched.
     model = load_or_explain(SentenceTransformer, args.base_model, "--base_model")

@@ -22,13 +22,14 @@ import logging
 from pathlib import Path
 from typing import Sequence
 
-from ragtune.cli import validate_training_args
-from ragtune.errors import run_main
-from ragtune.generator.arguments import build_parser as _build_parser
-from ragtune.generator.arguments import validate_generator_args
-from ragtune.generator.evaluation import GENERATOR_METRICS
-from ragtune.runner import TrainingRun
-from ragtune.training import dev_metrics_from_history, total_optimizer_steps
+from ragtune.train.arguments import validate_training_args
+from ragtune.core.errors import run_main
+from ragtune.train.generator.arguments import build_parser as _build_parser
+from ragtune.train.generator.arguments import validate_generator_args
+from ragtune.train.generator.evaluation import GENERATOR_METRICS
+from ragtune.train.runner import TrainingRun
+from ragtune.train.outputs import dev_metrics_from_history
+from ragtune.train.training_args import total_optimizer_steps
 
 logger = logging.getLogger("fine_tune_generator")
 
@@ -50,15 +51,15 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence = ()) -> int:
     import torch
     from transformers import DataCollatorForSeq2Seq, TrainingArguments
 
-    from ragtune.generator.data import load_generator_data
-    from ragtune.generator.evaluation import DevAnswerEvaluator, GeneratorTrainer
-    from ragtune.generator.inference import generation_config_for, load_tokenizer
-    from ragtune.generator.lora import add_lora, count_parameters, load_base_for_training
-    from ragtune.generator.memory import ModelShape, estimate_memory
-    from ragtune.generator.outputs import metrics_table, write_adapter_card
-    from ragtune.generator.tokenize import (ExampleTokenizer, end_of_turn_ids, show_trained_part, to_dataset,
-                                            tokenize_examples)
-    from ragtune.models import load_or_explain
+    from ragtune.train.generator.data import load_generator_data
+    from ragtune.train.generator.evaluation import DevAnswerEvaluator, GeneratorTrainer
+    from ragtune.generation.inference import generation_config_for, load_tokenizer
+    from ragtune.train.generator.lora import add_lora, count_parameters, load_base_for_training
+    from ragtune.train.generator.memory import ModelShape, estimate_memory
+    from ragtune.train.generator.outputs import metrics_table, write_adapter_card
+    from ragtune.train.generator.tokenize import ExampleTokenizer, show_trained_part, to_dataset, tokenize_examples
+    from ragtune.generation.chat import end_of_turn_ids
+    from ragtune.core.models import load_or_explain
 
     # Data: everything is checked before anything is written. Every rank builds the same (seeded) examples.
     embedding_model = None
@@ -171,7 +172,7 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence = ()) -> int:
         generation_config_for(model, tokenizer, args.max_new_tokens).save_pretrained(output_dir)
         write_adapter_card(output_dir, args.base_model, before, after, len(evaluator or []), vars(args))
         if args.merge:
-            from ragtune.generator.merge import merge_adapter
+            from ragtune.train.generator.merge import merge_adapter
 
             check = [t.prompt_ids for t in (dev_tokens or train_tokens)[:4]]
             metrics["merged"] = merge_adapter(args.base_model, output_dir, f"{output_dir}/merged", tokenizer, check,

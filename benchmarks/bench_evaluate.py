@@ -102,12 +102,12 @@ def naive_metric(name: str, k: int, model, queries, p_emb, corpus_ids) -> float:
 def bench_naive(data_dir: Path, repeats: int) -> dict:
     from sentence_transformers import SentenceTransformer
 
-    from ragtune.data import load_corpus, load_queries
-    from ragtune.embedding_store import EmbeddingModelHandle, EmbeddingRun, passage_store, query_embeddings
-    from ragtune.model_specs import resolve_model
-    from ragtune.ranking import dense_top_k, tie_ranks
-    from ragtune.systems import System, score_system
-    from ragtune.metrics import RANKING_METRICS
+    from ragtune.core.data import load_corpus, load_queries
+    from ragtune.retrieval.embedding_store import EmbeddingModelHandle, EmbeddingRun, passage_store, query_embeddings
+    from ragtune.core.model_specs import resolve_model
+    from ragtune.core.ranking import dense_top_k, tie_ranks
+    from ragtune.evaluate.systems import System, score_system
+    from ragtune.core.metrics import RANKING_METRICS
 
     corpus = load_corpus(data_dir / "CLB_PROPTIT.csv")
     queries = load_queries(data_dir / "train_data_proptit.xlsx", corpus, flag="--test_data")
@@ -162,7 +162,7 @@ def _threads() -> int:
 
 def synthetic(n_passages: int, n_queries: int, words_per_passage: int, seed: int = 0):
     """Passages of random whole-word tokens of MiniLM's vocabulary; each query is 8 words of one passage."""
-    from ragtune.data import Corpus, LabelledQuery
+    from ragtune.core.data import Corpus, LabelledQuery
 
     vocab = [w.strip() for w in open(Path(minilm_path()) / "vocab.txt", encoding="utf-8")]
     words = [w for w in vocab if w.isalpha() and w.isascii() and len(w) >= 3][:5000]
@@ -180,10 +180,10 @@ def synthetic(n_passages: int, n_queries: int, words_per_passage: int, seed: int
 
 def scale_child(n_passages: int, n_queries: int, max_seq_length: int, words: int, batch_size: int,
                 chunk_size: int) -> dict:
-    from ragtune.embedding_store import EmbeddingModelHandle, EmbeddingRun, passage_store, query_embeddings
-    from ragtune.model_specs import resolve_model
-    from ragtune.ranking import dense_top_k, tie_ranks
-    from ragtune.systems import System, score_system
+    from ragtune.retrieval.embedding_store import EmbeddingModelHandle, EmbeddingRun, passage_store, query_embeddings
+    from ragtune.core.model_specs import resolve_model
+    from ragtune.core.ranking import dense_top_k, tie_ranks
+    from ragtune.evaluate.systems import System, score_system
 
     corpus, queries = synthetic(n_passages, n_queries, words)
     spec = resolve_model(minilm_path(), "--embedding_models")
@@ -213,10 +213,10 @@ def topk_child(n_passages: int, n_queries: int, dim: int, chunk_size: int) -> di
     """Only the retrieval stage: chunked top-k + every metric over a store of random unit vectors."""
     import numpy as np
 
-    from ragtune.data import Corpus, LabelledQuery
-    from ragtune.embedding_store import EmbeddingStore
-    from ragtune.ranking import dense_top_k, tie_ranks
-    from ragtune.systems import System, score_system
+    from ragtune.core.data import Corpus, LabelledQuery
+    from ragtune.retrieval.embedding_store import EmbeddingStore
+    from ragtune.core.ranking import dense_top_k, tie_ranks
+    from ragtune.evaluate.systems import System, score_system
 
     rng = np.random.default_rng(0)
     corpus = Corpus(ids=[str(i) for i in range(n_passages)], texts=[""] * n_passages)

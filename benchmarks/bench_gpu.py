@@ -27,9 +27,9 @@ loss (logged at every step, NaN/inf not filtered) stayed finite.
 Precision: ``--precision fp16`` by default, what the templates get on a 16 GB T4 (no bf16 there),
 also on a GPU that has bf16, so that fp16 overflow shows; ``--precision template`` keeps each
 template's own setting. "fits 16 GB": peak allocated + the CUDA context allowance of
-``ragtune.generator.memory`` (1 GiB) <= ``--budget_gib`` (15 GiB: what a 16 GB T4 offers). The
-"est. GiB" column is the arithmetic estimate of ``ragtune.memory_estimate`` (encoders) and
-``ragtune.generator.memory`` (generator) for the same configuration, so a GPU run checks it.
+``ragtune.train.generator.memory`` (1 GiB) <= ``--budget_gib`` (15 GiB: what a 16 GB T4 offers). The
+"est. GiB" column is the arithmetic estimate of ``ragtune.train.memory`` (encoders) and
+``ragtune.train.generator.memory`` (generator) for the same configuration, so a GPU run checks it.
 Random weights say nothing about quality and little about fp16 overflow with real weights (real
 activations can be larger); they do give real memory and speed.
 
@@ -70,12 +70,12 @@ sys.path.insert(0, str(REPO))
 
 from transformers import TrainerCallback  # noqa: E402
 
-from ragtune.generator.memory import CUDA_OVERHEAD_GIB, QWEN25, ModelShape, estimate_memory  # noqa: E402
-from ragtune.memory_estimate import XLMR_LARGE, EncoderShape, estimate_encoder_memory, trainable_params  # noqa: E402
+from ragtune.train.generator.memory import CUDA_OVERHEAD_GIB, QWEN25, ModelShape, estimate_memory  # noqa: E402
+from ragtune.train.memory import XLMR_LARGE, EncoderShape, estimate_encoder_memory, trainable_params  # noqa: E402
 
 logger = logging.getLogger("bench_gpu")
 
-BUDGET_GIB = 15.0  # a 16 GB T4 (nvidia-smi: 15360 MiB), as ragtune.generator.memory.t4_table assumes
+BUDGET_GIB = 15.0  # a 16 GB T4 (nvidia-smi: 15360 MiB), as ragtune.train.generator.memory.t4_table assumes
 QUERY_WORDS = 24  # synthetic queries: ~30 tokens, a typical question
 ANSWER_WORDS = 40
 PASSAGE_WORDS = 720  # every word is >= 1 token: fills 384 / 512 tokens, and 3 passages overflow 2048
@@ -180,7 +180,7 @@ def word_pool() -> list[str]:
     """Vietnamese words of the sample corpus: synthetic text that tokenizes like the real data."""
     import pandas as pd
 
-    from ragtune.data import SAMPLE_CORPUS
+    from ragtune.core.data import SAMPLE_CORPUS
 
     texts = pd.read_csv(SAMPLE_CORPUS, encoding="utf-8-sig")["Văn bản"].astype(str)
     return sorted(set(re.findall(r"\w+", " ".join(texts).lower())))
@@ -210,7 +210,7 @@ def write_data(folder: Path, passages: int, queries: int, seed: int = 0) -> Synt
     corpus_path, queries_path = folder / "corpus.csv", folder / "train.csv"
     pd.DataFrame({"STT": range(1, passages + 1), "Văn bản": corpus}).to_csv(corpus_path, index=False)
     pd.DataFrame(rows).to_csv(queries_path, index=False)
-    from ragtune.generator.prompt import DEFAULT_SYSTEM_PROMPT, DEFAULT_UNANSWERABLE_ANSWER
+    from ragtune.generation.prompt import DEFAULT_SYSTEM_PROMPT, DEFAULT_UNANSWERABLE_ANSWER
 
     texts = corpus + [r["Query"] for r in rows] + [r["Ground truth answer"] for r in rows] + [
         DEFAULT_SYSTEM_PROMPT, DEFAULT_UNANSWERABLE_ANSWER]
@@ -363,7 +363,7 @@ class Probe(TrainerCallback):
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         from transformers import PreTrainedModel
 
-        from ragtune.generator.lora import count_parameters
+        from ragtune.train.generator.lora import count_parameters
 
         # A NaN/inf step must show in the logged loss, not be replaced by the running mean.
         args.logging_nan_inf_filter = False
@@ -452,7 +452,7 @@ def run_template(template: Template, spec: ModelSpec, model_dir: Path, data: Syn
     """Run the script's own main() on the template's flags; measure with a Probe."""
     import torch
 
-    from ragtune.errors import UserError
+    from ragtune.core.errors import UserError
 
     argv = template_argv(template, precision)
     if smoke:

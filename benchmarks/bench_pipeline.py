@@ -22,7 +22,7 @@ Then, on the fold's held-out queries, over the whole corpus:
 
 The table is mean ± std over folds of hit, recall, MRR and nDCG at 5. Every query is held out exactly
 once, so the per-query scores of all folds are also pooled for paired tests (bootstrap 95% CI and
-randomisation p-value, :mod:`ragtune.significance`) of each system against BM25 and of the fused
+randomisation p-value, :mod:`ragtune.core.significance`) of each system against BM25 and of the fused
 reranker against the hybrid.
 """
 
@@ -50,11 +50,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from ragtune.bm25 import BM25Index  # noqa: E402
-from ragtune.data import Corpus, LabelledQuery, load_corpus, load_queries, split_queries  # noqa: E402
-from ragtune.fusion import choose_weight, fuse_all, ranking, runs_from_top_k  # noqa: E402
-from ragtune.metrics import query_metrics  # noqa: E402
-from ragtune.significance import compare  # noqa: E402
+from ragtune.core.bm25 import BM25Index  # noqa: E402
+from ragtune.core.data import Corpus, LabelledQuery, load_corpus, load_queries, split_queries  # noqa: E402
+from ragtune.core.fusion import choose_weight, fuse_all, ranking, runs_from_top_k  # noqa: E402
+from ragtune.core.metrics import query_metrics  # noqa: E402
+from ragtune.core.significance import compare  # noqa: E402
 
 logger = logging.getLogger("bench_pipeline")
 
@@ -112,7 +112,7 @@ class Retrievers:
     """Per-query runs ({passage id: score}) of every first stage, for any list of queries."""
 
     def __init__(self, corpus: Corpus, base_model, tuned_model, depth: int, max_seq_length: int | None) -> None:
-        from ragtune.retrieval import encode_passages
+        from ragtune.retrieval.encoding import encode_passages
 
         if max_seq_length:  # both models read passages alike, whatever length the training used
             base_model.max_seq_length = tuned_model.max_seq_length = max_seq_length
@@ -122,14 +122,14 @@ class Retrievers:
         self.passages = {name: encode_passages(m, corpus.texts) for name, m in self.models.items()}
 
     def bm25_runs(self, queries: list[LabelledQuery]):
-        from ragtune.ranking import bm25_top_k, tie_ranks
+        from ragtune.core.ranking import bm25_top_k, tie_ranks
 
         idx, scores = bm25_top_k(self.bm25, [q.query for q in queries], self.depth, tie_ranks(self.corpus.ids))
         return runs_from_top_k(self.corpus.ids, idx, scores)
 
     def dense_runs(self, name: str, queries: list[LabelledQuery]):
-        from ragtune.ranking import dense_top_k, tie_ranks
-        from ragtune.retrieval import encode_queries
+        from ragtune.core.ranking import dense_top_k, tie_ranks
+        from ragtune.retrieval.encoding import encode_queries
 
         q_emb = encode_queries(self.models[name], [q.query for q in queries])
         idx, scores = dense_top_k(q_emb, self.passages[name], self.depth, tie_ranks(self.corpus.ids))

@@ -42,7 +42,7 @@ def worker(argv: list[str], pad_to: int | None, threads: int | None, result_path
     from transformers import TrainerCallback
 
     import fine_tune_reranker
-    from ragtune.reranker import DevRerankingEvaluator
+    from ragtune.train.reranker.evaluator import DevRerankingEvaluator
 
     if threads:
         torch.set_num_threads(threads)
@@ -161,8 +161,8 @@ def main() -> int:
         "wall_seconds": real["wall_seconds"], "best_checkpoint": metrics["best_checkpoint"], "dev_metrics": dev,
     }
 
-    from ragtune.metrics import DEFAULT_KS, TRAINING_METRICS
-    from ragtune.training import format_metrics_table
+    from ragtune.core.metrics import DEFAULT_KS, TRAINING_METRICS
+    from ragtune.train.outputs import format_metrics_table
 
     print("\n=== bench_reranker: template flags minus --fp16, all-MiniLM-L6-v2 + new head, NeoRAG ===")
     print(f"torch threads {real['threads']} of {os.cpu_count()} CPUs; load average before {load_before[0]:.1f}, "

@@ -14,7 +14,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable, Union
 
-from ragtune.generator.prompt import DEFAULT_SYSTEM_PROMPT
+from ragtune.generation.prompt import DEFAULT_SYSTEM_PROMPT
 
 Reply = Union[str, tuple[int, str]]
 
@@ -23,7 +23,7 @@ def prompt_kind(messages: list[dict]) -> str:
     """Which ragtune prompt this is, from its first user message."""
     system = messages[0]["content"] if messages else ""
     user = next((m["content"] for m in messages if m["role"] == "user"), "")
-    if system == DEFAULT_SYSTEM_PROMPT or user.startswith(("Ngữ cảnh:", "Câu hỏi:")):  # ragtune.generator.prompt
+    if system == DEFAULT_SYSTEM_PROMPT or user.startswith(("Ngữ cảnh:", "Câu hỏi:")):  # ragtune.generation.prompt
         return "generate"
     if '"verdict"' in user:
         return "precision"

@@ -95,16 +95,16 @@ class SigtermAt(TrainerCallback):
 
 def record_dev_split(recorder: Recorder) -> None:
     """Record the dev queries the script splits off (every rank must hold the same)."""
-    import ragtune.data
+    import ragtune.core.data
 
-    original = ragtune.data.split_queries
+    original = ragtune.core.data.split_queries
 
     def recording(*args: Any, **kwargs: Any):
         train, dev = original(*args, **kwargs)
         recorder.record["dev_queries"] = [q.query for q in dev]
         return train, dev
 
-    ragtune.data.split_queries = recording
+    ragtune.core.data.split_queries = recording
 
 
 def record_contrasts(recorder: Recorder) -> None:
@@ -169,7 +169,7 @@ def main() -> None:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     callbacks = [recorder] + ([SigtermAt(sigterm_at)] if sigterm_at else [])
-    from ragtune.errors import run_main
+    from ragtune.core.errors import run_main
 
     run_main(lambda args: module.main(args, callbacks=callbacks), script_args)
 

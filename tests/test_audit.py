@@ -17,8 +17,8 @@ import pytest
 from ragtune.audit import (add_audit_args, find_conflicting_labels, find_duplicate_passages, find_leakage, find_pii,
                            mask_text, pii_publish_refusal, run_audit)
 from ragtune.audit.pii import PROVINCE_CODES
-from ragtune.data import Corpus, LabelledQuery
-from ragtune.errors import UserError
+from ragtune.core.data import Corpus, LabelledQuery
+from ragtune.core.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -10,7 +10,7 @@ import pytest
 
 import fine_tune_bge_m3
 from conftest import run_script
-from ragtune.data import SAMPLE_TRAIN
+from ragtune.core.data import SAMPLE_TRAIN
 
 PHONE = "0912 345 678"
 EMAIL = "nguyen.van.a@example.com"

@@ -69,7 +69,7 @@ def test_encoder_parameter_count_matches_the_model():
     """The estimate's parameter formula against real XLM-R modules (tiny config, both heads)."""
     from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification, XLMRobertaModel
 
-    from ragtune.memory_estimate import XLMR_LARGE, EncoderShape
+    from ragtune.train.memory import XLMR_LARGE, EncoderShape
 
     config = XLMRobertaConfig(vocab_size=300, hidden_size=32, num_hidden_layers=3, num_attention_heads=2,
                               intermediate_size=48, max_position_embeddings=130, type_vocab_size=1, num_labels=1)
@@ -81,7 +81,7 @@ def test_encoder_parameter_count_matches_the_model():
 
 
 def test_estimate_follows_the_template_settings():
-    from ragtune.memory_estimate import XLMR_LARGE, estimate_encoder_memory
+    from ragtune.train.memory import XLMR_LARGE, estimate_encoder_memory
 
     forwards = [(8, 32), (8, 384), (8, 384)]
     full = estimate_encoder_memory(XLMR_LARGE, forwards=forwards, frozen_layers=0, gradient_checkpointing=False)

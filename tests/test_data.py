@@ -9,9 +9,9 @@ import unicodedata
 import pandas as pd
 import pytest
 
-from ragtune.data import (SAMPLE_CORPUS, SAMPLE_TEST, SAMPLE_TRAIN, load_corpus, load_queries, parse_id_list,
+from ragtune.core.data import (SAMPLE_CORPUS, SAMPLE_TEST, SAMPLE_TRAIN, load_corpus, load_queries, parse_id_list,
                           split_queries)
-from ragtune.errors import UserError
+from ragtune.core.errors import UserError
 
 
 @pytest.fixture()

@@ -24,9 +24,9 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import REPO
-from ragtune.data import SAMPLE_CORPUS, SAMPLE_TRAIN, load_corpus, load_queries, split_queries
+from ragtune.core.data import SAMPLE_CORPUS, SAMPLE_TRAIN, load_corpus, load_queries, split_queries
 from launch_script import weights_checksum
-from ragtune.training import is_complete_checkpoint
+from ragtune.train.checkpoints import is_complete_checkpoint
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 

@@ -14,9 +14,9 @@ import pytest
 
 from conftest import run_script
 from ragtune.audit import run_audit
-from ragtune.bm25 import BM25Index
-from ragtune.data import SAMPLE_CORPUS, SAMPLE_TEST, Corpus, LabelledQuery, load_corpus, load_queries
-from test_evaluate_rag import fake_hub  # noqa: F401 - the fake ragtune.hub fixture
+from ragtune.core.bm25 import BM25Index
+from ragtune.core.data import SAMPLE_CORPUS, SAMPLE_TEST, Corpus, LabelledQuery, load_corpus, load_queries
+from test_evaluate_rag import fake_hub  # noqa: F401 - the fake ragtune.evaluate.hub fixture
 from test_metrics import trec_metrics
 
 KS = (3, 5, 7)
@@ -150,7 +150,7 @@ def _publish_argv(model: Path, out: Path, *extra: str) -> list[str]:
 def test_publish_refuses_a_model_trained_on_unredacted_pii_unless_allowed(fake_hub, model_with_pii, tmp_path,
                                                                           caplog):
     import evaluate_rag
-    from ragtune.errors import run_main
+    from ragtune.core.errors import run_main
 
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as exit_info:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ragtune.data import SAMPLE_TEST, SAMPLE_TRAIN
+from ragtune.core.data import SAMPLE_TEST, SAMPLE_TRAIN
 from test_evaluate_rag import models  # noqa: F401  (the tiny models fixture)
 
 
@@ -98,7 +98,7 @@ def test_significance_against_the_baseline(saved_run, capsys):
 
 
 def test_console_table_marks_significant_differences(saved_run, capsys):
-    from ragtune.reports import console_table
+    from ragtune.evaluate.reports import console_table
 
     results = saved_run["results"]
     table = console_table(results["systems"], 5, significance=results["significance"], baseline="dense-w0")

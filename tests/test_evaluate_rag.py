@@ -14,15 +14,15 @@ import pytest
 import yaml
 
 from conftest import run_script
-from ragtune.bm25 import BM25Index
-from ragtune.data import SAMPLE_CORPUS, SAMPLE_TEST, load_corpus, load_queries
-from ragtune.errors import UserError
-from ragtune.embedding_store import EmbeddingStore
-from ragtune.metrics import RANKING_METRICS
-from ragtune.model_specs import folder_fingerprint, saved_prompts
-from ragtune.publishing import select_for_publishing
-from ragtune.ranking import bm25_top_k, dense_top_k, tie_ranks
-from ragtune.systems import System
+from ragtune.core.bm25 import BM25Index
+from ragtune.core.data import SAMPLE_CORPUS, SAMPLE_TEST, load_corpus, load_queries
+from ragtune.core.errors import UserError
+from ragtune.retrieval.embedding_store import EmbeddingStore
+from ragtune.core.metrics import RANKING_METRICS
+from ragtune.core.model_specs import folder_fingerprint, saved_prompts
+from ragtune.evaluate.publishing import select_for_publishing
+from ragtune.core.ranking import bm25_top_k, dense_top_k, tie_ranks
+from ragtune.evaluate.systems import System
 from test_metrics import trec_metrics, trec_order
 
 KS = (3, 5, 7)
@@ -274,13 +274,14 @@ class FixedScorer:
 
 def test_dev_evaluators_break_ties_as_evaluate_rag_does(tmp_path):
     """Exact ties: the training scripts' dev evaluators rank as evaluate_rag.py does (trec order, id descending)."""
-    from ragtune.data import Corpus, LabelledQuery
-    from ragtune.embedding import DevRetrievalEvaluator
-    from ragtune.embedding_store import EmbeddingModelHandle, EmbeddingRun
-    from ragtune.model_specs import ModelSpec
-    from ragtune.ranking import rerank_order
-    from ragtune.reranker import DevRerankingEvaluator, FirstStage
-    from ragtune.systems import RerankScores, bm25_system, dense_system, rerank_systems, score_system
+    from ragtune.core.data import Corpus, LabelledQuery
+    from ragtune.train.embedder.evaluator import DevRetrievalEvaluator
+    from ragtune.retrieval.embedding_store import EmbeddingModelHandle, EmbeddingRun
+    from ragtune.core.model_specs import ModelSpec
+    from ragtune.core.ranking import rerank_order
+    from ragtune.train.reranker.evaluator import DevRerankingEvaluator
+    from ragtune.retrieval.first_stage import FirstStage
+    from ragtune.evaluate.systems import RerankScores, bm25_system, dense_system, rerank_systems, score_system
 
     # Passages "1" and "3" tie for the query (and so do "2" and "4"); trec order puts "3" before "1".
     corpus = Corpus(ids=["1", "2", "3", "4"], texts=["alpha", "beta", "gamma", "delta"])
@@ -408,7 +409,7 @@ def fake_hub(monkeypatch):
     import ragtune
 
     calls = []
-    module = types.ModuleType("ragtune.hub")
+    module = types.ModuleType("ragtune.evaluate.hub")
 
     class HubError(UserError):
         pass
@@ -421,7 +422,7 @@ def fake_hub(monkeypatch):
 
     module.PublishRequest, module.publish_models, module.HubError, module.fail = (FakePublishRequest, publish_models,
                                                                                  HubError, False)
-    monkeypatch.setitem(sys.modules, "ragtune.hub", module)
+    monkeypatch.setitem(sys.modules, "ragtune.evaluate.hub", module)
     monkeypatch.setattr(ragtune, "hub", module, raising=False)
     module.calls = calls
     return module
@@ -494,7 +495,7 @@ def test_publish_flags_are_checked_first(tmp_path):
 
 
 def test_publish_dry_run_with_the_real_hub_module(models, full_run, tmp_path):
-    """The real ragtune.hub in a dry run: the card carries --language/--license; the token is nowhere."""
+    """The real ragtune.evaluate.hub in a dry run: the card carries --language/--license; the token is nowhere."""
     out = tmp_path / "out"
     token = "hf_EvalRagSecretToken0123456789abc"
     proc = run_script("evaluate_rag.py", "--embedding_models", str(models["st_a"]), "--reranker_models",

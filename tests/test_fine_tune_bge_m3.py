@@ -13,11 +13,12 @@ from safetensors.torch import load_file
 
 import fine_tune_bge_m3
 from conftest import run_script
-from ragtune.data import SAMPLE_CORPUS, SAMPLE_TRAIN, load_corpus, load_queries, split_queries
-from ragtune.embedding import NoFalseNegativesBatchSampler, build_training_examples
-from ragtune.errors import run_main
-from ragtune.negatives import mine_candidates
-from ragtune.training import is_complete_checkpoint
+from ragtune.core.data import SAMPLE_CORPUS, SAMPLE_TRAIN, load_corpus, load_queries, split_queries
+from ragtune.train.embedder.sampler import NoFalseNegativesBatchSampler
+from ragtune.train.embedder.examples import build_training_examples
+from ragtune.core.errors import run_main
+from ragtune.retrieval.negatives import mine_candidates
+from ragtune.train.checkpoints import is_complete_checkpoint
 
 TEMPLATE = ["--epochs", "5", "--batch_size", "8", "--max_seq_length", "384", "--evaluation_steps", "15",
             "--lr", "1e-5", "--checkpoint_save_steps", "30", "--freeze_layers", "4", "--warmup_steps", "100",
@@ -104,7 +105,7 @@ def test_freezing_every_layer_is_a_clear_error(tiny_st, tmp_path, caplog):
 
 
 def test_auto_resume_skips_a_half_written_checkpoint(tmp_path):
-    from ragtune.training import find_resumable_checkpoint
+    from ragtune.train.checkpoints import find_resumable_checkpoint
 
     for step, complete in [(4, True), (8, False)]:
         ckpt = tmp_path / f"checkpoint-{step}"

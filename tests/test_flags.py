@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from conftest import run_script
 
-from ragtune.cli import (add_data_args, add_negative_args, add_output_args, add_training_args, validate_negative_args,
+from ragtune.train.arguments import (add_data_args, add_negative_args, add_output_args, add_training_args, validate_negative_args,
                          validate_training_args)
-from ragtune.errors import UserError
-from ragtune.models import clamp_max_seq_length, model_position_limit
+from ragtune.core.errors import UserError
+from ragtune.core.models import clamp_max_seq_length, model_position_limit
 
 # ---------------------------------------------------------------------------- scripts, end to end
 

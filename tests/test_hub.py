@@ -22,8 +22,8 @@ import pytest
 import yaml
 
 from hub_server import YAML_BLOCK, FakeHub
-from ragtune.errors import UserError
-from ragtune.hub import HubError, PublishRequest, build_model_card, publish_models, select_model_files
+from ragtune.core.errors import UserError
+from ragtune.evaluate.hub import HubError, PublishRequest, build_model_card, publish_models, select_model_files
 
 REPO = Path(__file__).resolve().parent.parent
 TOKEN = "hf_RagtuneFakeToken0123456789abcdefXYZ"
@@ -177,8 +177,8 @@ RUNNER = r"""
 import json, logging, sys
 from pathlib import Path
 logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s: %(message)s")
-from ragtune.hub import PublishRequest, publish_models
-from ragtune.errors import run_main
+from ragtune.evaluate.hub import PublishRequest, publish_models
+from ragtune.core.errors import run_main
 spec = json.loads(sys.argv[1])
 def main(argv):
     requests = [PublishRequest(**{**r, "model_dir": Path(r["model_dir"])}) for r in spec["requests"]]
@@ -468,7 +468,7 @@ def test_card_keeps_secrets_out_and_skips_local_base_model(tmp_path):
     assert "base_model" not in metadata  # a local path is not a Hub model id
     assert model_index_values(metadata) == {"NDCG@5": 0.5}  # NaN is left out of model-index
     # Secret flags at any depth; values of secret flags anywhere else too.
-    from ragtune.redaction import redact_config
+    from ragtune.core.redaction import redact_config
 
     assert redact_config({"a": {"hub_token": "s3cret-value", "b": 2}, "c": ["x s3cret-value"], "judge_api_key": None}) \
         == {"a": {"hub_token": "<redacted>", "b": 2}, "c": ["x <redacted>"], "judge_api_key": None}

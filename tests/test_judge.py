@@ -14,13 +14,13 @@ import pytest
 
 from conftest import run_script
 from fake_openai import FakeOpenAI, closed_port_url, default_responder, prompt_kind
-from ragtune.answers import UnicodeWordTokenizer, bleu4, rouge_l, string_presence
-from ragtune.data import SAMPLE_TEST
-from ragtune.errors import UserError
-from ragtune.judge import Judge, split_sentences
-from ragtune.llm_cache import CachedLLM, LLMCache
-from ragtune.llm_client import EndpointError, OpenAIChatClient, chat_url
-from ragtune.llm_parsing import (ParseError, extract_json, parse_claims, parse_index_list, parse_questions,
+from ragtune.core.answer_metrics import UnicodeWordTokenizer, bleu4, rouge_l, string_presence
+from ragtune.core.data import SAMPLE_TEST
+from ragtune.core.errors import UserError
+from ragtune.evaluate.judge import Judge, split_sentences
+from ragtune.evaluate.llm_cache import CachedLLM, LLMCache
+from ragtune.evaluate.llm_client import EndpointError, OpenAIChatClient, chat_url
+from ragtune.evaluate.llm_parsing import (ParseError, extract_json, parse_claims, parse_index_list, parse_questions,
                                  parse_verdict)
 
 # ---------------------------------------------------------------------------- parsing
@@ -230,7 +230,7 @@ def tiny_gpt2(tmp_path_factory):
 
 
 def test_local_generator_with_lora_is_cached(tiny_gpt2, tmp_path):
-    from ragtune.answers import LocalGenerator, answer_messages
+    from ragtune.evaluate.answers import LocalGenerator, answer_messages
 
     folder, adapter = tiny_gpt2
     cache = LLMCache(tmp_path / "cache.jsonl")

@@ -1,4 +1,4 @@
-"""ragtune.metrics against trec_eval (pytrec_eval) on hand-made and random rankings, ties included."""
+"""ragtune.core.metrics against trec_eval (pytrec_eval) on hand-made and random rankings, ties included."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import pytrec_eval
 
-from ragtune.metrics import (RANKING_METRICS, context_metrics, first_hit_rank, query_metrics, rank_weighted_precision,
+from ragtune.core.metrics import (RANKING_METRICS, context_metrics, first_hit_rank, query_metrics, rank_weighted_precision,
                              ranking_metrics)
-from ragtune.ranking import TopK, rank_by_score, tie_ranks
+from ragtune.core.ranking import TopK, rank_by_score, tie_ranks
 
 KS = (3, 5, 7)
 
@@ -69,7 +69,7 @@ def rank_key(item):
 
 
 def trec_order(ids, scores) -> list[str]:
-    """trec_eval's order, written independently of ragtune.ranking: score desc, then id desc (strcmp)."""
+    """trec_eval's order, written independently of ragtune.core.ranking: score desc, then id desc (strcmp)."""
     return [doc for doc, _ in sorted(zip(ids, map(float, scores)), key=rank_key)]
 
 

@@ -1,4 +1,4 @@
-"""fine_tune_reranker.py and ragtune.reranker: examples, evaluator, batching, end to end, resume, bad input."""
+"""fine_tune_reranker.py and ragtune.train.reranker.modeling: examples, evaluator, batching, end to end, resume, bad input."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import pytest
 import torch
 from conftest import run_script
 
-from ragtune.data import SAMPLE_CORPUS, SAMPLE_TRAIN, LabelledQuery, load_corpus, load_queries
-from ragtune.metrics import DEFAULT_KS, TRAINING_METRICS
-from ragtune.negatives import NegativeCandidates
+from ragtune.core.data import SAMPLE_CORPUS, SAMPLE_TRAIN, LabelledQuery, load_corpus, load_queries
+from ragtune.core.metrics import DEFAULT_KS, TRAINING_METRICS
+from ragtune.retrieval.negatives import NegativeCandidates
 
 TEMPLATE = ["--batch_size", "3", "--gradient_accumulation_steps", "8", "--epochs", "4", "--lr", "2e-5", "--fp16",
             "--gradient_checkpointing", "--dev_ratio", "0.2", "--num_hard_negatives", "2",
@@ -73,7 +73,8 @@ def _check_examples(queries, corpus, examples, num_hard, num_random, candidates=
 
 @pytest.mark.parametrize("num_hard,num_random", [(2, 1), (5, 3), (0, 2)])
 def test_examples_never_use_a_positive_and_have_the_counts_per_positive(sample, num_hard, num_random):
-    from ragtune.reranker import FirstStage, build_reranker_examples
+    from ragtune.train.reranker.examples import build_reranker_examples
+    from ragtune.retrieval.first_stage import FirstStage
 
     corpus, queries = sample
     assert any(len(q.relevant_ids) > 1 for q in queries), "the sample must hold multi-positive queries"
@@ -88,7 +89,7 @@ def test_examples_never_use_a_positive_and_have_the_counts_per_positive(sample, 
 
 
 def test_examples_exclude_positives_of_repeated_queries_and_of_a_polluted_pool(sample):
-    from ragtune.reranker import build_reranker_examples
+    from ragtune.train.reranker.examples import build_reranker_examples
 
     corpus, _ = sample
     ids = corpus.ids
@@ -105,7 +106,7 @@ def test_examples_exclude_positives_of_repeated_queries_and_of_a_polluted_pool(s
 
 
 def test_short_candidate_pool_is_filled_with_uniform_negatives(sample):
-    from ragtune.reranker import build_reranker_examples
+    from ragtune.train.reranker.examples import build_reranker_examples
 
     corpus, queries = sample
     queries = queries[:10]
@@ -116,7 +117,7 @@ def test_short_candidate_pool_is_filled_with_uniform_negatives(sample):
 
 
 def test_negative_counts_are_clamped_to_the_corpus(sample, caplog):
-    from ragtune.reranker import build_reranker_examples, clamp_negative_counts
+    from ragtune.train.reranker.examples import build_reranker_examples, clamp_negative_counts
 
     corpus, queries = sample
     with caplog.at_level(logging.WARNING):
@@ -148,8 +149,9 @@ class ScoreModel:
 
 
 def test_dev_evaluator_reranks_the_first_stage_candidates(sample):
-    from ragtune.metrics import query_metrics
-    from ragtune.reranker import DevRerankingEvaluator, FirstStage
+    from ragtune.core.metrics import query_metrics
+    from ragtune.train.reranker.evaluator import DevRerankingEvaluator
+    from ragtune.retrieval.first_stage import FirstStage
 
     corpus, queries = sample
     dev = queries[:12]
@@ -174,7 +176,7 @@ def test_step_length_grouped_batches_keep_each_steps_examples():
 
     from datasets import Dataset
 
-    from ragtune.reranker import StepLengthGroupedBatchSampler
+    from ragtune.train.reranker.sampler import StepLengthGroupedBatchSampler
 
     n, batch, group = 50, 3, 12
     lengths = [random.Random(i).randint(5, 500) for i in range(n)]
@@ -196,7 +198,7 @@ def test_step_length_grouped_batches_keep_each_steps_examples():
 
 
 def test_batches_are_padded_to_their_longest_pair_not_max_length(tiny_cross_encoder):
-    from ragtune.reranker import load_reranker
+    from ragtune.train.reranker.modeling import load_reranker
 
     model = load_reranker(str(tiny_cross_encoder), max_seq_length=512)
     assert model.max_seq_length == 512
@@ -208,7 +210,7 @@ def test_a_half_precision_checkpoint_is_loaded_in_fp32(tiny_cross_encoder, tmp_p
     """transformers v5 loads a checkpoint in its saved dtype by default; AMP needs fp32 master weights."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from ragtune.reranker import load_reranker
+    from ragtune.train.reranker.modeling import load_reranker
 
     half = tmp_path / "ce-fp16"
     AutoModelForSequenceClassification.from_pretrained(str(tiny_cross_encoder), dtype=torch.float16).save_pretrained(half)

@@ -21,7 +21,7 @@ import fine_tune_generator
 import fine_tune_reranker
 from conftest import REPO, run_script
 from launch_script import Recorder, SigtermAt
-from ragtune.training import is_complete_checkpoint
+from ragtune.train.checkpoints import is_complete_checkpoint
 
 pytestmark = pytest.mark.slow
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ragtune.significance import compare, paired_bootstrap_ci, randomization_test
+from ragtune.core.significance import compare, paired_bootstrap_ci, randomization_test
 
 
 def planted(n: int = 30, difference: float = 0.3, noise: float = 0.2, seed: int = 1):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ragtune.data import SAMPLE_CORPUS, SAMPLE_TEST, SAMPLE_TRAIN
+from ragtune.core.data import SAMPLE_CORPUS, SAMPLE_TEST, SAMPLE_TRAIN
 
 NUM_LAYERS = 6  # more than the template's --freeze_layers 4
 
@@ -118,7 +118,7 @@ def build_chat_tokenizer(folder: Path, chat_template: str | None = CHATML_TEMPLA
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from ragtune.generator.prompt import DEFAULT_SYSTEM_PROMPT, DEFAULT_UNANSWERABLE_ANSWER
+    from ragtune.generation.prompt import DEFAULT_SYSTEM_PROMPT, DEFAULT_UNANSWERABLE_ANSWER
 
     tok = Tokenizer(models.BPE())
     tok.normalizer = normalizers.NFC()

@@ -7,7 +7,7 @@ One call for every script::
     metrics["data_audit"] = result.summary()                        # JSON-safe, masked only
 
 Call it after the data is loaded and flags are validated, before anything is written: under
-``--pii error`` it raises :class:`~ragtune.errors.UserError` (exit 2) and writes nothing.
+``--pii error`` it raises :class:`~ragtune.core.errors.UserError` (exit 2) and writes nothing.
 Full personal values are never logged, printed or written; only masks like ``09•••••678``.
 """
 
@@ -22,12 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from ..data import Corpus, LabelledQuery
-from ..errors import UserError
-from .duplicates import (NEAR_DUPLICATE_THRESHOLD, ConflictingLabel, DuplicateGroup, find_conflicting_labels,
+from ragtune.core.data import Corpus, LabelledQuery
+from ragtune.core.errors import UserError
+from ragtune.audit.duplicates import (NEAR_DUPLICATE_THRESHOLD, ConflictingLabel, DuplicateGroup, find_conflicting_labels,
                          find_duplicate_passages, labelled_twins)
-from .leakage import LEAK_THRESHOLD, LeakedPair, find_leakage, near_duplicate_queries
-from .pii import KINDS, PiiFinding, Redactor, find_pii, mask, mask_text
+from ragtune.audit.leakage import LEAK_THRESHOLD, LeakedPair, find_leakage, near_duplicate_queries
+from ragtune.audit.pii import KINDS, PiiFinding, Redactor, find_pii, mask, mask_text
 
 __all__ = [
     "PII_POLICIES", "AuditResult", "PiiFinding", "LeakedPair", "DuplicateGroup", "ConflictingLabel",
@@ -177,7 +177,7 @@ def run_audit(corpus: Corpus, train: Sequence[LabelledQuery], test: Sequence[Lab
     result.seconds = time.perf_counter() - started
     _log(result)
     if report_path is not None:
-        from .report import render_markdown
+        from ragtune.audit.report import render_markdown
 
         report_path = Path(report_path)
         report_path.parent.mkdir(parents=True, exist_ok=True)
@@ -191,7 +191,7 @@ def _counts_text(counts: Mapping[str, int]) -> str:
 
 
 def _log(result: AuditResult) -> None:
-    from .report import pii_table_lines
+    from ragtune.audit.report import pii_table_lines
 
     s = result.summary()
     if result.pii_findings:

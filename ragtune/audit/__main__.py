@@ -11,9 +11,9 @@ import json
 import logging
 from typing import Sequence
 
-from ..data import load_corpus, load_queries, split_queries
-from ..errors import run_main
-from . import add_audit_args, find_leakage, run_audit
+from ragtune.core.data import load_corpus, load_queries, split_queries
+from ragtune.core.errors import run_main
+from ragtune.audit import add_audit_args, find_leakage, run_audit
 
 logger = logging.getLogger("ragtune")
 

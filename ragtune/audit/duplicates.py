@@ -28,8 +28,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ..data import Corpus, LabelledQuery
-from .text import tokens
+from ragtune.core.data import Corpus, LabelledQuery
+from ragtune.audit.text import tokens
 
 
 NEAR_DUPLICATE_THRESHOLD = 0.8

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .pii import mask_text
+from ragtune.audit.pii import mask_text
 
 if TYPE_CHECKING:
-    from . import AuditResult
+    from ragtune.audit import AuditResult
 
 MAX_ROWS = 200  # per table in the markdown report; the counts above each table are complete
 

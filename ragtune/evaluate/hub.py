@@ -1,0 +1,495 @@
+"""Publish fine-tuned models to the Hugging Face Hub: the model files and a model card, nothing else.
+
+:func:`publish_models` creates each repo (private unless ``private=False``), writes a model card with Hub
+metadata (``model-index`` results of this run, base model, license, language, pipeline tag) and uploads,
+in one commit, the allow-listed model files of the model folder plus that card. Checkpoints, optimizer
+states, TensorBoard logs, ``metrics.json``, plots and everything else in the output folder stay local;
+the model folder itself is never modified.
+
+The token comes from the ``token`` argument, else ``HF_TOKEN``, else the login cache (``hf auth login``).
+It is never printed, logged, written into the card or sent anywhere but in the Authorization header.
+Connection errors, 408/429 and 5xx answers are retried with exponential backoff; a rejected token
+(401/403) fails at once. Every failure ends in a :class:`HubError`: one line, exit code 2.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import logging
+import math
+import re
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, Callable, Literal, TypeVar
+
+from ragtune.core.errors import UserError
+from ragtune.core.redaction import redact_config, redact_text
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+KINDS = ("embedding", "reranker")
+PIPELINE_TAGS = {"embedding": "sentence-similarity", "reranker": "text-ranking"}
+TASKS = {"embedding": ("information-retrieval", "Information Retrieval"), "reranker": ("text-ranking", "Reranking")}
+TAGS = {
+    "embedding": ["sentence-transformers", "sentence-similarity", "feature-extraction", "retrieval", "ragtune"],
+    "reranker": ["sentence-transformers", "cross-encoder", "reranker", "text-ranking", "ragtune"],
+}
+# Metrics compared with the base model in the card body, in this order.
+MAIN_METRICS = ("ndcg", "mrr", "map", "recall", "hit")
+
+DEFAULT_MAX_ATTEMPTS = 4
+DEFAULT_RETRY_DELAY = 2.0
+MAX_RETRY_DELAY = 30.0
+RETRY_STATUS_CODES = frozenset({408, 429, 500, 502, 503, 504})
+TOKEN_URL = "https://huggingface.co/settings/tokens"
+
+# ------------------------------------------------------------------ which files are the model
+# Model files, matched on the file name, in the model folder and in the module folders of modules.json
+# (1_Pooling, 2_Normalize, 2_Dense, ...). Anything else (checkpoint-*/, runs/, eval/, optimizer.pt,
+# scheduler.pt, rng_state*.pth, trainer_state.json, training_args.bin, metrics.json, *.png, data files,
+# .cache/, the README.md that sentence-transformers writes) is not uploaded.
+MODEL_FILE_PATTERNS = (
+    # configuration
+    "config.json", "config_*.json", "generation_config.json", "adapter_config.json",
+    # sentence-transformers
+    "modules.json", "sentence_bert_config.json", "config_sentence_transformers.json",
+    "sentence_xlnet_config.json", "sentence_roberta_config.json", "sentence_distilbert_config.json",
+    "sentence_camembert_config.json", "sentence_albert_config.json", "sentence_xlm-roberta_config.json",
+    # weights (pytorch_model*.bin only where a folder has no safetensors, see _weights_filter)
+    "*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin", "pytorch_model.bin.index.json",
+    # tokenizer
+    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+    "vocab.txt", "vocab.json", "merges.txt", "chat_template.jinja", "chat_template.json",
+    "sentencepiece.bpe.model", "spiece.model", "tokenizer.model", "*.spm", "bpe.codes",
+    "preprocessor_config.json",
+)
+SAFETENSORS = "*.safetensors"
+TORCH_BIN = "pytorch_model*.bin"
+
+
+class HubError(UserError):
+    """Publishing failed: a missing or rejected token, an unreachable Hub, a bad model folder or repo id."""
+
+
+@dataclass
+class PublishRequest:
+    """One model to publish: its folder, where it goes, and the numbers for its card."""
+
+    model_dir: Path
+    repo_id: str
+    kind: Literal["embedding", "reranker"]
+    base_model: str
+    metrics: dict[str, float]            # this run's metrics of the model being pushed ("ndcg@5", "mrr@3", ...)
+    baseline_metrics: dict[str, float]   # the base model's, same keys
+    dataset_name: str
+    results_markdown: str                # a markdown results table for the card body
+    training_config: dict | None = None  # flags of the fine-tuning run (metrics.json "config")
+    language: list[str] = field(default_factory=lambda: ["vi"])
+    license: str = "apache-2.0"
+
+
+# ------------------------------------------------------------------ public entry point
+
+
+def publish_models(requests: list[PublishRequest], token: str | None, private: bool = True, dry_run: bool = False,
+                   *, endpoint: str | None = None, max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+                   retry_delay: float = DEFAULT_RETRY_DELAY) -> list[dict]:
+    """Create each repo (private unless ``private=False``) and upload its model files and model card.
+
+    Returns, per request, ``{"repo_id", "url", "files", "private", "dry_run", "card_metadata", "card"}`` (plus
+    ``"commit_url"`` after a real upload). ``files`` are the uploaded paths relative to the repo root,
+    ``README.md`` (the card) included; ``card`` is that README.md's text, ``card_metadata`` its YAML metadata. With ``dry_run`` nothing is sent and no token is needed.
+    ``endpoint`` overrides ``HF_ENDPOINT``; ``max_attempts``/``retry_delay`` set the retries of transient
+    failures (the delay doubles after each failed attempt).
+    """
+    requests = list(requests)
+    _validate_requests(requests)
+    plans = [_plan(request) for request in requests]  # file lists first: a bad folder fails before any upload
+    base_url = (endpoint or _default_endpoint()).rstrip("/")
+
+    if dry_run:
+        results = []
+        for request, files in plans:
+            card, metadata = build_model_card(request)
+            results.append(_result(request, base_url, files, private, True, metadata, str(card)))
+            logger.info("Dry run: would publish %s (%s) to %s/%s: %s", request.model_dir,
+                        "private" if private else "public", base_url, request.repo_id, ", ".join(files))
+        return results
+
+    token = _resolve_token(token)
+    _check_online()
+    from huggingface_hub import HfApi
+
+    api = HfApi(endpoint=endpoint)
+    retry = _Retrier(max_attempts, retry_delay, api.endpoint, token)
+    results: list[dict] = []
+    for request, files in plans:
+        try:
+            results.append(_publish_one(api, retry, request, files, token, private))
+        except HubError as err:
+            done = [r["repo_id"] for r in results]
+            suffix = f" (already published: {', '.join(done)})" if done else ""
+            raise HubError(f"{err}{suffix}") from err.__cause__
+    return results
+
+
+# ------------------------------------------------------------------ validation and file selection
+
+
+def _validate_requests(requests: list[PublishRequest]) -> None:
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if not requests:
+        raise HubError("nothing to publish: no models were given")
+    seen: set[str] = set()
+    for request in requests:
+        if request.kind not in KINDS:
+            raise HubError(f"{request.repo_id}: kind must be one of {', '.join(KINDS)}, not {request.kind!r}")
+        repo_id = request.repo_id
+        try:
+            validate_repo_id(repo_id)
+        except HFValidationError as err:
+            raise HubError(f"invalid Hub repo id {repo_id!r}: {str(err).splitlines()[0]}") from err
+        if repo_id.count("/") != 1:
+            raise HubError(f"invalid Hub repo id {repo_id!r}: write it as 'user-or-organization/name'")
+        if repo_id in seen:
+            raise HubError(f"repo id {repo_id} is given for two models: each model needs its own repo")
+        seen.add(repo_id)
+        model_dir = Path(request.model_dir)
+        if not model_dir.is_dir():
+            raise HubError(f"{repo_id}: model folder {model_dir} does not exist or is not a directory")
+
+
+def _plan(request: PublishRequest) -> tuple[PublishRequest, list[str]]:
+    files = select_model_files(request.model_dir)
+    return request, sorted(files + ["README.md"])
+
+
+def select_model_files(model_dir: str | Path) -> list[str]:
+    """The model's files in ``model_dir`` (relative POSIX paths), chosen with an allow-list.
+
+    Top-level files and the module folders named in ``modules.json`` are considered; within each folder,
+    ``pytorch_model*.bin`` is only taken when the folder has no ``*.safetensors``. Raises HubError if no
+    weights are found (not a model folder).
+    """
+    model_dir = Path(model_dir)
+    root = model_dir.resolve()
+    folders = [root]
+    modules_file = root / "modules.json"
+    if modules_file.is_file():
+        try:
+            modules = json.loads(modules_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise HubError(f"{modules_file} is not valid JSON: {err}") from err
+        for module in modules if isinstance(modules, list) else []:
+            sub = str(module.get("path") or "") if isinstance(module, dict) else ""
+            folder = (root / sub).resolve()
+            if sub and folder.is_dir() and folder.is_relative_to(root) and folder != root:
+                folders.append(folder)
+
+    selected: set[str] = set()
+    for folder in folders:
+        # The root folder: its own files only. Module folders: their files at any depth (Router modules
+        # nest folders), never inside a checkpoint.
+        candidates = folder.iterdir() if folder == root else folder.rglob("*")
+        files = [p for p in candidates if p.is_file() and not p.name.startswith(".")
+                 and not any(part.startswith(("checkpoint-", ".")) for part in p.relative_to(root).parts[:-1])]
+        by_dir: dict[Path, list[Path]] = {}
+        for path in files:
+            by_dir.setdefault(path.parent, []).append(path)
+        for paths in by_dir.values():
+            has_safetensors = any(fnmatch.fnmatch(p.name, SAFETENSORS) for p in paths)
+            for path in paths:
+                name = path.name
+                if not any(fnmatch.fnmatch(name, pattern) for pattern in MODEL_FILE_PATTERNS):
+                    continue
+                if has_safetensors and fnmatch.fnmatch(name, TORCH_BIN):
+                    continue
+                selected.add(path.relative_to(root).as_posix())
+    weights = [f for f in selected if fnmatch.fnmatch(PurePosixPath(f).name, SAFETENSORS)
+               or fnmatch.fnmatch(PurePosixPath(f).name, TORCH_BIN)]
+    if not weights:
+        raise HubError(f"{model_dir} holds no model weights (*.safetensors or pytorch_model.bin): "
+                       f"pass the folder the fine-tuning script saved the final model to")
+    return sorted(selected)
+
+
+# ------------------------------------------------------------------ model card
+
+def _metric_parts(key: str) -> tuple[str, int | None]:
+    name, _, k = key.partition("@")
+    return name.lower(), int(k) if k.isdigit() else None
+
+
+def _metric_type(key: str) -> str:
+    name, k = _metric_parts(key)
+    slug = re.sub(r"[^a-z0-9]+", "_", name).strip("_") or "metric"
+    return f"{slug}_at_{k}" if k is not None else slug
+
+
+def _metric_label(key: str) -> str:
+    name, k = _metric_parts(key)
+    label = {"ndcg": "NDCG", "mrr": "MRR", "map": "MAP", "hit": "Hit", "recall": "Recall",
+             "precision": "Precision", "f1": "F1"}.get(name, key.partition("@")[0])
+    return f"{label}@{k}" if k is not None else label
+
+
+def _finite(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _is_hub_model_id(name: str) -> bool:
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if not name or name.startswith((".", "/", "~")) or "\\" in name or name.count("/") != 1:
+        return False
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
+
+
+def _main_metric_keys(metrics: dict[str, float], baseline: dict[str, float]) -> list[str]:
+    common = [k for k in metrics if k in baseline and _finite(metrics[k]) is not None
+              and _finite(baseline[k]) is not None]
+    main = [k for k in common if _metric_parts(k)[0] in MAIN_METRICS]
+    if not main:
+        return common
+    order = {name: i for i, name in enumerate(MAIN_METRICS)}
+    return sorted(main, key=lambda k: (order[_metric_parts(k)[0]], _metric_parts(k)[1] or 0))
+
+
+def _delta_section(metrics: dict[str, float], baseline: dict[str, float], base_model: str) -> str:
+    keys = _main_metric_keys(metrics, baseline)
+    if not keys:
+        return ""
+    rows = ["| metric | base model | fine-tuned | Δ | Δ % |", "|---|---:|---:|---:|---:|"]
+    for key in keys:
+        before, after = float(baseline[key]), float(metrics[key])
+        pct = f"{(after - before) / before * 100:+.1f}%" if before else "–"
+        rows.append(f"| {_metric_label(key)} | {before:.4f} | {after:.4f} | {after - before:+.4f} | {pct} |")
+    headline = next((k for k in keys if _metric_parts(k)[0] == "ndcg"), keys[0])
+    before, after = float(baseline[headline]), float(metrics[headline])
+    summary = (f"{_metric_label(headline)}: {before:.4f} (base model `{base_model}`) → {after:.4f} "
+               f"({after - before:+.4f}).")
+    return "### Change vs the base model\n\n" + summary + "\n\n" + "\n".join(rows) + "\n"
+
+
+def _usage_section(request: PublishRequest) -> str:
+    repo = request.repo_id
+    if request.kind == "embedding":
+        code = (f'from sentence_transformers import SentenceTransformer\n\n'
+                f'model = SentenceTransformer("{repo}")\n'
+                f'query_embeddings = model.encode_query(["câu hỏi của người dùng"])\n'
+                f'passage_embeddings = model.encode_document(["đoạn văn thứ nhất", "đoạn văn thứ hai"])\n'
+                f'scores = model.similarity(query_embeddings, passage_embeddings)\n')
+    else:
+        code = (f'from sentence_transformers import CrossEncoder\n\n'
+                f'model = CrossEncoder("{repo}")\n'
+                f'ranking = model.rank("câu hỏi của người dùng", ["đoạn văn thứ nhất", "đoạn văn thứ hai"])\n'
+                f'scores = model.predict([("câu hỏi của người dùng", "đoạn văn thứ nhất")])\n')
+    return ("## Usage\n\n```python\n" + code + "```\n\n"
+            "For a private repo, log in first (`hf auth login`) or set `HF_TOKEN`.\n")
+
+
+def build_model_card(request: PublishRequest, token: str | None = None):
+    """The model card (a ``huggingface_hub.ModelCard``) and its metadata as a plain dict."""
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+    kind = request.kind
+    name = request.repo_id.split("/")[-1]
+    task_type, task_name = TASKS[kind]
+    dataset_type = request.dataset_name if _is_hub_model_id(request.dataset_name) else (
+        re.sub(r"[^A-Za-z0-9._-]+", "-", request.dataset_name).strip("-") or "custom")
+    eval_results = [
+        EvalResult(task_type=task_type, task_name=task_name, dataset_type=dataset_type,
+                   dataset_name=request.dataset_name, metric_type=_metric_type(key), metric_name=_metric_label(key),
+                   metric_value=value)
+        for key, raw in request.metrics.items() if (value := _finite(raw)) is not None
+    ]
+    base_model_is_hub_id = _is_hub_model_id(request.base_model)
+    if not base_model_is_hub_id:
+        logger.warning("%s: base model %r is not a Hub model id; it is left out of the card's base_model metadata",
+                       request.repo_id, request.base_model)
+    data = ModelCardData(
+        language=list(request.language) if request.language else None,
+        license=request.license or None,
+        base_model=request.base_model if base_model_is_hub_id else None,
+        library_name="sentence-transformers",
+        pipeline_tag=PIPELINE_TAGS[kind],
+        tags=list(TAGS[kind]),
+        model_name=name,
+        eval_results=eval_results or None,
+    )
+    base_ref = (f"[{request.base_model}](https://huggingface.co/{request.base_model})" if base_model_is_hub_id
+                else f"`{request.base_model}`")
+    what = "an embedding model for retrieval" if kind == "embedding" else "a cross-encoder reranker"
+    sections = [
+        f"# {name}\n",
+        f"{what[0].upper() + what[1:]} fine-tuned from {base_ref} with ragtune on **{request.dataset_name}**.\n",
+        "## Evaluation\n",
+        request.results_markdown.strip() + "\n" if request.results_markdown.strip() else "",
+        _delta_section(request.metrics, request.baseline_metrics, request.base_model),
+        _usage_section(request),
+    ]
+    if request.training_config:
+        config = json.dumps(redact_config(request.training_config, [token] if token else []), indent=2,
+                            ensure_ascii=False, default=str)
+        sections.append("## Training configuration\n\n```json\n" + config + "\n```\n")
+    body = "\n".join(s for s in sections if s)
+    card = ModelCard(redact_text(f"---\n{data.to_yaml()}\n---\n\n{body}", [token] if token else []))
+    return card, card.data.to_dict()
+
+
+# ------------------------------------------------------------------ token, offline mode, retries
+
+
+def _default_endpoint() -> str:
+    from huggingface_hub import constants
+
+    return constants.ENDPOINT
+
+
+def _resolve_token(token: str | None) -> str:
+    token = (token or "").strip() or None
+    if token is None:
+        from huggingface_hub import get_token
+
+        token = get_token()
+    if not token:
+        raise HubError(f"no Hugging Face token: set HF_TOKEN, run `hf auth login`, or pass a token (a write token "
+                       f"from {TOKEN_URL}); use a dry run to see what would be uploaded without one")
+    return token
+
+
+def _check_online() -> None:
+    from huggingface_hub import constants
+
+    offline = constants.is_offline_mode() if hasattr(constants, "is_offline_mode") else constants.HF_HUB_OFFLINE
+    if offline:
+        raise HubError("publishing needs the network but HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) is set: "
+                       "unset it for this command, or use a dry run")
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """Connection, timeout and protocol errors of the HTTP client huggingface_hub uses (httpx2, httpx, requests)."""
+    errors: list[type[BaseException]] = [ConnectionError, TimeoutError]
+    for module, name in (("httpx2", "TransportError"), ("httpx", "TransportError"),
+                         ("requests", "ConnectionError"), ("requests", "Timeout")):
+        try:
+            errors.append(getattr(__import__(module), name))
+        except (ImportError, AttributeError):
+            pass
+    return tuple(errors)
+
+
+class _Retrier:
+    """Run a Hub call, retrying transient failures with exponential backoff; every failure ends in HubError."""
+
+    def __init__(self, max_attempts: int, delay: float, endpoint: str, token: str) -> None:
+        self.max_attempts = max(1, int(max_attempts))
+        self.delay = max(0.0, float(delay))
+        self.endpoint = endpoint
+        self._token = token
+
+    def _clean(self, text: str) -> str:
+        return redact_text(" ".join(str(text).split()), [self._token] if self._token else [])
+
+    def __call__(self, action: str, fn: Callable[[], T]) -> T:
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                return fn()
+            except Exception as err:  # noqa: BLE001 - classified below; unknown errors are re-raised
+                transient, message = self._classify(err, action)
+                if not transient:
+                    raise HubError(message) from err
+                if attempt == self.max_attempts:
+                    raise HubError(f"{message} (gave up after {self.max_attempts} attempts)") from err
+                wait = min(self.delay * 2 ** (attempt - 1), MAX_RETRY_DELAY)
+                logger.warning("%s; retrying in %.1fs (attempt %d of %d)", message, wait, attempt + 1,
+                               self.max_attempts)
+                time.sleep(wait)
+        raise AssertionError("unreachable")
+
+    def _classify(self, err: Exception, action: str) -> tuple[bool, str]:
+        """(transient?, one-line message). Re-raises errors that are not the Hub's or the network's."""
+        from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+        if isinstance(err, OfflineModeIsEnabled):
+            return False, (f"{action}: HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) is set; unset it to publish")
+        if isinstance(err, HfHubHTTPError) and getattr(err, "response", None) is not None:
+            status = err.response.status_code
+            server = self._clean(getattr(err, "server_message", None) or "")
+            detail = f"HTTP {status}" + (f": {server}" if server else "")
+            if status in (401, 403):
+                return False, (f"token rejected by {self.endpoint} ({detail}) while {action}: use a token with "
+                               f"write access to the repo's namespace ({TOKEN_URL}), set it in HF_TOKEN or run "
+                               f"`hf auth login`")
+            if status in RETRY_STATUS_CODES:
+                return True, f"{action} failed: the Hub answered {detail}"
+            return False, f"{action} failed: the Hub answered {detail}"
+        if isinstance(err, _transport_errors()):
+            return True, f"{action} failed: cannot reach {self.endpoint} ({type(err).__name__}: {self._clean(err)})"
+        if isinstance(err, json.JSONDecodeError):
+            return True, f"{action} failed: the Hub sent an unreadable answer ({self._clean(err)})"
+        if isinstance(err, ValueError) and "Invalid metadata in README.md" in str(err):
+            return False, f"{action} failed: the Hub rejected the model card metadata: {self._clean(err)}"
+        raise err
+
+
+# ------------------------------------------------------------------ one upload
+
+
+def _result(request: PublishRequest, base_url: str, files: list[str], private: bool, dry_run: bool,
+            metadata: dict, card: str) -> dict:
+    return {"repo_id": request.repo_id, "url": f"{base_url}/{request.repo_id}", "files": list(files),
+            "private": private, "dry_run": dry_run, "card_metadata": metadata, "card": card}
+
+
+def _publish_one(api, retry: _Retrier, request: PublishRequest, files: list[str], token: str,
+                 private: bool) -> dict:
+    from huggingface_hub import CommitOperationAdd
+
+    repo_id = request.repo_id
+    model_dir = Path(request.model_dir).resolve()
+    logger.info("Publishing %s to %s/%s (%s, %d files)", request.model_dir, api.endpoint, repo_id,
+                "private" if private else "public", len(files))
+    retry(f"creating repo {repo_id}",
+          lambda: api.create_repo(repo_id, token=token, private=private, exist_ok=True, repo_type="model"))
+    info = retry(f"reading repo {repo_id}", lambda: api.model_info(repo_id, token=token))
+    actual_private = bool(info.private) if info.private is not None else private
+    if private and not actual_private:
+        raise HubError(f"{repo_id} already exists and is public, but a private upload was asked for: publish "
+                       f"publicly on purpose, make the repo private on the Hub first, or choose another repo id")
+    if not private and actual_private:
+        logger.warning("%s already exists and is private: it stays private (change it in the repo settings)",
+                       repo_id)
+
+    with tempfile.TemporaryDirectory(prefix="ragtune-card-") as staging:
+        card, metadata = build_model_card(request, token)
+        card_path = Path(staging) / "README.md"
+        card.save(card_path)
+
+        def commit():
+            # Fresh operations on each attempt: the client marks them as used once committed.
+            operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(model_dir / name))
+                          for name in files if name != "README.md"]
+            operations.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=str(card_path)))
+            return api.create_commit(repo_id, operations, token=token, repo_type="model",
+                                     commit_message=f"Upload {request.kind} model fine-tuned from "
+                                                    f"{request.base_model} (ragtune)")
+
+        commit_info = retry(f"uploading {len(files)} files to {repo_id}", commit)
+    result = _result(request, api.endpoint.rstrip("/"), files, actual_private, False, metadata, str(card))
+    result["commit_url"] = getattr(commit_info, "commit_url", None)
+    logger.info("Published %s: %s", repo_id, result["url"])
+    return result

@@ -1,0 +1,103 @@
+"""evaluate_rag.py's optional LLM stages: judged context metrics, then generated answers and their metrics.
+
+Each stage adds its numbers to the :class:`~ragtune.evaluate.reports.Report` and rewrites the reports, so a
+server that fails half-way loses nothing computed before it (and the disk cache keeps every answer
+received, for the next run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+from ragtune.evaluate.answers import EndpointGenerator, LocalGenerator, evaluate_answers
+from ragtune.retrieval.embedding_store import EmbeddingModelHandle
+from ragtune.core.errors import UserError
+from ragtune.evaluate.judge import Judge
+from ragtune.evaluate.llm_cache import CachedLLM, LLMCache
+from ragtune.evaluate.llm_client import OpenAIChatClient, openai_key_for
+from ragtune.evaluate.reports import Report
+from ragtune.evaluate.systems import add_per_query_metrics
+
+logger = logging.getLogger(__name__)
+
+
+def run_llm_stages(args: argparse.Namespace, report: Report, handles: Sequence[EmbeddingModelHandle],
+                   cache_dir: Path) -> Judge | None:
+    """LLM-judged context metrics, then generated answers and their metrics; the reports are saved after each."""
+    cache = LLMCache(cache_dir / "llm_cache.jsonl")
+    retry = dict(timeout=args.endpoint_timeout, retries=args.endpoint_retries, backoff=args.endpoint_backoff)
+    judge = None
+    try:
+        if args.judge_base_url:
+            client = OpenAIChatClient(args.judge_base_url, args.judge_model,
+                                      args.judge_api_key or openai_key_for(args.judge_base_url),
+                                      flag="--judge_base_url", **retry)
+            judge = Judge(CachedLLM(client, cache, args.judge_max_tokens), workers=args.judge_workers)
+            judge_contexts(args, report, judge, client.url)
+        if args.generator_base_url or args.generator_local:
+            generate_answers(args, report, handles, cache, judge, retry)
+    except UserError as err:
+        report.write()
+        raise UserError(f"{err} (results computed so far are saved in {report.output_dir}; cached answers are "
+                        f"reused when you run again)") from err
+    return judge
+
+
+def judge_contexts(args: argparse.Namespace, report: Report, judge: Judge, url: str) -> None:
+    """LLM context precision/recall/entities recall of every system at every k."""
+    queries, corpus, systems = report.queries, report.corpus, report.systems
+    top = max(args.k)
+    needed: dict[int, set[int]] = {}
+    for system in systems:
+        for qi in range(len(queries)):
+            needed.setdefault(qi, set()).update(system.ranked[qi][:top])
+    logger.info("Judging %d (query, passage) pairs with %s at %s (once each, shared by every system and k)",
+                sum(map(len, needed.values())), args.judge_model, url)
+    judged = judge.judge_contexts(queries, needed, corpus, entities=args.entities)
+    for system in systems:
+        add_per_query_metrics(system, judge.context_scores(judged, system.ranked, args.k, args.entities))
+    report.judge_summary = judge.summary()
+    report.write()
+    logger.info("LLM context metrics: %d judgements, %d requests, %d from the cache, %d malformed",
+                judge.asked, judge.llm.requests, judge.llm.cache_hits, len(judge.failures))
+
+
+def generate_answers(args: argparse.Namespace, report: Report, handles: Sequence[EmbeddingModelHandle],
+                     cache: LLMCache, judge: Judge | None, retry: dict[str, Any]) -> None:
+    """An answer per (system, --answer_k, query) from the system's contexts, with its metrics."""
+    names = [s.name for s in report.systems]
+    if args.answer_systems:
+        unknown = [n for n in args.answer_systems if n not in names]
+        if unknown:
+            raise UserError(f"--answer_systems: unknown system(s) {', '.join(unknown)}; systems are: "
+                            f"{', '.join(names)}")
+        chosen = [s for s in report.systems if s.name in args.answer_systems]
+    else:
+        chosen = list(report.systems)
+    if args.generator_local:
+        generator = LocalGenerator(args.generator_local, args.generator_adapter, cache, args.generator_max_new_tokens,
+                                   device=args.device)
+    else:
+        client = OpenAIChatClient(args.generator_base_url, args.generator_model,
+                                  args.generator_api_key or openai_key_for(args.generator_base_url),
+                                  flag="--generator_base_url", **retry)
+        llm = CachedLLM(client, cache, args.generator_max_new_tokens)
+        generator = EndpointGenerator(llm, Judge(llm, workers=args.judge_workers))
+    embed = None
+    if judge is not None and handles:
+        embed = handles[0].encode_queries
+    elif judge is not None:
+        logger.warning("response relevancy needs an embedding model (--embedding_models): skipped")
+    records = evaluate_answers(chosen, report.queries, report.corpus, args.answer_k, generator, judge, embed)
+    report.answer_records = records
+    llm = getattr(generator, "llm", None)
+    report.generator_summary = {"model": generator.model_id, "answers": len(records),
+                                "systems": [s.name for s in chosen], "answer_k": args.answer_k,
+                                "requests": llm.requests if llm else generator.requests,
+                                "cache_hits": llm.cache_hits if llm else len(records) - generator.requests}
+    if judge is not None:
+        report.judge_summary = judge.summary()
+    report.write()

@@ -1,0 +1,26 @@
+"""Encoding during training with the model's own query/passage prompts.
+
+Top-k is :func:`ragtune.core.ranking.dense_top_k`, the one ``evaluate_rag.py`` uses, with the corpus'
+``tie_ranks`` so that tied scores are ordered as trec_eval orders them.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+
+def encode_queries(model, texts: Sequence[str], batch_size: int = 32, show_progress_bar: bool = False) -> torch.Tensor:
+    """Queries through ``encode_query`` so the prompt saved in the model is applied."""
+    return model.encode_query(list(texts), batch_size=batch_size, convert_to_tensor=True,
+                              normalize_embeddings=True, show_progress_bar=show_progress_bar)
+
+
+def encode_passages(model, texts: Sequence[str], batch_size: int = 32, show_progress_bar: bool = False) -> torch.Tensor:
+    """Passages through ``encode_document`` so the passage prompt saved in the model is applied."""
+    return model.encode_document(list(texts), batch_size=batch_size, convert_to_tensor=True,
+                                 normalize_embeddings=True, show_progress_bar=show_progress_bar)

@@ -1,0 +1,190 @@
+"""Command-line flags shared by the fine-tuning scripts, and their validation.
+
+Each script builds its parser from these groups with its own defaults (the template command's
+values), so the same flag means the same thing in every script.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Collection
+
+from ragtune.core.data import SAMPLE_CORPUS, SAMPLE_TRAIN, check_input_file
+from ragtune.core.errors import UserError
+from ragtune.core.metrics import DEFAULT_KS, TRAINING_METRICS
+from ragtune.retrieval.negatives import FIRST_STAGES, NEGATIVE_SOURCES
+
+
+def add_data_args(parser: argparse.ArgumentParser, dev_ratio: float = 0.2) -> None:
+    group = parser.add_argument_group("data")
+    group.add_argument("--corpus", default=str(SAMPLE_CORPUS),
+                       help="Passages: CSV/XLSX with columns STT, Văn bản (or id, text), or JSONL with id, text. "
+                            "Default: the sample corpus shipped with ragtune.")
+    group.add_argument("--train_data", default=str(SAMPLE_TRAIN),
+                       help="Labelled queries: CSV/XLSX with Query, Ground truth document (e.g. 15 or \"15, 37\"), "
+                            "or query, relevant_ids; or FlagEmbedding JSONL {query, pos, neg}. Default: the sample "
+                            "training queries.")
+    group.add_argument("--dev_ratio", type=float, default=dev_ratio,
+                       help="Share of queries held out (at the query level, seeded) for dev metrics, checkpoint "
+                            "selection and early stopping; 0 trains on everything and keeps the last step.")
+    group.add_argument("--seed", type=int, default=42, help="Seed for the split, negative sampling, shuffling and init.")
+
+
+def add_output_args(parser: argparse.ArgumentParser, default_output_dir: str | None) -> None:
+    group = parser.add_argument_group("output and resuming")
+    group.add_argument("--output_dir", default=default_output_dir,
+                       help="Where checkpoints, the final model, metrics.json, TensorBoard logs and curves go. "
+                            "Stable by default (derived from --base_model), so `--resume_from_checkpoint auto` finds "
+                            "the previous run.")
+    group.add_argument("--overwrite_output_dir", action="store_true",
+                       help="Allow starting over in an output dir that holds a finished model (its checkpoints "
+                            "are removed first).")
+    group.add_argument("--resume_from_checkpoint", default="auto", metavar="auto|none|PATH",
+                       help="'auto' resumes from the newest complete checkpoint in --output_dir (starts fresh if "
+                            "there is none); 'none' always starts fresh; or a checkpoint directory.")
+
+
+def add_training_args(parser: argparse.ArgumentParser, *, epochs: int, batch_size: int, lr: float,
+                      warmup_steps: float, max_seq_length: int, evaluation_steps: int,
+                      checkpoint_save_steps: int, gradient_accumulation_steps: int = 1,
+                      early_stopping_patience: int = 4, metric_for_best_model: str = "ndcg@5") -> None:
+    group = parser.add_argument_group("training")
+    group.add_argument("--epochs", type=int, default=epochs, help="Number of passes over the training examples.")
+    group.add_argument("--batch_size", type=int, default=batch_size, help="Examples per device per step.")
+    group.add_argument("--gradient_accumulation_steps", type=int, default=gradient_accumulation_steps,
+                       help="Steps to accumulate before an optimizer update (effective batch = batch_size x this x "
+                            "number of processes).")
+    group.add_argument("--lr", type=float, default=lr, help="Peak learning rate (AdamW).")
+    group.add_argument("--warmup_steps", type=float, default=warmup_steps,
+                       help="Linear warm-up: optimizer steps if >= 1, or a fraction of all steps if < 1 "
+                            "(capped at the total number of steps).")
+    group.add_argument("--scheduler", choices=["linear", "cosine", "constant"], default="linear",
+                       help="Learning-rate schedule after warm-up.")
+    group.add_argument("--max_seq_length", type=int, default=max_seq_length, help="Tokens per input; longer are cut.")
+    group.add_argument("--evaluation_steps", type=int, default=evaluation_steps,
+                       help="Compute dev metrics every N optimizer steps (also before training and at the end).")
+    group.add_argument("--checkpoint_save_steps", type=int, default=checkpoint_save_steps,
+                       help="Save a resumable checkpoint every N optimizer steps; must be a multiple of "
+                            "--evaluation_steps so the best checkpoint can be kept.")
+    group.add_argument("--save_total_limit", type=int, default=2,
+                       help="Checkpoints kept on disk, besides the best one.")
+    group.add_argument("--early_stopping_patience", type=int, default=early_stopping_patience,
+                       help="Stop after this many dev evaluations without improvement; 0 disables early stopping.")
+    group.add_argument("--metric_for_best_model", default=metric_for_best_model,
+                       help="Dev metric that picks the best checkpoint and drives early stopping: one of "
+                            + ", ".join(f"{m}@k" for m in TRAINING_METRICS) + f" with k in {list(DEFAULT_KS)}.")
+    group.add_argument("--max_steps", type=int, default=-1,
+                       help="Stop after this many optimizer steps (overrides --epochs when > 0).")
+    precision = group.add_mutually_exclusive_group()
+    precision.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"], default="auto",
+                           help="Mixed precision on GPU with fp32 master weights. 'auto': bf16 where the GPU supports "
+                                "it, else fp16; always fp32 on CPU.")
+    precision.add_argument("--fp16", dest="precision", action="store_const", const="fp16",
+                           help="Shorthand for --precision fp16 (AMP; fp32 on a machine without a GPU).")
+    precision.add_argument("--bf16", dest="precision", action="store_const", const="bf16",
+                           help="Shorthand for --precision bf16.")
+    group.add_argument("--gradient_checkpointing", action="store_true",
+                       help="Recompute activations in the backward pass: less GPU memory, ~30%% slower.")
+    group.add_argument("--dataloader_num_workers", type=int, default=0, help="Worker processes for data loading.")
+
+
+def add_negative_args(parser: argparse.ArgumentParser, *, num_hard_negatives: int, source: str = "both",
+                      rank_range: tuple[int, int] = (3, 50), num_random_negatives: int | None = None) -> None:
+    """``num_random_negatives`` (the reranker's) also adds --num_random_negatives with that default."""
+    group = parser.add_argument_group("hard negatives")
+    group.add_argument("--num_hard_negatives", type=int, default=num_hard_negatives,
+                       help="Mined hard negatives per (query, positive) pair; never a passage labelled relevant "
+                            "to that query.")
+    group.add_argument("--hard_negative_source", choices=NEGATIVE_SOURCES, default=source,
+                       help="Where hard negatives come from: BM25, the dense model, both interleaved, or none.")
+    group.add_argument("--first_stage", choices=FIRST_STAGES, default=None,
+                       help="The retriever hard negatives are mined from (overrides --hard_negative_source), and in "
+                            "the reranker script the one whose top candidates are reranked on dev: BM25, the dense "
+                            "model, or hybrid (their normalised scores fused with a weight chosen on dev queries). "
+                            "Default: --hard_negative_source for mining; the reranker's dev first stage is the "
+                            "--embedding_model when given, else BM25.")
+    group.add_argument("--hard_negative_range", type=int, nargs=2, default=list(rank_range), metavar=("MIN", "MAX"),
+                       help="Draw hard negatives from these ranks (1-based, inclusive) of each source; skipping the "
+                            "top ranks avoids unlabelled positives.")
+    if num_random_negatives is not None:
+        group.add_argument("--num_random_negatives", type=int, default=num_random_negatives,
+                           help="Uniform random negatives per (query, positive) pair, besides the hard ones; never a "
+                                "passage labelled relevant to the query.")
+
+
+def validate_training_args(args: argparse.Namespace, min_batch_size: int = 1,
+                           valid_metrics: Collection[str] | None = None) -> None:
+    """Flag values that argparse's types cannot check; all raise UserError naming the flag.
+
+    ``valid_metrics``: accepted --metric_for_best_model values (default: the ranking metrics@k).
+    The hard-negative and --freeze_layers checks run when the script has those flags.
+    """
+    checks: list[tuple[bool, str]] = [
+        (args.batch_size >= min_batch_size,
+         f"--batch_size must be at least {min_batch_size}"
+         + (" (in-batch negatives need at least 2 examples per batch)" if min_batch_size == 2 else "")
+         + f", got {args.batch_size}"),
+        (args.epochs >= 1 or args.max_steps > 0, f"--epochs must be at least 1, got {args.epochs}"),
+        (args.lr > 0, f"--lr must be positive, got {args.lr}"),
+        (args.warmup_steps >= 0, f"--warmup_steps must be >= 0, got {args.warmup_steps}"),
+        (args.gradient_accumulation_steps >= 1,
+         f"--gradient_accumulation_steps must be at least 1, got {args.gradient_accumulation_steps}"),
+        (args.max_seq_length >= 8, f"--max_seq_length must be at least 8, got {args.max_seq_length}"),
+        (args.evaluation_steps >= 1, f"--evaluation_steps must be at least 1, got {args.evaluation_steps}"),
+        (args.checkpoint_save_steps >= 1, f"--checkpoint_save_steps must be at least 1, got {args.checkpoint_save_steps}"),
+        (args.save_total_limit >= 1, f"--save_total_limit must be at least 1, got {args.save_total_limit}"),
+        (args.early_stopping_patience >= 0, f"--early_stopping_patience must be >= 0, got {args.early_stopping_patience}"),
+        (0.0 <= args.dev_ratio < 1.0, f"--dev_ratio must be in [0, 1), got {args.dev_ratio}"),
+    ]
+    if hasattr(args, "freeze_layers"):
+        checks.append((args.freeze_layers >= 0, f"--freeze_layers must be >= 0 (0 trains every layer), "
+                                                f"got {args.freeze_layers}"))
+    for ok, message in checks:
+        if not ok:
+            raise UserError(message)
+    if args.dev_ratio > 0 and args.checkpoint_save_steps % args.evaluation_steps:
+        raise UserError(f"--checkpoint_save_steps ({args.checkpoint_save_steps}) must be a multiple of "
+                        f"--evaluation_steps ({args.evaluation_steps}) so that the best checkpoint is kept")
+    valid = set(valid_metrics) if valid_metrics is not None else {
+        f"{m}@{k}" for m in TRAINING_METRICS for k in DEFAULT_KS}
+    if args.metric_for_best_model not in valid:
+        raise UserError(f"--metric_for_best_model must be one of {', '.join(sorted(valid))}; "
+                        f"got {args.metric_for_best_model!r}")
+    if hasattr(args, "num_hard_negatives"):
+        validate_negative_args(args)
+    for flag in ("corpus", "train_data"):
+        if getattr(args, flag, None) is not None:
+            check_input_file(getattr(args, flag), f"--{flag}")
+
+
+def validate_negative_args(args: argparse.Namespace) -> None:
+    """The flags of ``add_negative_args``; raise UserError naming the flag."""
+    if args.num_hard_negatives < 0:
+        raise UserError(f"--num_hard_negatives must be >= 0, got {args.num_hard_negatives}")
+    lo, hi = args.hard_negative_range
+    if lo < 1 or hi < lo:
+        raise UserError(f"--hard_negative_range must be two ranks 1 <= MIN <= MAX, got {lo} {hi}")
+
+
+def validate_reranker_args(args: argparse.Namespace) -> None:
+    """Flags only the reranker script has; raise UserError naming the flag."""
+    if args.num_random_negatives < 0:
+        raise UserError(f"--num_random_negatives must be >= 0, got {args.num_random_negatives}")
+    if args.rerank_top_n < max(DEFAULT_KS):
+        raise UserError(f"--rerank_top_n must be at least {max(DEFAULT_KS)} (metrics go up to @{max(DEFAULT_KS)}), "
+                        f"got {args.rerank_top_n}")
+    if args.hard_negative_source == "dense" and not args.embedding_model:
+        raise UserError("--hard_negative_source dense needs --embedding_model (the reranker itself cannot retrieve)")
+    if args.first_stage in ("dense", "hybrid") and not args.embedding_model:
+        raise UserError(f"--first_stage {args.first_stage} needs --embedding_model (the reranker itself cannot "
+                        f"retrieve)")
+    if args.num_hard_negatives + args.num_random_negatives == 0:
+        raise UserError("--num_hard_negatives and --num_random_negatives are both 0: a reranker needs negatives")
+
+
+def default_output_dir(base_model: str, suffix: str) -> str:
+    """``outputs/<model name>-<suffix>``: stable across runs so that resuming finds it."""
+    name = Path(base_model.rstrip("/")).name or "model"
+    return str(Path("outputs") / f"{name}-{suffix}")
+

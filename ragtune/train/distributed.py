@@ -1,0 +1,37 @@
+"""Work across `accelerate launch` processes: which one is the main process, and computing once on it for all."""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, TypeVar
+import torch
+
+
+T = TypeVar("T")
+
+
+def local_rank_is_main() -> bool:
+    """True on the main process, before torch.distributed is initialised (reads launcher env vars)."""
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0
+
+
+def is_distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def world_size() -> int:
+    return torch.distributed.get_world_size() if is_distributed() else 1
+
+
+def is_main_process() -> bool:
+    return not is_distributed() or torch.distributed.get_rank() == 0
+
+
+def compute_on_main_and_share(fn: Callable[[], T]) -> T:
+    """Run ``fn`` on rank 0 only and give every rank its result (mining, splits: one truth for all ranks)."""
+    if not is_distributed():
+        return fn()
+    payload = [fn() if is_main_process() else None]
+    torch.distributed.broadcast_object_list(payload, src=0)
+    return payload[0]
+
