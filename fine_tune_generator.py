@@ -26,7 +26,7 @@ from ragtune.train.arguments import validate_training_args
 from ragtune.core.errors import run_main
 from ragtune.train.generator.arguments import build_parser as _build_parser
 from ragtune.train.generator.arguments import validate_generator_args
-from ragtune.train.generator.evaluation import GENERATOR_METRICS
+from ragtune.core.answer_metrics import REFERENCE_ANSWER_METRICS
 from ragtune.train.runner import TrainingRun
 from ragtune.train.outputs import dev_metrics_from_history
 from ragtune.train.training_args import total_optimizer_steps
@@ -42,7 +42,7 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence = ()) -> int:
     """Run the script; ``callbacks`` are extra TrainerCallbacks (tests and benchmarks observe training)."""
     args = build_parser().parse_args(argv)
     run = TrainingRun(args, output_suffix="generator", metric_prefix="eval_", callbacks=callbacks)
-    validate_training_args(args, min_batch_size=1, valid_metrics=GENERATOR_METRICS)
+    validate_training_args(args, min_batch_size=1, valid_metrics=REFERENCE_ANSWER_METRICS)
     validate_generator_args(args)
     if args.qlora:
         args.gradient_checkpointing = True  # QLoRA's recipe: 4-bit bases are for small GPUs
@@ -148,13 +148,13 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence = ()) -> int:
 
     # The Trainer has loaded the best adapter (load_best_model_at_end): it is the final one.
     history = dev_metrics_from_history(trainer.state.log_history, "eval_")
-    before = {k: v for k, v in history[0][1].items() if k in (*GENERATOR_METRICS, "loss")} if history else {}
+    before = {k: v for k, v in history[0][1].items() if k in (*REFERENCE_ANSWER_METRICS, "loss")} if history else {}
     after = {}
     if evaluator and len(evaluator):
         best_step = int(Path(trainer.state.best_model_checkpoint).name.split("-")[-1]) if (
             trainer.state.best_model_checkpoint) else None
         if history and best_step == history[-1][0] == trainer.state.global_step:
-            after = {k: v for k, v in history[-1][1].items() if k in (*GENERATOR_METRICS, "loss")}  # just computed
+            after = {k: v for k, v in history[-1][1].items() if k in (*REFERENCE_ANSWER_METRICS, "loss")}  # just computed
         else:
             after = evaluator(model)
     metrics = {
@@ -180,7 +180,7 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence = ()) -> int:
 
     table = (f"Dev answer metrics ({len(evaluator)} held-out queries, greedy):\n{metrics_table(before, after)}"
              if evaluator and len(evaluator) else "")
-    code = run.finish(trainer, save=save, metrics=metrics, table=table, curve_metrics=GENERATOR_METRICS)
+    code = run.finish(trainer, save=save, metrics=metrics, table=table, curve_metrics=REFERENCE_ANSWER_METRICS)
     if after and after.get(args.metric_for_best_model, 0.0) <= before.get(args.metric_for_best_model, 0.0):
         logger.warning("The fine-tuned adapter is not above the base model on dev %s (%.4f vs %.4f)",
                        args.metric_for_best_model, after[args.metric_for_best_model],

@@ -7,6 +7,9 @@ import unicodedata
 from typing import Sequence
 import threading
 
+# Metrics of an answer against the reference answer (no judge): the generator's dev metrics.
+REFERENCE_ANSWER_METRICS = ("rouge_l", "bleu4", "string_presence")
+
 _SCORER_LOCK = threading.Lock()
 
 

@@ -64,7 +64,7 @@ class BM25Index:
         self.weights = sparse.csr_matrix((weights, (tf.row, tf.col)), shape=tf.shape).T.tocsr()
         self.n_docs = n_docs
 
-    def _query_matrix(self, queries: Sequence[str]) -> sparse.csr_matrix:
+    def query_matrix(self, queries: Sequence[str]) -> sparse.csr_matrix:
         rows, cols, vals = [], [], []
         for qi, query in enumerate(queries):
             for term, count in Counter(tokenize(query, self.tokenizer)).items():
@@ -77,4 +77,4 @@ class BM25Index:
 
     def scores(self, queries: Sequence[str]) -> np.ndarray:
         """Dense (queries x documents) score matrix; use :meth:`top_k` for large corpora."""
-        return np.asarray((self._query_matrix(queries) @ self.weights).todense())
+        return np.asarray((self.query_matrix(queries) @ self.weights).todense())

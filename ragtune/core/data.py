@@ -328,7 +328,7 @@ def _check_json_fields(table: Table, index: int, fields: dict[str, Callable[[Any
             raise UserError(f"{flag}: {path} {table.where(index)}: field '{name}' {problem}")
 
 
-def _pick_columns(rows: list[dict[str, Any]], options: Sequence[Sequence[str]], required: int, path: Path,
+def pick_columns(rows: list[dict[str, Any]], options: Sequence[Sequence[str]], required: int, path: Path,
                   flag: str) -> tuple[str, ...]:
     present = set(rows[0].keys()) if rows else set()
     for option in options:
@@ -348,7 +348,7 @@ def load_corpus(path: str | Path, flag: str = "--corpus") -> Corpus:
     table = read_table(path, flag)
     if not table.records:
         raise UserError(f"{flag}: {path} holds no passages")
-    id_col, text_col = _pick_columns(table.records, CORPUS_COLUMNS, 2, path, flag)
+    id_col, text_col = pick_columns(table.records, CORPUS_COLUMNS, 2, path, flag)
     ids: list[str] = []
     texts: list[str] = []
     first_seen: dict[str, str] = {}
@@ -394,7 +394,7 @@ def load_queries(path: str | Path, corpus: Corpus, flag: str = "--train_data") -
     if table.is_json and "pos" in first and "query" in first:
         queries = _flag_embedding_queries(table, corpus, path, flag)
     else:
-        columns = _pick_columns(table.records, QUERY_COLUMNS, 2, path, flag)
+        columns = pick_columns(table.records, QUERY_COLUMNS, 2, path, flag)
         queries = _table_queries(table, columns, path, flag)
     return _check_against_corpus(queries, corpus, path, flag, table.unit)
 

@@ -97,7 +97,7 @@ def refresh_after_download(spec: ModelSpec) -> None:
             spec.fingerprint = hashlib.sha256(spec.name.encode()).hexdigest()[:16]
 
 
-def _file_digest(path: Path, digest: "hashlib._Hash") -> None:
+def file_digest(path: Path, digest: "hashlib._Hash") -> None:
     size = path.stat().st_size
     digest.update(str(size).encode())
     with open(path, "rb") as handle:
@@ -124,7 +124,7 @@ def folder_fingerprint(folder: Path) -> str:
             files += sorted(p for p in child.rglob("*") if p.is_file())
     for path in files:
         digest.update(str(path.relative_to(folder)).encode() + b"\x00")
-        _file_digest(path, digest)
+        file_digest(path, digest)
     return digest.hexdigest()[:16]
 
 

@@ -129,7 +129,7 @@ def bm25_top_k(index: Any, queries: Sequence[str], k: int, tie_rank: np.ndarray,
     """Top-k by BM25 (a :class:`ragtune.core.bm25.BM25Index`), corpus cut into chunks: never queries x corpus."""
     doc_terms = index.weights.T.tocsr()  # passages x terms
     top = TopK(len(queries), min(k, index.n_docs), tie_rank)
-    query_matrices = [(q0, index._query_matrix(list(queries[q0:q0 + query_batch])))  # noqa: SLF001
+    query_matrices = [(q0, index.query_matrix(list(queries[q0:q0 + query_batch])))
                       for q0 in range(0, len(queries), query_batch)]
     for start in range(0, index.n_docs, chunk_size):
         chunk_t = doc_terms[start:start + chunk_size].T.tocsr()

@@ -119,7 +119,7 @@ class LocalGenerator:
                  batch_size: int = 4, device: str | None = None) -> None:
         from ragtune.generation.inference import is_gguf
         from ragtune.generation.prompt import trained_system_prompt
-        from ragtune.core.model_specs import _file_digest
+        from ragtune.core.model_specs import file_digest
 
         self.path = Path(path).expanduser()
         gguf = is_gguf(str(self.path))
@@ -132,7 +132,7 @@ class LocalGenerator:
             raise UserError(f"--generator_adapter: {adapter} is not a peft adapter folder (no adapter_config.json)")
         if gguf:
             digest = hashlib.sha256()
-            _file_digest(self.path, digest)
+            file_digest(self.path, digest)
             ident = f"local:gguf:{digest.hexdigest()[:16]}"
         else:
             ident = f"local:{folder_fingerprint(self.path)}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ragtune.core.data import (QUERY_COLUMNS, Corpus, LabelledQuery, _pick_columns, check_input_file, load_queries, parse_id_list,
+from ragtune.core.data import (QUERY_COLUMNS, Corpus, LabelledQuery, pick_columns, check_input_file, load_queries, parse_id_list,
                    read_table)
 from ragtune.core.errors import UserError
 
@@ -19,7 +19,7 @@ def missing_test_ids(path: str | Path, corpus: Corpus, flag: str = "--test_data"
     rows = table.records
     if not rows or (table.is_json and "pos" in rows[0] and "query" in rows[0]):
         return {}, table.unit  # empty (reported by load_queries) or FlagEmbedding texts (added to the corpus)
-    _, ids_col, *_ = _pick_columns(rows, QUERY_COLUMNS, 2, Path(path), flag)
+    _, ids_col, *_ = pick_columns(rows, QUERY_COLUMNS, 2, Path(path), flag)
     missing: dict[str, list[int]] = {}
     for index, record in enumerate(rows):
         for pid in parse_id_list(record.get(ids_col)):

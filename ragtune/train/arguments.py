@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Collection
+from typing import Collection, Sequence
 
 from ragtune.core.data import SAMPLE_CORPUS, SAMPLE_TRAIN, check_input_file
 from ragtune.core.errors import UserError
@@ -48,7 +48,13 @@ def add_output_args(parser: argparse.ArgumentParser, default_output_dir: str | N
 def add_training_args(parser: argparse.ArgumentParser, *, epochs: int, batch_size: int, lr: float,
                       warmup_steps: float, max_seq_length: int, evaluation_steps: int,
                       checkpoint_save_steps: int, gradient_accumulation_steps: int = 1,
-                      early_stopping_patience: int = 4, metric_for_best_model: str = "ndcg@5") -> None:
+                      early_stopping_patience: int = 4, metric_for_best_model: str = "ndcg@5",
+                      metric_choices: Sequence[str] | None = None, gradient_checkpointing: bool = False) -> None:
+    """The Trainer flags, with the script's template values as defaults.
+
+    ``metric_choices``: the dev metrics ``--metric_for_best_model`` takes (default: the ranking metrics at
+    DEFAULT_KS). ``gradient_checkpointing``: on by default, with ``--no_gradient_checkpointing`` to turn it off.
+    """
     group = parser.add_argument_group("training")
     group.add_argument("--epochs", type=int, default=epochs, help="Number of passes over the training examples.")
     group.add_argument("--batch_size", type=int, default=batch_size, help="Examples per device per step.")
@@ -73,7 +79,8 @@ def add_training_args(parser: argparse.ArgumentParser, *, epochs: int, batch_siz
                        help="Stop after this many dev evaluations without improvement; 0 disables early stopping.")
     group.add_argument("--metric_for_best_model", default=metric_for_best_model,
                        help="Dev metric that picks the best checkpoint and drives early stopping: one of "
-                            + ", ".join(f"{m}@k" for m in TRAINING_METRICS) + f" with k in {list(DEFAULT_KS)}.")
+                            + (", ".join(metric_choices) + "." if metric_choices else
+                               ", ".join(f"{m}@k" for m in TRAINING_METRICS) + f" with k in {list(DEFAULT_KS)}."))
     group.add_argument("--max_steps", type=int, default=-1,
                        help="Stop after this many optimizer steps (overrides --epochs when > 0).")
     precision = group.add_mutually_exclusive_group()
@@ -84,8 +91,15 @@ def add_training_args(parser: argparse.ArgumentParser, *, epochs: int, batch_siz
                            help="Shorthand for --precision fp16 (AMP; fp32 on a machine without a GPU).")
     precision.add_argument("--bf16", dest="precision", action="store_const", const="bf16",
                            help="Shorthand for --precision bf16.")
-    group.add_argument("--gradient_checkpointing", action="store_true",
-                       help="Recompute activations in the backward pass: less GPU memory, ~30%% slower.")
+    if gradient_checkpointing:
+        group.add_argument("--gradient_checkpointing", action="store_true", default=True,
+                           help="Recompute activations in the backward pass (on by default here: ~3x less "
+                                "activation memory, ~30%% slower).")
+        group.add_argument("--no_gradient_checkpointing", dest="gradient_checkpointing", action="store_false",
+                           help="Keep every activation (faster, on a GPU with memory to spare).")
+    else:
+        group.add_argument("--gradient_checkpointing", action="store_true",
+                           help="Recompute activations in the backward pass: less GPU memory, ~30%% slower.")
     group.add_argument("--dataloader_num_workers", type=int, default=0, help="Worker processes for data loading.")
 
 

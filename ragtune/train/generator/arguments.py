@@ -8,7 +8,7 @@ from ragtune.audit import add_audit_args
 from ragtune.train.arguments import add_data_args, add_output_args, add_training_args
 from ragtune.core.cli import new_parser
 from ragtune.core.errors import UserError
-from ragtune.train.generator.evaluation import GENERATOR_METRICS
+from ragtune.core.answer_metrics import REFERENCE_ANSWER_METRICS
 from ragtune.generation.prompt import DEFAULT_SYSTEM_PROMPT, DEFAULT_UNANSWERABLE_ANSWER
 
 DEFAULT_BASE_MODEL = "Qwen/Qwen2.5-1.5B-Instruct"
@@ -61,19 +61,10 @@ def build_parser(description: str = "") -> argparse.ArgumentParser:
     add_output_args(parser, default_output_dir=None)
     add_training_args(parser, epochs=3, batch_size=2, lr=2e-4, warmup_steps=0.03, max_seq_length=2048,
                       evaluation_steps=20, checkpoint_save_steps=40, gradient_accumulation_steps=8,
-                      metric_for_best_model="rouge_l")
-    # Checkpointing on by default here: at the template's 2 x 2048 tokens a 1.5B model's activations and
-    # 152k-vocabulary logits need ~17 GiB without it (ragtune/generator/memory.py), more than a 16 GB T4.
-    checkpointing = parser._option_string_actions["--gradient_checkpointing"]
-    checkpointing.help = ("Recompute activations in the backward pass (on by default for the generator: ~3x less "
-                          "activation memory, ~30%% slower).")
-    checkpointing.container.add_argument(
-        "--no_gradient_checkpointing", dest="gradient_checkpointing", action="store_false",
-        help="Keep every activation (faster, on a GPU with memory to spare).")
-    parser.set_defaults(gradient_checkpointing=True)
-    metric = parser._option_string_actions["--metric_for_best_model"]
-    metric.help = ("Dev metric on generated answers that picks the best adapter and drives early stopping: "
-                   + ", ".join(GENERATOR_METRICS) + ".")
+                      metric_for_best_model="rouge_l", metric_choices=REFERENCE_ANSWER_METRICS,
+                      # On by default here: at the template's 2 x 2048 tokens a 1.5B model's activations and
+                      # 152k-vocabulary logits need ~17 GiB without it (ragtune/train/generator/memory.py).
+                      gradient_checkpointing=True)
     return parser
 
 
@@ -90,8 +81,8 @@ def validate_generator_args(args: argparse.Namespace) -> None:
                                         f"come from generated answers), got {args.max_dev_generations}"),
         (args.generation_batch_size >= 1,
          f"--generation_batch_size must be at least 1, got {args.generation_batch_size}"),
-        (args.metric_for_best_model in GENERATOR_METRICS,
-         f"--metric_for_best_model must be one of {', '.join(GENERATOR_METRICS)}; got {args.metric_for_best_model!r}"),
+        (args.metric_for_best_model in REFERENCE_ANSWER_METRICS,
+         f"--metric_for_best_model must be one of {', '.join(REFERENCE_ANSWER_METRICS)}; got {args.metric_for_best_model!r}"),
     ]
     for ok, message in checks:
         if not ok:

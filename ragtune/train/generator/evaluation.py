@@ -22,7 +22,6 @@ from ragtune.generation.inference import generate
 
 logger = logging.getLogger(__name__)
 
-GENERATOR_METRICS = ("rouge_l", "bleu4", "string_presence")
 
 
 def answer_metrics(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:

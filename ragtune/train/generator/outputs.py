@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ragtune.train.generator.evaluation import GENERATOR_METRICS
+from ragtune.core.answer_metrics import REFERENCE_ANSWER_METRICS
 
 
 def metrics_table(before: dict[str, float], after: dict[str, float]) -> str:
     rows = [("metric", "base model", "fine-tuned")] + [
         (name, f"{before.get(name, float('nan')):.4f}", f"{after.get(name, float('nan')):.4f}")
-        for name in GENERATOR_METRICS]
+        for name in REFERENCE_ANSWER_METRICS]
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -25,7 +25,7 @@ def write_adapter_card(output_dir: str | Path, base_model: str, before: dict[str
 
     results = [EvalResult(task_type="text-generation", dataset_type="dev", dataset_name="held-out dev queries",
                           metric_type=name, metric_name=name, metric_value=round(float(after[name]), 4))
-               for name in GENERATOR_METRICS if after.get(name) is not None]
+               for name in REFERENCE_ANSWER_METRICS if after.get(name) is not None]
     gguf = base_model.endswith(".gguf")
     data = ModelCardData(base_model=None if gguf else base_model, library_name="peft", language=["vi"],
                          tags=["lora", "rag", "ragtune", "text-generation"], pipeline_tag="text-generation",
@@ -34,7 +34,7 @@ def write_adapter_card(output_dir: str | Path, base_model: str, before: dict[str
                  f"gguf_file={Path(base_model).name!r})" if gguf else f"AutoModelForCausalLM.from_pretrained({base_model!r})")
     table = "\n".join(["| metric | base model | fine-tuned |", "|---|---|---|"] + [
         f"| {name} | {before.get(name, float('nan')):.4f} | {after.get(name, float('nan')):.4f} |"
-        for name in GENERATOR_METRICS])
+        for name in REFERENCE_ANSWER_METRICS])
     content = f"""---
 {data.to_yaml()}
 ---
