@@ -32,7 +32,7 @@ from ragtune.core.errors import UserError
 
 logger = logging.getLogger(__name__)
 
-SAMPLE_DATA_DIR = Path(__file__).resolve().parent / "sample_data"
+SAMPLE_DATA_DIR = Path(__file__).resolve().parents[1] / "sample_data"
 SAMPLE_CORPUS = SAMPLE_DATA_DIR / "corpus.csv"
 SAMPLE_TRAIN = SAMPLE_DATA_DIR / "train.csv"
 SAMPLE_TEST = SAMPLE_DATA_DIR / "test.csv"
