@@ -10,10 +10,20 @@ import argparse
 from pathlib import Path
 from typing import Collection, Sequence
 
+from ragtune.core.cli import new_parser
 from ragtune.core.data import SAMPLE_CORPUS, SAMPLE_TRAIN, check_input_file
 from ragtune.core.errors import UserError
 from ragtune.core.metrics import DEFAULT_KS, TRAINING_METRICS
 from ragtune.retrieval.negatives import FIRST_STAGES, NEGATIVE_SOURCES
+
+
+def new_training_parser(description: str | None, *, base_model: str, base_model_help: str
+                        ) -> tuple[argparse.ArgumentParser, argparse._ArgumentGroup]:
+    """A fine-tuning script's parser and its "model" group, which starts with ``--base_model``."""
+    parser = new_parser(description)
+    model = parser.add_argument_group("model")
+    model.add_argument("--base_model", default=base_model, help=base_model_help)
+    return parser, model
 
 
 def add_data_args(parser: argparse.ArgumentParser, dev_ratio: float = 0.2) -> None:
@@ -179,22 +189,6 @@ def validate_negative_args(args: argparse.Namespace) -> None:
     lo, hi = args.hard_negative_range
     if lo < 1 or hi < lo:
         raise UserError(f"--hard_negative_range must be two ranks 1 <= MIN <= MAX, got {lo} {hi}")
-
-
-def validate_reranker_args(args: argparse.Namespace) -> None:
-    """Flags only the reranker script has; raise UserError naming the flag."""
-    if args.num_random_negatives < 0:
-        raise UserError(f"--num_random_negatives must be >= 0, got {args.num_random_negatives}")
-    if args.rerank_top_n < max(DEFAULT_KS):
-        raise UserError(f"--rerank_top_n must be at least {max(DEFAULT_KS)} (metrics go up to @{max(DEFAULT_KS)}), "
-                        f"got {args.rerank_top_n}")
-    if args.hard_negative_source == "dense" and not args.embedding_model:
-        raise UserError("--hard_negative_source dense needs --embedding_model (the reranker itself cannot retrieve)")
-    if args.first_stage in ("dense", "hybrid") and not args.embedding_model:
-        raise UserError(f"--first_stage {args.first_stage} needs --embedding_model (the reranker itself cannot "
-                        f"retrieve)")
-    if args.num_hard_negatives + args.num_random_negatives == 0:
-        raise UserError("--num_hard_negatives and --num_random_negatives are both 0: a reranker needs negatives")
 
 
 def default_output_dir(base_model: str, suffix: str) -> str:

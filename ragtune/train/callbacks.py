@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 from typing import Any
+
 import torch
 from transformers import EarlyStoppingCallback, TrainerCallback
-import logging
+
 from ragtune.train.checkpoints import find_resumable_checkpoint
 from ragtune.train.distributed import is_distributed
 

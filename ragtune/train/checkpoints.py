@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
+
 from ragtune.core.errors import UserError
-import logging
 
 logger = logging.getLogger(__name__)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 from typing import Callable, TypeVar
-import torch
 
+import torch
 
 T = TypeVar("T")
 
@@ -17,10 +17,6 @@ def local_rank_is_main() -> bool:
 
 def is_distributed() -> bool:
     return torch.distributed.is_available() and torch.distributed.is_initialized()
-
-
-def world_size() -> int:
-    return torch.distributed.get_world_size() if is_distributed() else 1
 
 
 def is_main_process() -> bool:

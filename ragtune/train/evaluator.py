@@ -1,4 +1,4 @@
-"""The dev-set evaluator contract shared by the embedding and reranker training scripts."""
+"""The dev evaluator contract of the embedding and reranker scripts: metrics computed on the main process."""
 
 from __future__ import annotations
 

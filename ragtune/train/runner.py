@@ -13,42 +13,82 @@ from __future__ import annotations
 import argparse
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
 from transformers import TrainerCallback
 
-from ragtune.train.arguments import default_output_dir
+from ragtune.audit import run_audit
+from ragtune.audit.report import pii_summary_line
 from ragtune.core.cli import args_to_config
-from ragtune.core.data import Corpus, LabelledQuery
+from ragtune.core.data import Corpus, LabelledQuery, load_corpus, load_queries, split_queries
 from ragtune.core.io import setup_logging, write_json
-from ragtune.train.outputs import plot_training_curves
-from ragtune.train.training_args import Precision, resolve_precision, trainer_kwargs
-from ragtune.train.callbacks import (InterruptCheckpointCallback, SamplerEpochCallback, SaveBestCheckpointCallback,
-                                     early_stopping_callbacks, exit_after_interrupt)
-from ragtune.train.checkpoints import (FINISHED_MARKER, check_output_dir, clear_finished_run, resolve_resume,
-                                       warn_if_process_count_changed)
+from ragtune.core.model_card import add_card_section
+from ragtune.train.arguments import default_output_dir
+from ragtune.train.callbacks import (
+    InterruptCheckpointCallback,
+    SamplerEpochCallback,
+    SaveBestCheckpointCallback,
+    early_stopping_callbacks,
+    exit_after_interrupt,
+)
+from ragtune.train.checkpoints import (
+    FINISHED_MARKER,
+    check_output_dir,
+    clear_finished_run,
+    resolve_resume,
+    warn_if_process_count_changed,
+)
 from ragtune.train.distributed import compute_on_main_and_share, is_main_process, local_rank_is_main
+from ragtune.train.outputs import dev_metrics_from_history, plot_training_curves
+from ragtune.train.training_args import Precision, resolve_precision, trainer_kwargs
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+@dataclass(frozen=True)
+class LabelledData:
+    """The corpus and labelled queries a run trains on, split at the query level and audited."""
+
+    corpus: Corpus
+    queries: list[LabelledQuery]
+    train: list[LabelledQuery]
+    dev: list[LabelledQuery]
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    """What the run decided once the distributed state exists (``TrainingRun.plan``)."""
+
+    arguments: Any  # the script's TrainingArguments
+    precision: Precision
+    world_size: int
+    resume_from: str | None  # the checkpoint every rank resumes from; None starts fresh
+
+    @property
+    def device(self) -> Any:
+        return self.arguments.device
+
+
 class TrainingRun:
     """What every fine-tuning script does around its own model, data and loss.
 
+    ``model_kind`` names the model in messages ("embedding model", "reranker", "adapter").
     ``metric_prefix`` is how the script's Trainer names dev metrics (``eval_dev_`` for the
-    sentence-transformers evaluators, ``eval_`` for the generator), so that
-    ``metric_key`` matches the logged key exactly: a mismatch would make early stopping and
-    best-checkpoint selection silently keep the last step. ``callbacks`` are extra
-    ``TrainerCallback``s from the caller (tests and benchmarks observe training through them).
+    sentence-transformers evaluators, ``eval_`` for the generator), so that ``metric_key``
+    matches the logged key exactly: a mismatch would make early stopping and best-checkpoint
+    selection silently keep the last step. ``callbacks`` are extra ``TrainerCallback``s from the
+    caller (tests and benchmarks observe training through them).
     """
 
-    def __init__(self, args: argparse.Namespace, *, output_suffix: str, metric_prefix: str = "eval_dev_",
-                 callbacks: Sequence[TrainerCallback] = ()) -> None:
+    def __init__(self, args: argparse.Namespace, *, model_kind: str, output_suffix: str,
+                 metric_prefix: str = "eval_dev_", callbacks: Sequence[TrainerCallback] = ()) -> None:
         setup_logging(local_rank_is_main())
         self.started = time.time()
         self.args = args
+        self.model_kind = model_kind
         args.output_dir = args.output_dir or default_output_dir(args.base_model, output_suffix)
         self.output_dir = Path(args.output_dir)
         self.metric_prefix = metric_prefix
@@ -56,14 +96,20 @@ class TrainingRun:
         self.extra_callbacks = list(callbacks)
         # Read-only checks: nothing in the output dir is touched until train().
         self.overwrites_finished_run = check_output_dir(self.output_dir, args.overwrite_output_dir)
-        self.resume_from = resolve_resume(args.resume_from_checkpoint, self.output_dir, self.overwrites_finished_run)
-        self.precision: Precision | None = None
-        self.world_size = 1
+        self.found_checkpoint = resolve_resume(args.resume_from_checkpoint, self.output_dir,
+                                               self.overwrites_finished_run)
         self.interrupt = InterruptCheckpointCallback()
-        self.summary: dict[str, Any] = {}
         self.audit_summary: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ before training
+
+    def load_labelled_data(self) -> LabelledData:
+        """``--corpus`` and ``--train_data`` read and checked, split by ``--dev_ratio``, audited."""
+        corpus = load_corpus(self.args.corpus)
+        queries = load_queries(self.args.train_data, corpus)
+        train, dev = split_queries(queries, self.args.dev_ratio, self.args.seed)
+        corpus, train, dev = self.audit(corpus, train, dev)
+        return LabelledData(corpus, queries, train, dev)
 
     def audit(self, corpus: Corpus, train: list[LabelledQuery], dev: list[LabelledQuery]
               ) -> tuple[Corpus, list[LabelledQuery], list[LabelledQuery]]:
@@ -73,8 +119,6 @@ class TrainingRun:
         else the inputs. ``--pii error`` raises a UserError here. The summary goes into metrics.json
         and the model card, so that publishing can refuse a model trained on unredacted personal data.
         """
-        from ragtune.audit import run_audit
-
         result = run_audit(corpus, train, dev, policy=self.args.pii,
                            sources={"corpus": str(self.args.corpus), "train": str(self.args.train_data),
                                     "test": f"{self.args.train_data} (dev split)"},
@@ -82,27 +126,24 @@ class TrainingRun:
         self.audit_summary = result.summary()
         return result.corpus, result.train, result.test
 
-    def training_arguments(self, cls: type[T], *, has_dev: bool, find_unused_parameters: bool = False,
-                           **extra: Any) -> T:
-        """The script's ``TrainingArguments`` class filled from the shared flags (plus ``extra``).
+    def plan(self, cls: type, *, has_dev: bool, find_unused_parameters: bool = False, **extra: Any) -> TrainingPlan:
+        """The script's ``TrainingArguments`` class filled from the shared flags (plus ``extra``), and what follows.
 
         Building it starts the distributed state under ``accelerate launch``; every rank then resumes
-        from the checkpoint the main process found.
+        from the checkpoint the main process found. When resuming, the start-of-training dev evaluation is
+        skipped: the base model's dev metrics are already in the restored history, and a second evaluation
+        would count against early stopping's patience.
         """
-        self.precision = resolve_precision(self.args.precision)
-        kwargs = trainer_kwargs(self.args, self.precision, has_dev, self.metric_key, str(self.output_dir),
-                                eval_on_start=self.resume_from is None,
+        precision = resolve_precision(self.args.precision)
+        kwargs = trainer_kwargs(self.args, precision, has_dev, self.metric_key, str(self.output_dir),
+                                eval_on_start=self.found_checkpoint is None,
                                 find_unused_parameters=find_unused_parameters)
-        kwargs.update(extra)
-        training_args = cls(**kwargs)
-        self.world_size = training_args.world_size
-        self.resume_from = compute_on_main_and_share(lambda found=self.resume_from: found)
-        warn_if_process_count_changed(self.resume_from, self.world_size)
+        arguments = cls(**{**kwargs, **extra})
+        resume_from = compute_on_main_and_share(lambda found=self.found_checkpoint: found)
+        warn_if_process_count_changed(resume_from, arguments.world_size)
         if has_dev:
-            # The base model's dev metrics are already in a resumed run's history; a second evaluation
-            # would count against early stopping's patience.
-            training_args.eval_on_start = self.resume_from is None
-        return training_args
+            arguments.eval_on_start = resume_from is None
+        return TrainingPlan(arguments, precision, arguments.world_size, resume_from)
 
     @staticmethod
     def share(fn: Callable[[], T]) -> T:
@@ -114,26 +155,43 @@ class TrainingRun:
         return [self.interrupt, SaveBestCheckpointCallback(), *early_stopping_callbacks(self.args, has_dev),
                 SamplerEpochCallback(), *self.extra_callbacks]
 
-    def log_summary(self, title: str, fields: dict[str, Any]) -> None:
-        """The start-up summary: one block a user reads before the first step (and metrics.json keeps)."""
-        self.summary.update(fields)
-        width = max(map(len, fields), default=0)
-        lines = "\n".join(f"  {name.ljust(width)}  {value}" for name, value in fields.items())
-        logger.info("%s\n%s", title, lines)
+    def log_summary(self, title: str, plan: TrainingPlan, *, model: str, steps: int, fields: dict[str, Any],
+                    batch_note: str = "") -> None:
+        """The start-up summary a user reads before the first step, and a warning if warm-up covers every step.
+
+        ``model`` is the first line's description (the device is added); ``fields`` are the script's own
+        lines (data, split, negatives...); precision, batch, steps and output are the same for every script.
+        """
+        args = self.args
+        lines = {
+            "model": f"{model} on {plan.device}",
+            **fields,
+            "precision": plan.precision.name,
+            "batch": f"effective {args.batch_size * args.gradient_accumulation_steps * plan.world_size} (= "
+                     f"{args.batch_size} x {args.gradient_accumulation_steps} accumulation x {plan.world_size} "
+                     f"process(es)){batch_note}",
+            "steps": f"{steps} optimizer steps, lr {args.lr:g}, warm-up {args.warmup_steps:g}",
+            "output": args.output_dir,
+        }
+        width = max(map(len, lines))
+        logger.info("%s\n%s", title, "\n".join(f"  {name.ljust(width)}  {value}" for name, value in lines.items()))
+        if 1 <= args.warmup_steps and args.warmup_steps >= steps:
+            logger.warning("--warmup_steps %d covers all %d optimizer steps: the learning rate never reaches --lr %g",
+                           args.warmup_steps, steps, args.lr)
 
     # ------------------------------------------------------------------ training
 
-    def train(self, trainer: Any) -> int | None:
-        """Train (resuming ``resume_from``); the exit code when interrupted (checkpoint saved), else None.
+    def train(self, trainer: Any, plan: TrainingPlan) -> int | None:
+        """Train (resuming where the plan says); the exit code when interrupted (checkpoint saved), else None.
 
         This is the run's first write to the output dir: a finished run there is cleared only now
         (--overwrite_output_dir), after the script has validated its data, flags and model.
         """
-        if self.overwrites_finished_run and self.resume_from is None and is_main_process():
+        if self.overwrites_finished_run and plan.resume_from is None and is_main_process():
             clear_finished_run(self.output_dir)
         self.interrupt.install()
         try:
-            trainer.train(resume_from_checkpoint=self.resume_from)
+            trainer.train(resume_from_checkpoint=plan.resume_from)
         finally:
             self.interrupt.uninstall()
         self.interrupt.synchronize(trainer.args.device)  # a signal after the last step: every rank or none stops
@@ -143,14 +201,23 @@ class TrainingRun:
 
     # ------------------------------------------------------------------ after training
 
-    def finish(self, trainer: Any, *, save: Callable[[str], None], metrics: dict[str, Any], table: str = "",
-               curve_metrics: tuple[str, ...] = ("ndcg@5", "mrr@5", "recall@5", "hit@5")) -> int:
-        """Main process: the final model, curves and ``metrics.json`` (written last: it marks a finished run)."""
+    def base_dev_metrics(self, trainer: Any) -> dict[str, float]:
+        """The base model's dev metrics: the first evaluation in the Trainer's history (before any step)."""
+        history = dev_metrics_from_history(trainer.state.log_history, self.metric_prefix)
+        return history[0][1] if history else {}
+
+    def finish(self, trainer: Any, plan: TrainingPlan, *, save: Callable[[str], None], metrics: dict[str, Any],
+               table: str = "", curve_metrics: tuple[str, ...] = ("ndcg@5", "mrr@5", "recall@5", "hit@5")) -> int:
+        """Main process: the final model, curves and ``metrics.json`` (written last: it marks a finished run).
+
+        ``metrics["dev_metrics"]`` holds the base model's ("before") and the fine-tuned model's ("after")
+        dev metrics; a fine-tuned model that is not above its base on the main metric gets a warning.
+        """
         if not is_main_process():
             return 0
         save(str(self.output_dir))
         if self.audit_summary is not None:
-            append_audit_to_card(self.output_dir / "README.md", self.audit_summary)
+            add_card_section(self.output_dir / "README.md", "Data audit", audit_card_lines(self.audit_summary))
         plot_training_curves(trainer.state.log_history, self.metric_prefix, self.output_dir / "training_curves.png",
                              curve_metrics)
         state = trainer.state
@@ -160,28 +227,35 @@ class TrainingRun:
             "best_checkpoint": state.best_model_checkpoint,
             "best_metric": {self.args.metric_for_best_model: state.best_metric},
             "global_step": state.global_step,
-            "precision": self.precision.name if self.precision else None,
-            "processes": self.world_size,
+            "precision": plan.precision.name,
+            "processes": plan.world_size,
             "wall_time_s": round(time.time() - self.started, 1),
             "data_audit": self.audit_summary,
             "config": args_to_config(self.args),
         })
         if table:
             print(f"\n{table}\n")
+        dev = metrics.get("dev_metrics") or {}
+        warn_if_not_above_base(dev.get("before") or {}, dev.get("after") or {}, self.args.metric_for_best_model,
+                               self.model_kind)
         return 0
 
 
-def append_audit_to_card(card: Path, summary: dict[str, Any]) -> None:
-    """A "Data audit" section in the model card: what the training data held (counts only, never values)."""
-    if not card.is_file():
-        return
-    from ragtune.audit.report import pii_summary_line
+def warn_if_not_above_base(before: dict[str, float], after: dict[str, float], metric: str, model_kind: str) -> None:
+    """The one "fine-tuned is not better" rule of the three scripts: a tie counts as not better.
 
+    A tie is the case to catch: a run whose best checkpoint is its first step saves the base model again.
+    """
+    if metric in after and metric in before and after[metric] <= before[metric]:
+        logger.warning("The fine-tuned %s is not above the base model on dev %s (%.4f vs %.4f): try another --lr, "
+                       "more epochs or more data", model_kind, metric, after[metric], before[metric])
+
+
+def audit_card_lines(summary: dict[str, Any]) -> str:
+    """The model card's "Data audit" section: what the training data held (counts only, never values)."""
     leakage = summary["leakage"]
     pii_line = pii_summary_line(summary["pii"], "redacted before training", "**not redacted**")
-    card.write_text(card.read_text(encoding="utf-8").rstrip() + "\n\n## Data audit\n\n"
-                    f"- Personal information in the training data: {pii_line}\n"
-                    f"- Dev queries with a near-copy among the training queries: {leakage['leaked_test_queries']} of "
-                    f"{leakage['test_queries']}\n"
-                    f"- Duplicate passage groups in the corpus: {summary['duplicate_passages']['groups']}\n",
-                    encoding="utf-8")
+    return (f"- Personal information in the training data: {pii_line}\n"
+            f"- Dev queries with a near-copy among the training queries: {leakage['leaked_test_queries']} of "
+            f"{leakage['test_queries']}\n"
+            f"- Duplicate passage groups in the corpus: {summary['duplicate_passages']['groups']}\n")

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import os
 from dataclasses import dataclass
 from typing import Any
+
 import torch
+
 from ragtune.core.errors import UserError
-import logging
 from ragtune.train.distributed import local_rank_is_main
 
 logger = logging.getLogger(__name__)

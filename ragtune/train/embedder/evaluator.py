@@ -1,13 +1,16 @@
-"""Dev retrieval metrics during training."""
+"""Dev retrieval metrics of the embedding model: during training, at the end, and as a hybrid with BM25."""
 
 from __future__ import annotations
 
 from typing import Any, Sequence
+
 from ragtune.core.data import Corpus, LabelledQuery
-from ragtune.train.evaluator import DevMetricsEvaluator
-from ragtune.core.metrics import DEFAULT_KS, TRAINING_METRICS, query_metrics, mean_metrics
+from ragtune.core.fusion import ranking
+from ragtune.core.metrics import DEFAULT_KS, TRAINING_METRICS, mean_metrics, query_metrics
 from ragtune.core.ranking import dense_top_k, tie_ranks
 from ragtune.retrieval.encoding import encode_passages, encode_queries
+from ragtune.retrieval.first_stage import FirstStage
+from ragtune.train.evaluator import DevMetricsEvaluator
 
 
 class DevRetrievalEvaluator(DevMetricsEvaluator):
@@ -40,3 +43,31 @@ class DevRetrievalEvaluator(DevMetricsEvaluator):
     def get_config_dict(self) -> dict[str, Any]:
         return {"ks": list(self.ks), "queries": len(self.queries), "passages": len(self.corpus)}
 
+
+
+def final_dev_metrics(evaluator: DevRetrievalEvaluator | None, model, trainer) -> dict[str, float]:
+    """The fine-tuned model's dev metrics, on the main process (under DDP the other ranks encode their share)."""
+    from sentence_transformers.util.distributed import distributed_evaluation
+
+    with distributed_evaluation(model) as run_evaluator:
+        after = evaluator(model, epoch=trainer.state.epoch, steps=trainer.state.global_step) \
+            if evaluator and run_evaluator else {}
+    return {k.removeprefix("dev_"): v for k, v in after.items()}
+
+
+def hybrid_on_dev(corpus: Corpus, model, dev_queries: Sequence[LabelledQuery], metric: str
+                  ) -> tuple[dict[str, Any], dict[str, float]]:
+    """The hybrid first stage (BM25 + this model) on the dev queries: its saved fusion record and its metrics.
+
+    The dense weight is chosen on the dev queries and saved in metrics.json, so that evaluate_rag.py fuses
+    with the weight chosen here, never on its test set.
+    """
+    stage = FirstStage(corpus, model, kind="hybrid")
+    k = max(DEFAULT_KS)
+    weight = stage.choose_dense_weight(dev_queries, k, metric)
+    runs = stage.runs([q.query for q in dev_queries], k)
+    hybrid = mean_metrics([query_metrics(ranking(run), q.relevant_ids, DEFAULT_KS, TRAINING_METRICS)
+                           for run, q in zip(runs, dev_queries)])
+    fusion = {"first_stage": "hybrid", "dense_weight": weight, "chosen_on": "dev", "metric": metric,
+              "dev_queries": len(dev_queries)}
+    return fusion, hybrid

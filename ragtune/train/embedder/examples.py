@@ -1,14 +1,16 @@
-"""Embedding training examples."""
+"""Embedding training rows: (query, positive, hard negatives) from the labelled queries and mined candidates."""
 
 from __future__ import annotations
 
+import logging
 import random
 from dataclasses import dataclass
 from typing import Sequence
+
 from datasets import Dataset
+
 from ragtune.core.data import Corpus, LabelledQuery
 from ragtune.retrieval.negatives import NegativeCandidates, draw_negatives, draw_random_negatives
-import logging
 
 logger = logging.getLogger(__name__)
 

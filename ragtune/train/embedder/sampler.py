@@ -1,13 +1,17 @@
-"""Batches without false negatives."""
+"""Batches in which no passage is relevant to another query of the batch (no in-batch false negatives)."""
 
 from __future__ import annotations
 
+import logging
+import math
 import random
 from typing import Iterator, Sequence
+
 from datasets import Dataset
 from sentence_transformers.base.sampler import DefaultBatchSampler
-import logging
-from ragtune.train.embedder.examples import TrainingExamples
+
+from ragtune.core.data import count_pairs
+from ragtune.train.embedder.examples import TrainingExamples, negatives_per_query_in_batch
 
 logger = logging.getLogger(__name__)
 
@@ -153,3 +157,32 @@ class NoFalseNegativesBatchSampler(DefaultBatchSampler):
     def __len__(self) -> int:
         return len(self._batches(self.epoch))
 
+
+
+def describe_batches(args, data, examples: TrainingExamples, sampler: NoFalseNegativesBatchSampler,
+                     world_size: int, gather: bool, model) -> dict:
+    """The start-up summary's embedding-specific part (``TrainingRun.log_summary``'s keyword arguments).
+
+    The labels can keep global batches below batch_size x processes (no passage relevant to another query
+    of the batch), so the optimizer steps and the in-batch negatives are counted from the sampler itself.
+    """
+    batches_per_epoch = len(sampler)
+    mean_rows = sum(map(len, sampler)) / max(1, batches_per_epoch // world_size)
+    steps = (args.max_steps if args.max_steps > 0 else
+             math.ceil(batches_per_epoch / world_size / args.gradient_accumulation_steps) * args.epochs)
+    negatives = (mean_rows if gather else mean_rows / world_size) * (1 + examples.negatives_per_row) - 1
+    most = negatives_per_query_in_batch(args.batch_size, world_size, examples.negatives_per_row, gather)
+    return {
+        "model": f"{args.base_model}, max_seq_length {model.max_seq_length}",
+        "steps": steps,
+        "batch_note": f"; the labels fill global batches with {mean_rows:.1f} rows on average",
+        "fields": {
+            "data": f"corpus {data.corpus.source} ({len(data.corpus)} passages), queries {args.train_data} "
+                    f"({len(data.queries)}, {count_pairs(data.queries)} pairs)",
+            "split": f"train {len(data.train)} queries / {len(examples.dataset)} examples, dev {len(data.dev)} "
+                     f"queries",
+            "dropped rows": f"{examples.dropped_rows} (too few negatives in the corpus)",
+            "negatives": f"{most} per query at most ({examples.negatives_per_row} hard, in-batch"
+                         f"{' gathered across processes' if gather else ''}), {negatives:.1f} on average",
+        },
+    }

@@ -1,10 +1,12 @@
-"""The embedding Trainer."""
+"""The embedding model's Trainer: SentenceTransformerTrainer with false-negative-free batches."""
 
 from __future__ import annotations
 
 import math
 from typing import Any
+
 from sentence_transformers import SentenceTransformerTrainer
+
 from ragtune.train.embedder.examples import TrainingExamples
 from ragtune.train.embedder.sampler import NoFalseNegativesBatchSampler
 

@@ -5,21 +5,25 @@ from __future__ import annotations
 import argparse
 
 from ragtune.audit import add_audit_args
-from ragtune.train.arguments import add_data_args, add_output_args, add_training_args
-from ragtune.core.cli import new_parser
-from ragtune.core.errors import UserError
 from ragtune.core.answer_metrics import REFERENCE_ANSWER_METRICS
+from ragtune.core.errors import UserError
 from ragtune.generation.prompt import DEFAULT_SYSTEM_PROMPT, DEFAULT_UNANSWERABLE_ANSWER
+from ragtune.train.arguments import (
+    add_data_args,
+    add_output_args,
+    add_training_args,
+    new_training_parser,
+    validate_training_args,
+)
 
 DEFAULT_BASE_MODEL = "Qwen/Qwen2.5-1.5B-Instruct"
 
 
-def build_parser(description: str = "") -> argparse.ArgumentParser:
-    parser = new_parser(description)
-    model = parser.add_argument_group("model")
-    model.add_argument("--base_model", default=DEFAULT_BASE_MODEL,
-                       help="Chat model to fine-tune (Qwen2.5 / Qwen3 instruct, 0.5B-14B): a Hub id, a local folder, "
-                            "or a .gguf file (loaded through transformers' GGUF support, dequantised).")
+def build_parser(description: str | None = None) -> argparse.ArgumentParser:
+    """The generator script's flags, with the template command's values as defaults."""
+    parser, model = new_training_parser(description, base_model=DEFAULT_BASE_MODEL, base_model_help=(
+        "Chat model to fine-tune (Qwen2.5 / Qwen3 instruct, 0.5B-14B): a Hub id, a local folder, or a "
+        ".gguf file (loaded through transformers' GGUF support, dequantised)."))
     model.add_argument("--chat_template", default=None, metavar="FILE",
                        help="Jinja chat template for a model that has none (or to replace its own).")
     model.add_argument("--system_prompt", default=DEFAULT_SYSTEM_PROMPT,
@@ -68,8 +72,12 @@ def build_parser(description: str = "") -> argparse.ArgumentParser:
     return parser
 
 
-def validate_generator_args(args: argparse.Namespace) -> None:
-    """Generator flags; raise UserError naming the flag."""
+def validate_args(args: argparse.Namespace) -> None:
+    """Every check of the generator script's flags; raise UserError naming the flag.
+
+    ``--qlora`` turns gradient checkpointing on (QLoRA's recipe: 4-bit bases are for small GPUs).
+    """
+    validate_training_args(args, min_batch_size=1, valid_metrics=REFERENCE_ANSWER_METRICS)
     checks = [
         (args.lora_r >= 1, f"--lora_r must be at least 1, got {args.lora_r}"),
         (args.lora_alpha > 0, f"--lora_alpha must be positive, got {args.lora_alpha}"),
@@ -81,8 +89,6 @@ def validate_generator_args(args: argparse.Namespace) -> None:
                                         f"come from generated answers), got {args.max_dev_generations}"),
         (args.generation_batch_size >= 1,
          f"--generation_batch_size must be at least 1, got {args.generation_batch_size}"),
-        (args.metric_for_best_model in REFERENCE_ANSWER_METRICS,
-         f"--metric_for_best_model must be one of {', '.join(REFERENCE_ANSWER_METRICS)}; got {args.metric_for_best_model!r}"),
     ]
     for ok, message in checks:
         if not ok:
@@ -100,3 +106,4 @@ def validate_generator_args(args: argparse.Namespace) -> None:
             raise UserError("--qlora: a GGUF base is dequantised on loading and is not re-quantised to 4-bit here; "
                             "train LoRA on it without --qlora")
         check_qlora_available()
+        args.gradient_checkpointing = True

@@ -23,9 +23,18 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Callable, Sequence
 
-from ragtune.core.data import Corpus, LabelledQuery, load_corpus, load_queries, normalize_text, read_table, split_queries
+from ragtune.core.data import (
+    Corpus,
+    LabelledQuery,
+    load_corpus,
+    load_queries,
+    normalize_text,
+    read_table,
+    split_queries,
+)
 from ragtune.core.errors import UserError
 from ragtune.generation.prompt import Messages, rag_messages
+from ragtune.retrieval.negatives import draw_negatives, mine_candidates
 
 logger = logging.getLogger(__name__)
 
@@ -170,8 +179,6 @@ def check_answers(queries: Sequence[LabelledQuery], path: str | Path, flag: str 
 def retrieve_distractors(queries: Sequence[LabelledQuery], corpus: Corpus, embedding_model=None,
                          depth: int = 30) -> list[list[str]]:
     """Per query, non-relevant passages in retrieval order (BM25, or the embedding model when given)."""
-    from ragtune.retrieval.negatives import mine_candidates
-
     source = "dense" if embedding_model is not None else "bm25"
     return mine_candidates(queries, corpus, source, (1, min(depth, len(corpus))), dense_model=embedding_model).per_query
 
@@ -183,8 +190,6 @@ def build_rag_examples(queries: Sequence[LabelledQuery], corpus: Corpus, candida
 
     Seeded, so a resumed run and every distributed rank build the same examples.
     """
-    from ragtune.retrieval.negatives import draw_negatives
-
     rng = random.Random(seed)
     examples = []
     for query, pool in zip(queries, candidates):

@@ -13,11 +13,14 @@ vocabulary is often the largest single item. A CUDA context + allocator overhead
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 GIB = 1024 ** 3
 CUDA_OVERHEAD_GIB = 1.0
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -113,3 +116,24 @@ def t4_table(gpu_gib: float = 15.0, lora_r: int = 16, batch_size: int = 2, seq_l
 
 if __name__ == "__main__":  # python -m ragtune.train.generator.memory: the README's table
     print(t4_table())
+
+
+def estimate_run_memory(model: Any, counts: Any, args: Any, longest: int) -> dict[str, float]:
+    """This run's estimate: batches are padded to their longest example, so the longest one sets the peak."""
+    return estimate_memory(
+        ModelShape.from_config(model.get_base_model().config, params=counts.total - counts.trainable),
+        lora_r=args.lora_r, batch_size=args.batch_size, seq_length=longest, qlora=args.qlora,
+        gradient_checkpointing=args.gradient_checkpointing, lora_params=counts.trainable)
+
+
+def warn_if_over_gpu(memory: dict[str, float], device: Any) -> None:
+    """A warning before the first step when the estimate exceeds the GPU's memory (none on CPU)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return
+    gpu_gib = torch.cuda.get_device_properties(device).total_memory / 1024 ** 3
+    if memory["total"] > gpu_gib:
+        logger.warning("The estimate (~%.1f GiB) exceeds this GPU's %.1f GiB: consider --gradient_checkpointing, "
+                       "a smaller --batch_size (with more --gradient_accumulation_steps) or --qlora",
+                       memory["total"], gpu_gib)

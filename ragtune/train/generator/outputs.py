@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from ragtune.core.answer_metrics import REFERENCE_ANSWER_METRICS
+from ragtune.core.model_card import write_card
 
 
 def metrics_table(before: dict[str, float], after: dict[str, float]) -> str:
@@ -35,11 +36,7 @@ def write_adapter_card(output_dir: str | Path, base_model: str, before: dict[str
     table = "\n".join(["| metric | base model | fine-tuned |", "|---|---|---|"] + [
         f"| {name} | {before.get(name, float('nan')):.4f} | {after.get(name, float('nan')):.4f} |"
         for name in REFERENCE_ANSWER_METRICS])
-    content = f"""---
-{data.to_yaml()}
----
-
-# LoRA adapter for {base_model} (RAG answer generator)
+    body = f"""# LoRA adapter for {base_model} (RAG answer generator)
 
 Fine-tuned with `fine_tune_generator.py` (ragtune): LoRA r={config.get('lora_r')}, alpha={config.get('lora_alpha')},
 targets {' '.join(config.get('lora_target') or [])}{', QLoRA 4-bit NF4' if config.get('qlora') else ''}.
@@ -61,6 +58,34 @@ Unicode word tokens, corpus BLEU-4, share of answers containing the reference):
 
 {table}
 """
-    path = Path(output_dir) / "README.md"
-    path.write_text(content, encoding="utf-8")
-    return path
+    return write_card(Path(output_dir) / "README.md", data, body)
+
+
+def describe_run(args: Any, data: Any, counts: Any, train: tuple[int, int], dev: tuple[int, int], evaluator: Any,
+                 memory: dict[str, float], longest: int, metric_key: str) -> dict[str, Any]:
+    """The start-up summary's generator-specific part (``TrainingRun.log_summary``'s keyword arguments).
+
+    ``train`` and ``dev``: (examples, examples whose contexts were shortened to fit --max_seq_length);
+    ``longest``: the longest example's tokens, which set the activation memory.
+    """
+    return {
+        "model": f"{args.base_model}{' (4-bit NF4, double quantisation)' if args.qlora else ''}, "
+                 f"{counts.total / 1e6:.1f}M parameters",
+        "fields": {
+            "LoRA": f"r {args.lora_r}, alpha {args.lora_alpha}, dropout {args.lora_dropout:g}, targets "
+                    f"{' '.join(args.lora_target)}: {counts.trainable / 1e6:.2f}M trainable = "
+                    f"{100 * counts.share:.3f}%",
+            "data": data.description,
+            "split": f"train {train[0]} examples ({sum(e.unanswerable for e in data.train)} unanswerable), "
+                     f"dev {dev[0]}",
+            "truncated": f"{train[1]} train / {dev[1]} dev example(s) longer than --max_seq_length "
+                         f"{args.max_seq_length}: contexts shortened",
+            "dev answers": (f"{len(evaluator)} generated per evaluation (greedy, <= {args.max_new_tokens} new "
+                            f"tokens), best adapter by {metric_key}") if evaluator else "none (--dev_ratio 0)",
+            "GPU memory (est.)": f"weights {memory['weights']:.2f} GiB, LoRA state {memory['lora_state']:.2f} GiB, "
+                                 f"activations {memory['activations']:.2f} GiB (batch {args.batch_size} x "
+                                 f"{longest} tokens, the longest example"
+                                 f"{', checkpointed' if args.gradient_checkpointing else ''}), total ~"
+                                 f"{memory['total']:.1f} GiB per process",
+        },
+    }

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from ragtune.core.errors import UserError
-from ragtune.train.generator.data import GeneratorExample
 from ragtune.generation.chat import encode, render_chat
 from ragtune.generation.prompt import Messages
+from ragtune.train.generator.data import GeneratorExample
 
 logger = logging.getLogger(__name__)
 

@@ -1,16 +1,24 @@
-"""Dev metrics of the reranker during training."""
+"""The reranker's dev metrics: reranking the first stage's candidates during training, at the end, and fused."""
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
+
 import numpy as np
 import torch
+
 from ragtune.core.data import Corpus, LabelledQuery
-from ragtune.train.evaluator import DevMetricsEvaluator
 from ragtune.core.fusion import choose_weight, fuse_all, ranking
 from ragtune.core.metrics import DEFAULT_KS, TRAINING_METRICS, mean_metrics, query_metrics
+from ragtune.core.model_card import add_card_section
 from ragtune.core.ranking import rerank_order
+from ragtune.train.evaluator import DevMetricsEvaluator
+from ragtune.train.outputs import format_metrics_table
+
+logger = logging.getLogger(__name__)
 
 
 class DevRerankingEvaluator(DevMetricsEvaluator):
@@ -99,20 +107,70 @@ class DevRerankingEvaluator(DevMetricsEvaluator):
                 "candidates_per_query": max((len(c) for c in self.candidates), default=0)}
 
 
-def append_dev_metrics_to_card(output_dir: str | Path, table: str, description: str) -> None:
-    """Add the first stage / base / fine-tuned dev table to the model card (README.md) the trainer wrote.
 
-    It goes before the card's "Training Details" section (right after its own evaluation section), or at
-    the end of a card without one.
+
+def dev_evaluator(data, mined, args, batch_size: int) -> DevRerankingEvaluator:
+    """The evaluator over the dev queries' first-stage candidates (``--rerank_top_n`` of ``mined``)."""
+    evaluator = DevRerankingEvaluator(data.corpus, data.dev, mined.dev_candidates, batch_size=batch_size,
+                                      primary_metric=args.metric_for_best_model, first_stage_scores=mined.dev_scores)
+    logger.info("Dev: reranking the top %d of %s; %.1f%% of the relevant passages are among them (the ceiling "
+                "for recall)", args.rerank_top_n, mined.first_stage, 100 * evaluator.candidate_recall)
+    return evaluator
+
+
+def final_dev_metrics(evaluator: DevRerankingEvaluator | None, model, trainer) -> dict[str, float]:
+    """The fine-tuned reranker's dev metrics (metric names without the ``dev_`` prefix)."""
+    after = evaluator(model, epoch=trainer.state.epoch, steps=trainer.state.global_step) if evaluator else {}
+    return {k.removeprefix("dev_"): v for k, v in after.items()}
+
+
+def fusion_record(evaluator: DevRerankingEvaluator, model, mined, metric: str
+                  ) -> tuple[dict[str, Any], dict[str, float]]:
+    """The reranker fused with its first stage on dev: the record saved in metrics.json, and its dev metrics.
+
+    The final score mixes the reranker's and the first stage's (normalised), with the weight chosen on
+    dev and saved, so that evaluate_rag.py uses it; weight 1 is the reranker alone.
     """
-    card = Path(output_dir) / "README.md"
-    text = card.read_text(encoding="utf-8") if card.exists() else ""
-    section = f"## Dev metrics: first stage, base and fine-tuned reranker\n\n{description}\n\n```\n{table}\n```\n\n"
-    anchor = "\n## Training Details"
-    if anchor in text:
-        head, _, tail = text.partition(anchor)
-        text = f"{head.rstrip()}\n\n{section}{anchor.lstrip()}{tail}"
-    else:
-        text = f"{text.rstrip()}\n\n{section}".lstrip()
-    card.write_text(text, encoding="utf-8")
+    reranker_weight, fused = evaluator.fusion_on_dev(model, metric)
+    fusion = {"first_stage": mined.first_stage, "dense_weight": mined.dense_weight,
+              "reranker_weight": reranker_weight, "chosen_on": "dev", "metric": metric,
+              "dev_queries": len(evaluator.queries)}
+    return fusion, fused
 
+
+@dataclass
+class DevReport:
+    """The reranker's dev numbers side by side: first stage, base reranker, fine-tuned, fused."""
+
+    first_stage: str
+    rerank_top_n: int
+    base_model: str
+    dev_queries: int
+    first_stage_metrics: dict[str, float]
+    before: dict[str, float]
+    after: dict[str, float]
+    fusion: dict[str, Any] | None = None
+    fused: dict[str, float] = field(default_factory=dict)
+
+    def dev_metrics(self) -> dict[str, dict[str, float]]:
+        return {"first_stage": self.first_stage_metrics, "before": self.before, "after": self.after,
+                **({"fused": self.fused} if self.fused else {})}
+
+    def table(self) -> str:
+        columns = {f"first stage ({self.first_stage})": self.first_stage_metrics, "base reranker": self.before,
+                   "fine-tuned": self.after}
+        if self.fused:
+            columns[f"fused (reranker weight {self.fusion['reranker_weight']:.1f})"] = self.fused
+        return format_metrics_table(columns, TRAINING_METRICS, DEFAULT_KS)
+
+    def console_table(self) -> str:
+        return (f"Dev metrics ({self.dev_queries} held-out queries, top {self.rerank_top_n} of {self.first_stage} "
+                f"reranked):\n{self.table()}")
+
+    def add_to_card(self, output_dir: str | Path) -> None:
+        """The dev table in the model card, right after the card's own evaluation section."""
+        description = (f"{self.dev_queries} held-out queries; the reranker reorders the top {self.rerank_top_n} "
+                       f"passages of {self.first_stage} (base model: {self.base_model}). Binary relevance, "
+                       f"trec_eval definitions.")
+        add_card_section(Path(output_dir) / "README.md", "Dev metrics: first stage, base and fine-tuned reranker",
+                         f"{description}\n\n```\n{self.table()}\n```\n", before="Training Details")

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import random
 from dataclasses import dataclass, field
 from typing import Sequence
+
 from datasets import Dataset
-from ragtune.core.data import Corpus, LabelledQuery
+
+from ragtune.core.data import Corpus, LabelledQuery, count_pairs
 from ragtune.core.fusion import ranking
-from ragtune.retrieval.negatives import (NegativeCandidates, draw_negatives, draw_random_negatives,
-                        mining_source)
-import logging
 from ragtune.retrieval.first_stage import FirstStage
+from ragtune.retrieval.negatives import NegativeCandidates, draw_negatives, draw_random_negatives, mining_source
 
 logger = logging.getLogger(__name__)
 
@@ -152,3 +153,19 @@ def mine_and_retrieve(train_queries: Sequence[LabelledQuery], dev_queries: Seque
     dev = [ranking(run) for run in runs]
     return MinedData(candidates, dev, stage.name, candidates.sources if candidates else [], runs, dense_weight)
 
+
+
+def describe_examples(args, data, examples: RerankerExamples, mined: MinedData, num_hard: int,
+                      num_random: int) -> dict[str, str]:
+    """The start-up summary's reranker-specific lines: data, split, negatives and loss."""
+    filled = (f"; {examples.hard_filled_randomly} hard slot(s) filled with uniform negatives (too few mined "
+              f"candidates)" if examples.hard_filled_randomly else "")
+    return {
+        "data": f"corpus {data.corpus.source} ({len(data.corpus)} passages), queries {args.train_data} "
+                f"({len(data.queries)}, {count_pairs(data.queries)} pairs)",
+        "split": f"train {len(data.train)} queries / {len(examples.dataset)} examples ({examples.num_positives} "
+                 f"positives, {examples.num_negatives} negatives), dev {len(data.dev)} queries",
+        "negatives": f"per positive {num_hard} hard from {'+'.join(mined.sources) or 'uniform sampling'} ranks "
+                     f"{args.hard_negative_range[0]}-{args.hard_negative_range[1]} and {num_random} random{filled}",
+        "loss": f"binary cross-entropy, pos_weight {examples.pos_weight:.2f}",
+    }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from typing import Sequence
+
 from datasets import Dataset
 from sentence_transformers.base.sampler import DefaultBatchSampler
 

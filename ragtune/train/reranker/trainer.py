@@ -1,9 +1,11 @@
-"""The reranker's Trainer."""
+"""The reranker's Trainer: CrossEncoderTrainer with length-grouped batches."""
 
 from __future__ import annotations
 
 from typing import Any, Sequence
+
 from sentence_transformers.cross_encoder import CrossEncoderTrainer
+
 from ragtune.train.reranker.sampler import StepLengthGroupedBatchSampler
 
 

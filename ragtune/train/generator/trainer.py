@@ -1,4 +1,4 @@
-"""Dev metrics on generated answers (not teacher-forced logits), and the Trainer that reports them.
+"""The generator's Trainer: the causal-LM loss on given labels, and dev answers generated at each evaluation.
 
 Why the plain transformers ``Trainer`` and not TRL's ``SFTTrainer``: our examples arrive already
 tokenised with answer-only labels and context-only truncation (see tokenize.py), which is what
@@ -11,50 +11,11 @@ that best-model selection and early stopping see ``eval_rouge_l``.
 
 from __future__ import annotations
 
-import logging
-import time
-from typing import Any, Sequence
+from typing import Any
 
 from transformers import Trainer
 
-from ragtune.core.answer_metrics import bleu4, rouge_l, string_presence
-from ragtune.generation.inference import generate
-
-logger = logging.getLogger(__name__)
-
-
-
-def answer_metrics(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
-    """Mean ROUGE-L and string presence per answer, corpus BLEU-4: the project's definitions (ragtune.evaluate.answers)."""
-    n = max(len(references), 1)
-    return {"rouge_l": sum(rouge_l(p, r) for p, r in zip(predictions, references)) / n,
-            "bleu4": bleu4(list(predictions), list(references)),
-            "string_presence": sum(string_presence(p, r) for p, r in zip(predictions, references)) / n}
-
-
-class DevAnswerEvaluator:
-    """Greedy answers to the dev prompts (the training prompts, cut the same way), scored against references."""
-
-    def __init__(self, tokenizer: Any, prompt_ids: Sequence[Sequence[int]], references: Sequence[str],
-                 max_new_tokens: int, batch_size: int = 8) -> None:
-        self.tokenizer = tokenizer
-        self.prompt_ids = list(prompt_ids)
-        self.references = list(references)
-        self.max_new_tokens = max_new_tokens
-        self.batch_size = batch_size
-        self.last_answers: list[str] = []
-
-    def __len__(self) -> int:
-        return len(self.references)
-
-    def __call__(self, model: Any) -> dict[str, float]:
-        started = time.perf_counter()
-        answers = generate(model, self.tokenizer, self.prompt_ids, self.max_new_tokens, self.batch_size)
-        self.last_answers = answers
-        metrics = answer_metrics(answers, self.references)
-        logger.info("Dev answers (%d, greedy, <= %d new tokens) in %.1fs: %s", len(answers), self.max_new_tokens,
-                    time.perf_counter() - started, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
-        return metrics
+from ragtune.train.generator.evaluator import DevAnswerEvaluator
 
 
 class GeneratorTrainer(Trainer):
@@ -80,3 +41,4 @@ class GeneratorTrainer(Trainer):
             metrics = compute_on_main_and_share(lambda: self.answer_evaluator(model))
             output.metrics.update({f"{metric_key_prefix}_{k}": v for k, v in metrics.items()})
         return output
+
