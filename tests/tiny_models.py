@@ -159,3 +159,27 @@ def build_tiny_causal_lm(folder: Path, arch: str = "qwen2", seed: int = 0, chat_
                                                pad_token_id=tokenizer.pad_token_id)
     model.save_pretrained(folder)
     return folder
+
+
+def build_tiny_gpt2_with_lora(folder: Path) -> tuple[Path, Path]:
+    """A 2-layer random GPT-2 with the tiny WordPiece tokenizer and a chat template, and a LoRA adapter for it
+    (saved next to it as ``lora``): (model folder, adapter folder)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tokenizer(folder)
+    tokenizer.chat_template = CHATML_TEMPLATE  # a generator needs a chat template (its training prompt's format)
+    tokenizer.save_pretrained(folder)
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=2, n_positions=1024,
+                        bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id,
+                        pad_token_id=tokenizer.pad_token_id)
+    GPT2LMHeadModel(config).save_pretrained(folder)
+    adapter = folder.parent / "lora"
+    peft_model = get_peft_model(GPT2LMHeadModel.from_pretrained(folder),
+                                LoraConfig(r=2, lora_alpha=4, target_modules=["c_attn"], init_lora_weights=False))
+    peft_model.save_pretrained(adapter)
+    return folder, adapter

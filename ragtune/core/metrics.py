@@ -81,12 +81,6 @@ def mean_metrics(per_query: Sequence[dict[str, float]]) -> dict[str, float]:
     return {key: float(np.mean([m[key] for m in per_query])) for key in keys}
 
 
-def ranking_metrics(rankings: Sequence[Sequence[str]], relevant: Sequence[Iterable[str]],
-                    ks: Sequence[int] = DEFAULT_KS, names: Sequence[str] = RANKING_METRICS) -> dict[str, float]:
-    """Mean of :func:`query_metrics` over queries."""
-    return mean_metrics([query_metrics(r, rel, ks, names) for r, rel in zip(rankings, relevant)])
-
-
 def first_hit_rank(ranked_ids: Sequence[str], relevant_ids: Iterable[str]) -> int | None:
     """1-based rank of the first relevant passage, None if none was retrieved."""
     relevant = set(relevant_ids)

@@ -70,19 +70,6 @@ class FirstStage:
                                                  [q.relevant_ids for q in queries], metric)
         return self.dense_weight
 
-    def rank(self, texts: Sequence[str], k: int) -> list[list[str]]:
-        """Top-k passage ids per query text."""
-        if not texts:
-            return []
-        if self.name == "hybrid":
-            return [ranking(run) for run in self.runs(texts, k)]
-        if self.name == "dense":
-            q_emb = encode_queries(self.embedding_model, texts, batch_size=self.batch_size)
-            idx, _ = dense_top_k(q_emb, self.passage_embeddings, k, tie_ranks(self.corpus.ids))
-        else:
-            idx, _ = bm25_top_k(self.bm25, list(texts), k, tie_ranks(self.corpus.ids))
-        return [[self.corpus.ids[i] for i in row] for row in idx]
-
     def mine(self, queries: Sequence[LabelledQuery], source: str, rank_range: tuple[int, int]) -> NegativeCandidates:
         return mine_candidates(queries, self.corpus, source, rank_range, dense_model=self.embedding_model,
                                batch_size=self.batch_size, bm25_index=self.bm25,

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import run_script
 
 import fine_tune_bge_m3
-from conftest import run_script
 from ragtune.core.data import SAMPLE_TRAIN
 
 PHONE = "0912 345 678"
@@ -39,7 +39,6 @@ def test_pii_error_exits_2_before_anything_is_written(train_with_pii, tmp_path):
     assert PHONE not in result.stdout + result.stderr and EMAIL not in result.stdout + result.stderr
 
 
-@pytest.mark.slow
 def test_redacted_training_records_the_audit_in_metrics_and_card(train_with_pii, tiny_st, tmp_path, capsys, caplog):
     out = tmp_path / "out"
     train_bytes = train_with_pii.read_bytes()
@@ -56,7 +55,6 @@ def test_redacted_training_records_the_audit_in_metrics_and_card(train_with_pii,
         assert PHONE not in text and PHONE.replace(" ", "") not in text and EMAIL not in text
 
 
-@pytest.mark.slow
 def test_unredacted_pii_is_recorded_as_such(train_with_pii, tiny_st, tmp_path):
     out = tmp_path / "out"
     assert fine_tune_bge_m3.main([*QUICK, "--base_model", str(tiny_st), "--train_data", str(train_with_pii),

@@ -1,4 +1,5 @@
-"""benchmarks/bench_gpu.py: the smoke run CI relies on, and the memory estimate the README quotes."""
+"""benchmarks/bench_gpu.py: the smoke run CI relies on (the memory estimate the README quotes is tested in
+tests/unit/train/test_memory.py)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,10 @@ import math
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from conftest import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "benchmarks" / "bench_gpu.py"
 TEMPLATES = ["embedding", "reranker", "generator LoRA", "generator QLoRA"]
 SEQ_LEN = {"embedding": 384, "reranker": 512, "generator LoRA": 2048, "generator QLoRA": 2048}
@@ -27,7 +27,6 @@ def smoke(tmp_path_factory):
     return proc, (json.loads(out.read_text()) if out.exists() else None)
 
 
-@pytest.mark.slow
 def test_smoke_runs_every_template_with_finite_loss(smoke):
     proc, report = smoke
     errors = [line for line in proc.stderr.splitlines() if " ERROR " in line or "Error" in line]
@@ -56,39 +55,9 @@ def test_smoke_runs_every_template_with_finite_loss(smoke):
     assert by_name["generator LoRA"]["trainable_params"] < by_name["generator LoRA"]["params"] / 2
 
 
-@pytest.mark.slow
 def test_smoke_prints_the_table(smoke):
     proc, _ = smoke
     header = [line for line in proc.stdout.splitlines() if line.startswith("| template |")]
     assert header and "samples/s" in header[0] and "peak GiB" in header[0] and "fits 16 GB" in header[0]
     for name in TEMPLATES:
         assert any(line.startswith(f"| {name} |") for line in proc.stdout.splitlines()), name
-
-
-def test_encoder_parameter_count_matches_the_model():
-    """The estimate's parameter formula against real XLM-R modules (tiny config, both heads)."""
-    from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification, XLMRobertaModel
-
-    from ragtune.train.memory import XLMR_LARGE, EncoderShape
-
-    config = XLMRobertaConfig(vocab_size=300, hidden_size=32, num_hidden_layers=3, num_attention_heads=2,
-                              intermediate_size=48, max_position_embeddings=130, type_vocab_size=1, num_labels=1)
-    count = lambda model: sum(p.numel() for p in model.parameters())  # noqa: E731
-    assert EncoderShape.from_config(config).params() == count(XLMRobertaModel(config))
-    assert EncoderShape.from_config(config, head="classifier").params() == count(
-        XLMRobertaForSequenceClassification(config))
-    assert round(XLMR_LARGE.params() / 1e6) == 568  # BAAI/bge-m3's published size
-
-
-def test_estimate_follows_the_template_settings():
-    from ragtune.train.memory import XLMR_LARGE, estimate_encoder_memory
-
-    forwards = [(8, 32), (8, 384), (8, 384)]
-    full = estimate_encoder_memory(XLMR_LARGE, forwards=forwards, frozen_layers=0, gradient_checkpointing=False)
-    frozen = estimate_encoder_memory(XLMR_LARGE, forwards=forwards, frozen_layers=4, gradient_checkpointing=False)
-    ckpt = estimate_encoder_memory(XLMR_LARGE, forwards=forwards, frozen_layers=4, gradient_checkpointing=True)
-    # Freezing the embeddings (256M parameters) and 4 layers removes their gradients and AdamW state.
-    assert frozen["optimizer"] < 0.5 * full["optimizer"] and frozen["gradients"] < 0.5 * full["gradients"]
-    assert ckpt["activations"] < 0.2 * frozen["activations"]
-    assert frozen["total"] == pytest.approx(sum(frozen[k] for k in ("weights", "gradients", "optimizer",
-                                                                      "activations")) + 1.0)

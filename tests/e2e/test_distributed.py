@@ -21,14 +21,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import LAUNCH_SCRIPT, REPO
+from launch_script import weights_checksum
 from safetensors.torch import load_file
 
-from conftest import REPO
 from ragtune.core.data import SAMPLE_CORPUS, SAMPLE_TRAIN, load_corpus, load_queries, split_queries
-from launch_script import weights_checksum
 from ragtune.train.checkpoints import is_complete_checkpoint
 
-pytestmark = [pytest.mark.distributed, pytest.mark.slow]
+pytestmark = pytest.mark.distributed  # and slow, as everything under tests/e2e
 
 EMBEDDING_TEMPLATE = ["--epochs", "5", "--batch_size", "8", "--max_seq_length", "384", "--evaluation_steps", "15",
                       "--lr", "1e-5", "--checkpoint_save_steps", "30", "--freeze_layers", "4", "--warmup_steps", "100",
@@ -54,7 +54,7 @@ def launch(script: str, *args: str, debug_dir: Path, sigterm_at_step: int = 0,
     """``accelerate launch`` as the README says, with 2 processes, of the script's main() with test callbacks."""
     command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
                str(REPO / "accelerate_config.yaml"), "--num_processes", "2", "--main_process_port", str(free_port()),
-               str(REPO / "tests" / "launch_script.py"), script, "--record", str(debug_dir),
+               str(LAUNCH_SCRIPT), script, "--record", str(debug_dir),
                *(["--sigterm_at_step", str(sigterm_at_step)] if sigterm_at_step else []), "--", *args]
     # On SIGTERM the launcher gives the ranks TORCH_ELASTIC_SHUTDOWN_TIMEOUT seconds (30 by default) to save
     # their checkpoint before it kills them; a CI machine running other jobs can need more.

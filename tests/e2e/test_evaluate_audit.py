@@ -11,15 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import run_script
+from trec_reference import KS, trec_metrics
+
 from ragtune.audit import run_audit
 from ragtune.core.bm25 import BM25Index
 from ragtune.core.data import SAMPLE_CORPUS, SAMPLE_TEST, Corpus, LabelledQuery, load_corpus, load_queries
-from test_evaluate_rag import fake_hub  # noqa: F401 - the fake ragtune.evaluate.hub fixture
-from test_metrics import trec_metrics
 
-KS = (3, 5, 7)
 PHONE = "0912 345 678"
 
 

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from ragtune.core.data import SAMPLE_TEST, SAMPLE_TRAIN
-from test_evaluate_rag import models  # noqa: F401  (the tiny models fixture)
 
 
 def with_fusion(src: Path, dst: Path, **fusion: float) -> Path:
@@ -31,7 +30,7 @@ def by_name(results: dict) -> dict[str, dict]:
 
 
 @pytest.fixture(scope="module")
-def saved_run(models, tmp_path_factory):  # noqa: F811
+def saved_run(models, tmp_path_factory):
     """Dense weights 0 and 1 and reranker weight 1 saved in metrics.json; --train_data given but not needed."""
     import evaluate_rag
 
@@ -123,7 +122,7 @@ def _permuted_labels(path: Path) -> Path:
     return path
 
 
-def test_weights_chosen_on_train_data_ignore_the_test_labels(models, tmp_path):  # noqa: F811
+def test_weights_chosen_on_train_data_ignore_the_test_labels(models, tmp_path):
     import evaluate_rag
 
     chosen = []
@@ -142,7 +141,7 @@ def test_weights_chosen_on_train_data_ignore_the_test_labels(models, tmp_path): 
     assert chosen[0][2] != chosen[1][2]  # the labels did change the test numbers
 
 
-def test_no_hybrid_and_no_bm25(models, saved_run, tmp_path):  # noqa: F811
+def test_no_hybrid_and_no_bm25(models, saved_run, tmp_path):
     import evaluate_rag
 
     names = []

@@ -1,41 +1,23 @@
-"""evaluate_rag.py end to end on the sample data with tiny models, its building blocks, bad input, publishing."""
+"""evaluate_rag.py end to end on the sample data with tiny models: reports, numbers against trec_eval, the cache,
+bad input, prompts, and publishing (through a stand-in ragtune.evaluate.hub, and a dry run with the real one)."""
 
 from __future__ import annotations
 
 import csv
 import json
-import sys
-import types
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
-
 from conftest import run_script
+from trec_reference import KS, trec_metrics, trec_order
+
 from ragtune.core.bm25 import BM25Index
 from ragtune.core.data import SAMPLE_CORPUS, SAMPLE_TEST, load_corpus, load_queries
 from ragtune.core.errors import UserError
-from ragtune.retrieval.embedding_store import EmbeddingStore
 from ragtune.core.metrics import RANKING_METRICS
-from ragtune.core.model_specs import folder_fingerprint, saved_prompts
-from ragtune.evaluate.publishing import select_for_publishing
-from ragtune.core.ranking import bm25_top_k, dense_top_k, tie_ranks
-from ragtune.evaluate.systems import System
-from test_metrics import trec_metrics, trec_order
-
-KS = (3, 5, 7)
-
-
-@pytest.fixture(scope="module")
-def models(tiny_st, tiny_cross_encoder, tmp_path_factory):
-    """Two tiny embedding models and two tiny rerankers (different random weights)."""
-    from tiny_models import build_tiny_cross_encoder, build_tiny_sentence_transformer
-
-    folder = tmp_path_factory.mktemp("more-models")
-    return {"st_a": tiny_st, "st_b": build_tiny_sentence_transformer(folder / "tiny-st-b", seed=1),
-            "ce_a": tiny_cross_encoder, "ce_b": build_tiny_cross_encoder(folder / "tiny-ce-b", seed=1)}
+from ragtune.core.model_specs import folder_fingerprint
 
 
 def base_args(models, out: Path, *extra: str) -> list[str]:
@@ -221,126 +203,6 @@ def test_missing_ids_can_be_dropped(tmp_path):
     assert results["config"]["test_data"]["queries"] == 2 and [s["name"] for s in results["systems"]] == ["bm25"]
 
 
-# ---------------------------------------------------------------------------- building blocks
-
-
-def test_embedding_store_and_chunked_dense_top_k(tmp_path):
-    rng = np.random.default_rng(0)
-    emb = rng.normal(size=(103, 8)).astype(np.float32)
-    emb[50] = emb[7]  # an exact tie
-    store = EmbeddingStore.write(tmp_path / "e.npy", 103, (emb[i:i + 10] for i in range(0, 103, 10)))
-    assert np.array_equal(np.load(tmp_path / "e.npy"), emb)
-    assert np.array_equal(np.concatenate([b for _, b in store.chunks(17)]), emb)
-    ids = [str(i) for i in range(103)]
-    queries = np.concatenate([emb[[7]], rng.normal(size=(5, 8)).astype(np.float32)])
-    idx, scores = dense_top_k(queries, store, 9, tie_ranks(ids), chunk_size=13, query_batch=4)
-    full = queries @ emb.T
-    for q in range(len(queries)):
-        assert [ids[i] for i in idx[q]] == trec_order(ids, full[q])[:9]
-    assert [ids[i] for i in idx[0][:2]] == ["7", "50"]  # a tie: id descending as trec_eval ("7" > "50")
-
-
-def test_chunked_bm25_equals_full_scores():
-    corpus = load_corpus(SAMPLE_CORPUS)
-    queries = [q.query for q in load_queries(SAMPLE_TEST, corpus, flag="--test_data")] + ["zzz không có"]
-    index = BM25Index(corpus.texts)
-    idx, _ = bm25_top_k(index, queries, 12, tie_ranks(corpus.ids), chunk_size=10, query_batch=7)
-    full = index.scores(queries)
-    for q in range(len(queries)):
-        assert [corpus.ids[i] for i in idx[q]] == trec_order(corpus.ids, full[q])[:12]
-
-
-class FixedEncoder:
-    """A stand-in embedding model: each text has a hand-made vector, so dot products tie exactly."""
-
-    def __init__(self, vectors: dict[str, list[float]]) -> None:
-        self.vectors = vectors
-
-    def encode(self, texts, convert_to_tensor=False, **_):
-        import torch
-
-        array = np.asarray([self.vectors[t] for t in texts], dtype=np.float32)
-        return torch.from_numpy(array) if convert_to_tensor else array
-
-    encode_query = encode_document = encode
-
-
-class FixedScorer:
-    """A stand-in cross-encoder: every pair gets the same logit."""
-
-    def predict(self, pairs, **_):
-        return np.zeros(len(pairs), dtype=np.float32)
-
-
-def test_dev_evaluators_break_ties_as_evaluate_rag_does(tmp_path):
-    """Exact ties: the training scripts' dev evaluators rank as evaluate_rag.py does (trec order, id descending)."""
-    from ragtune.core.data import Corpus, LabelledQuery
-    from ragtune.train.embedder.evaluator import DevRetrievalEvaluator
-    from ragtune.retrieval.embedding_store import EmbeddingModelHandle, EmbeddingRun
-    from ragtune.core.model_specs import ModelSpec
-    from ragtune.core.ranking import rerank_order
-    from ragtune.train.reranker.evaluator import DevRerankingEvaluator
-    from ragtune.retrieval.first_stage import FirstStage
-    from ragtune.evaluate.systems import RerankScores, bm25_system, dense_system, rerank_systems, score_system
-
-    # Passages "1" and "3" tie for the query (and so do "2" and "4"); trec order puts "3" before "1".
-    corpus = Corpus(ids=["1", "2", "3", "4"], texts=["alpha", "beta", "gamma", "delta"])
-    vectors = {"alpha": [1, 0], "beta": [0, 1], "gamma": [1, 0], "delta": [0, 1], "q": [1, 0], "zzz": [0, 1]}
-    queries = [LabelledQuery("q", ["3"]), LabelledQuery("zzz", ["4"])]
-    ks = (1, 2, 3)
-    encoder = FixedEncoder(vectors)
-
-    dev = DevRetrievalEvaluator(corpus, queries, ks=ks).compute(encoder)
-    handle = EmbeddingModelHandle(EmbeddingRun(ModelSpec("fixed", "--x", path=tmp_path, fingerprint="f"), "", "",
-                                               None), None)
-    handle._model = encoder
-    tie_rank = tie_ranks(corpus.ids)
-    dense = dense_system(handle, corpus, queries, 4, tie_rank, tmp_path / "cache", chunk_size=3)
-    assert [dense.ranked_ids(corpus, qi) for qi in range(2)] == [["3", "1", "4", "2"], ["4", "2", "3", "1"]]
-    score_system(dense, corpus, queries, ks)
-    assert dev == {key: dense.metrics[key] for key in dev}
-    assert dev["hit@1"] == 1.0  # lower-index-first would have put "1" (not relevant) first
-
-    # The reranker script's first stage (BM25: no query term matches, every score ties) and its reranking.
-    bm25 = bm25_system(corpus, queries, 4, tie_rank, chunk_size=3)
-    assert FirstStage(corpus).rank([q.query for q in queries], 4) == [bm25.ranked_ids(corpus, qi) for qi in range(2)]
-    candidates = [bm25.ranked_ids(corpus, qi) for qi in range(2)]
-    scorer = RerankScores(ModelSpec("fixed-ce", "--y"), None, None)
-    scorer.scores = {RerankScores.pair_key(q.query, corpus.text(pid)): 0.0 for q, c in zip(queries, candidates)
-                     for pid in c}
-    (reranked,) = rerank_systems([bm25], scorer, corpus, queries, 4, None, 8)
-    evaluator = DevRerankingEvaluator(corpus, queries, candidates, ks=ks)
-    assert evaluator.rerank(FixedScorer()) == [reranked.ranked_ids(corpus, qi) for qi in range(2)] == candidates
-    assert rerank_order([0.5, 0.9, 0.5, float("nan")]) == [1, 0, 2, 3]
-
-
-def test_fingerprint_ignores_training_by_products(tiny_st, tmp_path):
-    import shutil
-
-    copy = tmp_path / "model"
-    shutil.copytree(tiny_st, copy)
-    before = folder_fingerprint(copy)
-    (copy / "checkpoint-10").mkdir()
-    (copy / "checkpoint-10" / "optimizer.pt").write_bytes(b"x" * 100)
-    (copy / "metrics.json").write_text("{}")
-    (copy / "training_curves.png").write_bytes(b"png")
-    assert folder_fingerprint(copy) == before
-    (copy / "config.json").write_text((copy / "config.json").read_text() + " ")
-    assert folder_fingerprint(copy) != before
-
-
-def test_saved_prompts_are_kept_and_overrides_fill_in(tiny_st, tmp_path):
-    import shutil
-
-    copy = tmp_path / "e5-like"
-    shutil.copytree(tiny_st, copy)
-    assert saved_prompts(copy) == ("", "")
-    config = json.loads((copy / "config_sentence_transformers.json").read_text())
-    config["prompts"] = {"query": "query: ", "document": "passage: "}
-    (copy / "config_sentence_transformers.json").write_text(json.dumps(config))
-    assert saved_prompts(copy) == ("query: ", "passage: ")
-
-
 def test_query_prompt_changes_the_cache_key_and_is_recorded(models, full_run, tmp_path, caplog):
     import logging
 
@@ -358,74 +220,6 @@ def test_query_prompt_changes_the_cache_key_and_is_recorded(models, full_run, tm
 
 
 # ---------------------------------------------------------------------------- publishing selection
-
-
-def _system(name, kind, emb=None, rr=None, ndcg=0.5):
-    return System(name=name, kind=kind, embedding_model=emb, reranker_model=rr, metrics={"ndcg@5": ndcg})
-
-
-def test_select_for_publishing():
-    systems = [_system("bm25", "bm25", ndcg=0.4), _system("base", "dense", "base", ndcg=0.5),
-               _system("ft1", "dense", "ft1", ndcg=0.7), _system("ft2", "dense", "ft2", ndcg=0.6),
-               _system("base+r0", "rerank", "base", "r0", 0.9), _system("ft1+r0", "rerank", "ft1", "r0", 0.75),
-               _system("ft1+r1", "rerank", "ft1", "r1", 0.8), _system("ft1+r2", "rerank", "ft1", "r2", 0.72),
-               _system("ft2+r0", "rerank", "ft2", "r0", 0.65)]
-    sel = select_for_publishing(systems, ["base", "ft1", "ft2"], ["r0", "r1", "r2"], "ndcg@5")
-    assert sel["embedding"].model == "ft1" and sel["embedding"].baseline.name == "base"
-    assert not sel["embedding"].regression
-    # Rerankers are compared on top of the best embedding model (ft1), not on the base.
-    assert sel["reranker"].model == "r1" and sel["reranker"].baseline.name == "ft1+r0"
-    assert not sel["reranker"].regression
-    # A fine-tuned model below its base is a regression.
-    sel = select_for_publishing(systems, ["ft1", "ft2"], ["r1", "r2"], "ndcg@5")
-    assert sel["embedding"].model == "ft2" and sel["embedding"].regression
-    assert sel["reranker"].model == "r2" and sel["reranker"].regression
-    # A single entry is published as is, judged against BM25 / the embedding model alone.
-    systems[0].metrics["ndcg@5"] = 0.99
-    sel = select_for_publishing(systems, ["ft2"], ["r0"], "ndcg@5")
-    assert sel["embedding"].baseline.name == "bm25" and sel["reranker"].baseline.name == "ft2"
-    # ...and it is not a regression: BM25 is not its base (it is only shown on the card).
-    assert sel["embedding"].below_baseline and not sel["embedding"].regression
-    assert not sel["reranker"].regression
-
-
-@dataclass
-class FakePublishRequest:
-    model_dir: Path
-    repo_id: str
-    kind: str
-    base_model: str
-    metrics: dict
-    baseline_metrics: dict
-    dataset_name: str
-    results_markdown: str
-    training_config: dict | None = None
-    language: list = field(default_factory=list)
-    license: str = ""
-
-
-@pytest.fixture
-def fake_hub(monkeypatch):
-    import ragtune
-
-    calls = []
-    module = types.ModuleType("ragtune.evaluate.hub")
-
-    class HubError(UserError):
-        pass
-
-    def publish_models(requests, token, private, dry_run):
-        calls.append({"requests": requests, "token": token, "private": private, "dry_run": dry_run})
-        if module.fail:
-            raise HubError("hub said no")
-        return [{"repo_id": r.repo_id, "url": f"https://hub.example/{r.repo_id}"} for r in requests]
-
-    module.PublishRequest, module.publish_models, module.HubError, module.fail = (FakePublishRequest, publish_models,
-                                                                                 HubError, False)
-    monkeypatch.setitem(sys.modules, "ragtune.evaluate.hub", module)
-    monkeypatch.setattr(ragtune, "hub", module, raising=False)
-    module.calls = calls
-    return module
 
 
 def _ranked_models(full_run):

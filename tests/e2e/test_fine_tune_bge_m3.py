@@ -9,15 +9,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from conftest import run_script
 from safetensors.torch import load_file
 
 import fine_tune_bge_m3
-from conftest import run_script
-from ragtune.core.data import SAMPLE_CORPUS, SAMPLE_TRAIN, load_corpus, load_queries, split_queries
-from ragtune.train.embedder.sampler import NoFalseNegativesBatchSampler
-from ragtune.train.embedder.examples import build_training_examples
 from ragtune.core.errors import run_main
-from ragtune.retrieval.negatives import mine_candidates
 from ragtune.train.checkpoints import is_complete_checkpoint
 
 TEMPLATE = ["--epochs", "5", "--batch_size", "8", "--max_seq_length", "384", "--evaluation_steps", "15",
@@ -104,21 +100,6 @@ def test_freezing_every_layer_is_a_clear_error(tiny_st, tmp_path, caplog):
     assert "--freeze_layers 6 leaves nothing to train: the model has 6 encoder layers" in caplog.text
 
 
-def test_auto_resume_skips_a_half_written_checkpoint(tmp_path):
-    from ragtune.train.checkpoints import find_resumable_checkpoint
-
-    for step, complete in [(4, True), (8, False)]:
-        ckpt = tmp_path / f"checkpoint-{step}"
-        ckpt.mkdir()
-        if complete:
-            for name in ("optimizer.pt", "scheduler.pt"):
-                (ckpt / name).write_bytes(b"x")
-            (ckpt / "trainer_state.json").write_text("{}")
-        else:
-            (ckpt / "model.safetensors").write_bytes(b"partial")
-    assert find_resumable_checkpoint(tmp_path) == tmp_path / "checkpoint-4"
-
-
 def test_prompts_are_saved_and_applied_by_encode_query(tiny_st, tmp_path):
     out = tmp_path / "out"
     assert run([*QUICK, "--base_model", str(tiny_st), "--output_dir", str(out), "--max_steps", "2",
@@ -137,44 +118,6 @@ def test_plain_hugging_face_encoder_and_no_dev_split(tiny_encoder, tmp_path):
     assert run([*QUICK, "--base_model", str(tiny_encoder), "--output_dir", str(out), "--dev_ratio", "0",
                 "--max_steps", "3"]) == 0
     assert (out / "modules.json").exists() and json.loads((out / "metrics.json").read_text())["global_step"] == 3
-
-
-def test_no_batch_holds_a_passage_relevant_to_another_query_of_the_batch():
-    corpus = load_corpus(SAMPLE_CORPUS)
-    train, _ = split_queries(load_queries(SAMPLE_TRAIN, corpus), 0.2, seed=1)
-    candidates = mine_candidates(train, corpus, "bm25", (1, 30))
-    examples = build_training_examples(train, corpus, candidates, num_hard_negatives=2, seed=1)
-    text_to_id = {text: pid for pid, text in zip(corpus.ids, corpus.texts)}
-    relevant = {q.query: set(q.relevant_ids) for q in train}
-    assert sum(len(r) > 1 for r in relevant.values()) >= 5  # the property is tested where it matters
-    data = examples.dataset
-    # Hard negatives themselves are never relevant to their own query.
-    for row in data:
-        assert {text_to_id[row["negative_1"]], text_to_id[row["negative_2"]]}.isdisjoint(relevant[row["anchor"]])
-    for world_size in (1, 2):
-        sampler = NoFalseNegativesBatchSampler(data, batch_size=8, drop_last=False, seed=3, examples=examples,
-                                               world_size=world_size)
-        seen = []
-        for epoch in range(3):
-            sampler.set_epoch(epoch)
-            batches = list(sampler)
-            assert len(batches) == len(sampler)
-            flat = [i for b in batches for i in b]
-            if world_size == 1 and epoch == 0:
-                assert sorted(flat) == list(range(len(data)))  # every row exactly once
-            else:  # a constant number of steps per epoch may repeat a few rows or defer some to the next epoch
-                assert len(set(flat)) >= 0.9 * len(data)
-            if world_size == 2:
-                assert all(len(batches[i]) == len(batches[i + 1]) for i in range(0, len(batches), 2))
-            for start in range(0, len(batches), world_size):  # a global batch under DDP
-                rows = [data[i] for b in batches[start:start + world_size] for i in b]
-                for row in rows:
-                    others = {text_to_id[r[c]] for r in rows if r is not row
-                              for c in ("positive", "negative_1", "negative_2")}
-                    own_negatives = {text_to_id[row["negative_1"]], text_to_id[row["negative_2"]]}
-                    assert (others | own_negatives).isdisjoint(relevant[row["anchor"]])
-            seen.append(flat)
-        assert seen[0] != seen[1]  # reshuffled every epoch
 
 
 # ----------------------------------------------------------------------------- bad input

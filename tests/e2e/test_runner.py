@@ -15,15 +15,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import LAUNCH_SCRIPT, REPO, run_script
+from launch_script import Recorder, SigtermAt
 
 import fine_tune_bge_m3
 import fine_tune_generator
 import fine_tune_reranker
-from conftest import REPO, run_script
-from launch_script import Recorder, SigtermAt
 from ragtune.train.checkpoints import is_complete_checkpoint
-
-pytestmark = pytest.mark.slow
 
 # Short runs with a dev split (so the best model is not simply the last step) and a high learning rate
 # (so any divergence after resuming shows in the weights).
@@ -34,7 +32,7 @@ RERANKER_ARGS = ["--max_steps", "6", "--evaluation_steps", "2", "--checkpoint_sa
                  "--batch_size", "3", "--gradient_accumulation_steps", "2", "--max_seq_length", "128"]
 GENERATOR_ARGS = ["--max_steps", "4", "--evaluation_steps", "2", "--checkpoint_save_steps", "2", "--lr", "1e-3",
                   "--batch_size", "2", "--max_seq_length", "512", "--max_new_tokens", "4", "--max_dev_generations", "2"]
-# The generator's resume and SIGTERM tests are in test_generator.py (same runner, same assertions).
+# The generator's resume and SIGTERM tests are in test_fine_tune_generator.py (same runner, same assertions).
 SCRIPTS = {
     "embedding": (fine_tune_bge_m3, "fine_tune_bge_m3.py", EMBEDDING_ARGS, "tiny_st", 8),
     "reranker": (fine_tune_reranker, "fine_tune_reranker.py", RERANKER_ARGS, "tiny_cross_encoder", 6),
@@ -83,7 +81,7 @@ def test_sigterm_saves_a_checkpoint_and_the_process_exits_143(name, request, tmp
     _, script, args, fixture, _ = SCRIPTS[name]
     out = tmp_path / "out"
     result = subprocess.run(
-        [sys.executable, str(REPO / "tests" / "launch_script.py"), script, "--sigterm_at_step", "2", "--",
+        [sys.executable, str(LAUNCH_SCRIPT), script, "--sigterm_at_step", "2", "--",
          "--base_model", str(request.getfixturevalue(fixture)), *args, "--output_dir", str(out)],
         cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 128 + signal.SIGTERM, result.stderr[-3000:]

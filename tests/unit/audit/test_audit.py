@@ -1,48 +1,31 @@
-"""The data audit: personal information, leakage, duplicates. No models; seconds."""
+"""The data audit: personal information, leakage, duplicates. No models; seconds.
+
+The command line (``python -m ragtune.audit``) is in tests/e2e/test_audit_cli.py.
+"""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
-import pandas as pd
 import pytest
+from planted_pii import PLANTED, assert_nothing_leaks
 
-from ragtune.audit import (add_audit_args, find_conflicting_labels, find_duplicate_passages, find_leakage, find_pii,
-                           mask_text, pii_publish_refusal, run_audit)
+from ragtune.audit import (
+    add_audit_args,
+    find_conflicting_labels,
+    find_duplicate_passages,
+    find_leakage,
+    find_pii,
+    mask_text,
+    pii_publish_refusal,
+    run_audit,
+)
 from ragtune.audit.pii import PROVINCE_CODES
 from ragtune.core.data import Corpus, LabelledQuery
 from ragtune.core.errors import UserError
-
-REPO = Path(__file__).resolve().parent.parent
-
-# (sentence, kind, planted value as written). Values are fictitious but valid for their numbering plans.
-PLANTED = [
-    ("Liên hệ bạn Nam qua email nguyen.van.nam99@gmail.com nhé.", "email", "nguyen.van.nam99@gmail.com"),
-    ("SĐT của chị Hoa: 0912 345 678, gọi sau 8h.", "phone", "0912 345 678"),
-    ("Gọi anh Tuấn 0987.654.321 để đăng ký.", "phone", "0987.654.321"),
-    ("Zalo trưởng ban: +84 355-123-456.", "phone", "+84 355-123-456"),
-    ("Hotline cá nhân 84901234567 luôn bật.", "phone", "84901234567"),
-    ("Văn phòng khoa: (024) 3756 2186.", "phone", "(024) 3756 2186"),
-    ("Số 0786123456-0563987654 là của hai bạn lớp trưởng.", "phone", "0786123456"),
-    ("Căn cước công dân 001203012345 cấp năm 2021.", "cccd", "001203012345"),
-    ("CCCD: 079 303 004 567.", "cccd", "079 303 004 567"),
-    ("Số CMND: 012345678 do công an Hà Nội cấp.", "cmnd", "012345678"),
-    ("chứng minh nhân dân số 187 654 321", "cmnd", "187 654 321"),
-    ("Chuyển khoản vào STK 1903 4567 8901 23 Techcombank.", "bank_account", "1903 4567 8901 23"),
-    ("số tài khoản Vietcombank: 0011004123456 chủ tài khoản Lê Văn A", "bank_account", "0011004123456"),
-    ("MSSV: B21DCCN123, lớp D21CQCN01.", "student_id", "B21DCCN123"),
-    ("mã sinh viên của em là 20210567", "student_id", "20210567"),
-    ("Em sinh ngày 12/03/2003 tại Hải Phòng.", "dob", "12/03/2003"),
-    ("Ngày sinh: 5 tháng 7 năm 2002.", "dob", "5 tháng 7 năm 2002"),
-    ("so tai khoan 0123456789012 (khong dau)", "bank_account", "0123456789012"),
-]
 
 # Numbers that look like personal information and are not.
 LOOKALIKES = [
@@ -71,26 +54,13 @@ LOOKALIKES = [
 ]
 
 
-def _compact(value: str) -> str:
-    return re.sub(r"[^0-9A-Za-z@.]", "", value)
-
-
-def _assert_nothing_leaks(text: str) -> None:
-    """No planted value appears in full, as written or with its separators removed."""
-    squeezed = re.sub(r"[ .\-()+/]", "", text)
-    for _, kind, value in PLANTED:
-        assert value not in text, f"{kind} value leaked in full"
-        if kind != "email" and len(_compact(value)) >= 6:
-            assert re.sub(r"[ .\-()+/]", "", value) not in squeezed, f"{kind} value leaked without separators"
-
-
 @pytest.mark.parametrize("sentence,kind,value", PLANTED, ids=[f"{k}-{i}" for i, (_, k, _) in enumerate(PLANTED)])
 def test_planted_personal_information_is_found_and_masked(sentence, kind, value):
     findings = find_pii(sentence)
     assert [(f.kind, f.value) for f in findings if f.value == value] == [(kind, value)], findings
     finding = next(f for f in findings if f.value == value)
     assert "•" in finding.masked
-    _assert_nothing_leaks(finding.masked + " " + mask_text(sentence) + " " + repr(finding))
+    assert_nothing_leaks(finding.masked + " " + mask_text(sentence) + " " + repr(finding))
 
 
 def test_masks_keep_a_short_prefix_and_suffix():
@@ -177,7 +147,7 @@ def test_warn_logs_a_masked_table_and_counts(caplog, tmp_path):
                               "redacted": False}
     assert pii_publish_refusal({"data_audit": summary}) is not None
     for text in (caplog.text, report.read_text(encoding="utf-8"), json.dumps(summary, ensure_ascii=False)):
-        _assert_nothing_leaks(text)
+        assert_nothing_leaks(text)
         assert "0912345678" not in text and "912345678" not in re.sub(r"\D", "", text)
 
 
@@ -207,7 +177,7 @@ def test_error_policy_raises_before_writing(tmp_path):
     report = tmp_path / "out" / "audit.md"
     with pytest.raises(UserError, match=r"--pii error: 4 personal value\(s\)") as err:
         run_audit(_corpus(), _train(), policy="error", report_path=report)
-    _assert_nothing_leaks(str(err.value))
+    assert_nothing_leaks(str(err.value))
     assert not report.exists() and not report.parent.exists()
 
 
@@ -256,74 +226,6 @@ def test_add_audit_args_defaults_to_warn():
     assert parser.parse_args(["--pii", "redact", "--audit_report", "a.md"]).audit_report == Path("a.md")
     with pytest.raises(SystemExit):
         parser.parse_args(["--pii", "maybe"])
-
-
-# ---------------------------------------------------------------------------- CLI (real subprocess)
-
-
-def _write_files(tmp_path: Path) -> tuple[Path, Path, Path]:
-    corpus = tmp_path / "corpus.csv"
-    pd.DataFrame({"STT": [1, 2, 3], "Văn bản": [s for s, _, _ in PLANTED[:3]]}).to_csv(
-        corpus, index=False, encoding="utf-8-sig")
-    train = tmp_path / "train.csv"
-    pd.DataFrame({"Query": [s for s, _, _ in PLANTED[3:]] + ["Câu lạc bộ được thành lập năm nào?"],
-                  "Ground truth document": [1] * (len(PLANTED) - 3) + [2],
-                  "Ground truth answer": ["ok"] * (len(PLANTED) - 2)}).to_csv(train, index=False, encoding="utf-8-sig")
-    test = tmp_path / "test.csv"
-    pd.DataFrame({"Query": ["nam nao cau lac bo duoc thanh lap"], "Ground truth document": [2]}).to_csv(
-        test, index=False, encoding="utf-8-sig")
-    return corpus, train, test
-
-
-def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "-m", "ragtune.audit", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=120)
-
-
-def _digests(*paths: Path) -> list[str]:
-    return [hashlib.sha256(p.read_bytes()).hexdigest() for p in paths]
-
-
-def test_cli_warn_and_redact_leave_sources_untouched_and_print_no_value(tmp_path):
-    files = _write_files(tmp_path)
-    before = _digests(*files)
-    for policy in ("warn", "redact"):
-        report = tmp_path / f"audit-{policy}.md"
-        proc = _cli("--corpus", str(files[0]), "--train_data", str(files[1]), "--test_data", str(files[2]),
-                    "--pii", policy, "--report", str(report), cwd=tmp_path)
-        assert proc.returncode == 0, proc.stderr
-        summary = json.loads(proc.stdout)
-        # One sentence holds two phones.
-        assert summary["pii"]["total"] == len(PLANTED) + 1 and summary["pii"]["redacted"] is (policy == "redact")
-        assert summary["leakage"]["leaked_test_queries"] == 1
-        text = report.read_text(encoding="utf-8")
-        assert "09•••••678" in text
-        for output in (proc.stdout, proc.stderr, text):
-            _assert_nothing_leaks(output)
-    assert _digests(*files) == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["audit-redact.md", "audit-warn.md", "corpus.csv",
-                                                          "test.csv", "train.csv"]
-
-
-def test_cli_error_exits_2_with_one_line_and_writes_nothing(tmp_path):
-    files = _write_files(tmp_path)
-    before = _digests(*files)
-    report = tmp_path / "audit.md"
-    proc = _cli("--corpus", str(files[0]), "--train_data", str(files[1]), "--pii", "error", "--report", str(report),
-                "--summary_json", str(tmp_path / "summary.json"), cwd=tmp_path)
-    assert proc.returncode == 2
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("ERROR")]
-    assert len(errors) == 1 and "--pii error" in errors[0] and "Traceback" not in proc.stderr
-    assert proc.stdout == ""
-    _assert_nothing_leaks(proc.stderr)
-    assert not report.exists() and not (tmp_path / "summary.json").exists()
-    assert _digests(*files) == before
-
-
-def test_cli_missing_file_is_a_user_error(tmp_path):
-    proc = _cli("--corpus", str(tmp_path / "nope.csv"), "--train_data", str(tmp_path / "t.csv"), cwd=tmp_path)
-    assert proc.returncode == 2 and "--corpus: file not found" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_publish_refusal_only_for_unredacted_personal_information():

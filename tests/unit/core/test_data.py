@@ -9,8 +9,15 @@ import unicodedata
 import pandas as pd
 import pytest
 
-from ragtune.core.data import (SAMPLE_CORPUS, SAMPLE_TEST, SAMPLE_TRAIN, load_corpus, load_queries, parse_id_list,
-                          split_queries)
+from ragtune.core.data import (
+    SAMPLE_CORPUS,
+    SAMPLE_TEST,
+    SAMPLE_TRAIN,
+    load_corpus,
+    load_queries,
+    parse_id_list,
+    split_queries,
+)
 from ragtune.core.errors import UserError
 
 

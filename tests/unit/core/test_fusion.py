@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from ragtune.core.fusion import (choose_weight, fuse_all, minmax_normalize, ranking, reciprocal_rank_fusion,
-                            runs_from_top_k, weighted_fusion)
+from ragtune.core.fusion import (
+    choose_weight,
+    fuse_all,
+    minmax_normalize,
+    ranking,
+    reciprocal_rank_fusion,
+    runs_from_top_k,
+    weighted_fusion,
+)
 
 
 def test_weighted_fusion_of_hand_made_scores():
@@ -88,83 +95,6 @@ def test_ties_go_to_the_even_mix():
 def test_choose_weight_rejects_mismatched_inputs():
     with pytest.raises(ValueError):
         choose_weight([{"a": 1.0}], [], [["a"]])
-
-
-# ---------------------------------------------------------------------------- the reranker's first stage and fusion
-
-
-class PlantedReranker:
-    """A stand-in reranker whose logit is a fixed function of the passage text."""
-
-    def __init__(self, score):
-        self.score = score
-
-    def predict(self, pairs, **kwargs):
-        import numpy as np
-
-        return np.array([self.score(passage) for _, passage in pairs], dtype=np.float64)
-
-
-def sample_data():
-    from ragtune.core.data import SAMPLE_CORPUS, SAMPLE_TRAIN, load_corpus, load_queries
-
-    corpus = load_corpus(SAMPLE_CORPUS)
-    return corpus, load_queries(SAMPLE_TRAIN, corpus)
-
-
-def test_hybrid_first_stage_weight_is_chosen_on_dev_and_used_for_mining_and_dev_candidates(tiny_st):
-    from sentence_transformers import SentenceTransformer
-
-    from ragtune.train.reranker.examples import mine_and_retrieve
-    from ragtune.retrieval.first_stage import FirstStage
-
-    corpus, queries = sample_data()
-    train, dev = queries[:12], queries[12:24]
-    model = SentenceTransformer(str(tiny_st), device="cpu")
-    mined = mine_and_retrieve(train, dev, corpus, model, "both", (1, 10), num_hard=2, top_n=10, first_stage="hybrid")
-    assert mined.first_stage == "hybrid" and mined.sources == ["hybrid"]
-    stage = FirstStage(corpus, model, kind="hybrid")
-    expected = stage.choose_dense_weight(dev, 10)
-    assert mined.dense_weight == expected
-    # The dev candidates are the fused ranking with that weight: recompute it from the two rankers.
-    texts = [q.query for q in dev]
-    fused = fuse_all(stage.runs(texts, 100, "dense"), stage.runs(texts, 100, "bm25"), expected)
-    assert mined.dev_candidates == [ranking(run)[:10] for run in fused]
-    for q, cands in zip(train, mined.candidates.per_query):
-        assert not set(cands) & set(q.relevant_ids)
-    # Without --first_stage the reranker keeps its old behaviour: BM25 with no embedding model.
-    assert mine_and_retrieve(train, dev, corpus, None, "bm25", (1, 10), 2, 10).first_stage == "bm25"
-
-
-def test_hybrid_first_stage_needs_an_embedding_model():
-    from ragtune.core.errors import UserError
-    from ragtune.retrieval.first_stage import FirstStage
-
-    corpus, _ = sample_data()
-    with pytest.raises(UserError, match="--first_stage hybrid needs --embedding_model"):
-        FirstStage(corpus, None, kind="hybrid")
-
-
-def test_fused_reranker_on_dev_is_never_worse_than_either_part():
-    from ragtune.train.reranker.evaluator import DevRerankingEvaluator
-
-    corpus, queries = sample_data()
-    dev = queries[:15]
-    # First stage: every query's relevant passages first, then the rest (a perfect first stage).
-    candidates = [list(q.relevant_ids) + [p for p in corpus.ids[:10] if p not in q.relevant_ids] for q in dev]
-    evaluator = DevRerankingEvaluator(corpus, dev, candidates, primary_metric="ndcg@5")
-    relevant_texts = {corpus.text(p) for q in dev for p in q.relevant_ids}
-    # A reranker that puts every labelled passage last: alone it is the worst possible.
-    backwards = PlantedReranker(lambda text: -1.0 if text in relevant_texts else 1.0)
-    alone = evaluator.compute(backwards)
-    weight, fused = evaluator.fusion_on_dev(backwards)
-    assert alone["ndcg@5"] < evaluator.first_stage_metrics["ndcg@5"]
-    assert weight < 0.5
-    assert fused["ndcg@5"] == pytest.approx(evaluator.first_stage_metrics["ndcg@5"])
-    # A reranker that knows the labels: fusing keeps its perfect ranking.
-    oracle = PlantedReranker(lambda text: 1.0 if text in relevant_texts else -1.0)
-    weight, fused = evaluator.fusion_on_dev(oracle)
-    assert fused["ndcg@5"] == pytest.approx(1.0)
 
 
 def test_fuse_top_k_arrays_and_the_saved_weight(tmp_path):

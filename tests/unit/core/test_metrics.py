@@ -6,13 +6,17 @@ import random
 
 import numpy as np
 import pytest
-import pytrec_eval
+from trec_reference import KS, trec_metrics, trec_order
 
-from ragtune.core.metrics import (RANKING_METRICS, context_metrics, first_hit_rank, query_metrics, rank_weighted_precision,
-                             ranking_metrics)
+from ragtune.core.metrics import (
+    RANKING_METRICS,
+    context_metrics,
+    first_hit_rank,
+    mean_metrics,
+    query_metrics,
+    rank_weighted_precision,
+)
 from ragtune.core.ranking import TopK, rank_by_score, tie_ranks
-
-KS = (3, 5, 7)
 
 # Hand-made queries: {query: (scores per document, relevant documents)}. Ties on purpose, several
 # relevant passages, a relevant passage never retrieved, a run shorter than k, no hit at all.
@@ -29,48 +33,6 @@ HAND_MADE = {
     "all_tied": ({f"t{i}": 1.0 for i in range(9)}, {"t0", "t8", "t4"}),
     "numeric_ids_string_order": ({"9": 1.0, "10": 1.0, "100": 1.0, "2": 1.0, "20": 0.5}, {"2", "100"}),
 }
-
-
-def trec_metrics(run: dict[str, dict[str, float]], qrels: dict[str, dict[str, int]], ks=KS) -> dict[str, dict]:
-    """Our metric names from pytrec_eval. MRR@k is trec's recip_rank on the run cut at k; F1@k is not a trec
-    measure: it is the harmonic mean of trec's P_k and recall_k (trec's set_F divides by the number retrieved,
-    not by k, when a run is shorter than k)."""
-    measures = {f"{m}_{k}" for m in ("P", "recall", "map_cut", "ndcg_cut", "success") for k in ks}
-    full = pytrec_eval.RelevanceEvaluator(qrels, measures).evaluate(run)
-    out = {q: {} for q in run}
-    for k in ks:
-        truncated = {q: dict(sorted(docs.items(), key=lambda kv: rank_key(kv))[:k]) for q, docs in run.items()}
-        cut = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(truncated)
-        for q in run:
-            out[q].update({
-                f"hit@{k}": full[q][f"success_{k}"],
-                f"recall@{k}": full[q][f"recall_{k}"],
-                f"precision@{k}": full[q][f"P_{k}"],
-                f"f1@{k}": harmonic(full[q][f"P_{k}"], full[q][f"recall_{k}"]),
-                f"map@{k}": full[q][f"map_cut_{k}"],
-                f"mrr@{k}": cut[q]["recip_rank"],
-                f"ndcg@{k}": full[q][f"ndcg_cut_{k}"],
-            })
-    return out
-
-
-def harmonic(p: float, r: float) -> float:
-    return 2 * p * r / (p + r) if p + r else 0.0
-
-
-class _Desc(str):
-    def __lt__(self, other):  # reversed string order, as trec_eval breaks ties
-        return str.__gt__(self, other)
-
-
-def rank_key(item):
-    doc, score = item
-    return (-score, _Desc(doc))
-
-
-def trec_order(ids, scores) -> list[str]:
-    """trec_eval's order, written independently of ragtune.core.ranking: score desc, then id desc (strcmp)."""
-    return [doc for doc, _ in sorted(zip(ids, map(float, scores)), key=rank_key)]
 
 
 def ours(run, qrels, ks=KS):
@@ -128,7 +90,7 @@ def test_random_rankings_with_ties_match_trec_eval(seed):
     assert_same(mine, trec_metrics(run, qrels))
     # The macro average is trec_eval's "all" line.
     rankings = [rank_by_score(list(run[q]), list(run[q].values())) for q in run]
-    means = ranking_metrics(rankings, [list(qrels[q]) for q in run])
+    means = mean_metrics([query_metrics(r, list(qrels[q])) for r, q in zip(rankings, run)])
     for key in means:
         assert means[key] == pytest.approx(np.mean([mine[q][key] for q in run]))
 

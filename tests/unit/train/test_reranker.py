@@ -1,49 +1,24 @@
-"""fine_tune_reranker.py and ragtune.train.reranker.modeling: examples, evaluator, batching, end to end, resume, bad input."""
+"""ragtune.train.reranker: examples, the first stage and its fusion, the dev evaluator, batching, loading."""
 
 from __future__ import annotations
 
-import json
 import logging
-import subprocess
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import run_script
 
 from ragtune.core.data import SAMPLE_CORPUS, SAMPLE_TRAIN, LabelledQuery, load_corpus, load_queries
 from ragtune.core.metrics import DEFAULT_KS, TRAINING_METRICS
 from ragtune.retrieval.negatives import NegativeCandidates
 
-TEMPLATE = ["--batch_size", "3", "--gradient_accumulation_steps", "8", "--epochs", "4", "--lr", "2e-5", "--fp16",
-            "--gradient_checkpointing", "--dev_ratio", "0.2", "--num_hard_negatives", "2",
-            "--num_random_negatives", "1"]
 METRIC_KEYS = {f"{m}@{k}" for m in TRAINING_METRICS for k in DEFAULT_KS}
-# Tiny models gain nothing from threads; on a shared 2-core machine extra threads only oversubscribe it.
-ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-
-
-@pytest.fixture
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")
 def sample():
     corpus = load_corpus(SAMPLE_CORPUS)
     return corpus, load_queries(SAMPLE_TRAIN, corpus)
-
-
-def run_reranker(*args: str) -> subprocess.CompletedProcess:
-    return run_script("fine_tune_reranker.py", *args, env=ONE_THREAD)
-
-
-def error_lines(output: str) -> list[str]:
-    return [line for line in output.splitlines() if " ERROR " in line or line.startswith("error")]
 
 
 # ---------------------------------------------------------------------------- examples (no model)
@@ -73,8 +48,8 @@ def _check_examples(queries, corpus, examples, num_hard, num_random, candidates=
 
 @pytest.mark.parametrize("num_hard,num_random", [(2, 1), (5, 3), (0, 2)])
 def test_examples_never_use_a_positive_and_have_the_counts_per_positive(sample, num_hard, num_random):
-    from ragtune.train.reranker.examples import build_reranker_examples
     from ragtune.retrieval.first_stage import FirstStage
+    from ragtune.train.reranker.examples import build_reranker_examples
 
     corpus, queries = sample
     assert any(len(q.relevant_ids) > 1 for q in queries), "the sample must hold multi-positive queries"
@@ -132,6 +107,34 @@ def test_negative_counts_are_clamped_to_the_corpus(sample, caplog):
         assert len(group.hard_ids) == len(corpus) - len(relevant)  # every passage not labelled relevant
 
 
+# ---------------------------------------------------------------------------- the first stage and fusion with it
+
+
+def test_hybrid_first_stage_weight_is_chosen_on_dev_and_used_for_mining_and_dev_candidates(sample, tiny_st):
+    from sentence_transformers import SentenceTransformer
+
+    from ragtune.core.fusion import fuse_all, ranking
+    from ragtune.retrieval.first_stage import FirstStage
+    from ragtune.train.reranker.examples import mine_and_retrieve
+
+    corpus, queries = sample
+    train, dev = queries[:12], queries[12:24]
+    model = SentenceTransformer(str(tiny_st), device="cpu")
+    mined = mine_and_retrieve(train, dev, corpus, model, "both", (1, 10), num_hard=2, top_n=10, first_stage="hybrid")
+    assert mined.first_stage == "hybrid" and mined.sources == ["hybrid"]
+    stage = FirstStage(corpus, model, kind="hybrid")
+    expected = stage.choose_dense_weight(dev, 10)
+    assert mined.dense_weight == expected
+    # The dev candidates are the fused ranking with that weight: recompute it from the two rankers.
+    texts = [q.query for q in dev]
+    fused = fuse_all(stage.runs(texts, 100, "dense"), stage.runs(texts, 100, "bm25"), expected)
+    assert mined.dev_candidates == [ranking(run)[:10] for run in fused]
+    for q, cands in zip(train, mined.candidates.per_query):
+        assert not set(cands) & set(q.relevant_ids)
+    # Without --first_stage the reranker keeps its old behaviour: BM25 with no embedding model.
+    assert mine_and_retrieve(train, dev, corpus, None, "bm25", (1, 10), 2, 10).first_stage == "bm25"
+
+
 # ---------------------------------------------------------------------------- evaluator and batching
 
 
@@ -149,13 +152,14 @@ class ScoreModel:
 
 
 def test_dev_evaluator_reranks_the_first_stage_candidates(sample):
+    from ragtune.core.fusion import ranking
     from ragtune.core.metrics import query_metrics
-    from ragtune.train.reranker.evaluator import DevRerankingEvaluator
     from ragtune.retrieval.first_stage import FirstStage
+    from ragtune.train.reranker.evaluator import DevRerankingEvaluator
 
     corpus, queries = sample
     dev = queries[:12]
-    candidates = FirstStage(corpus).rank([q.query for q in dev], 20)
+    candidates = [ranking(run) for run in FirstStage(corpus).runs([q.query for q in dev], 20)]
     evaluator = DevRerankingEvaluator(corpus, dev, candidates)
     expected_first = [query_metrics(c, q.relevant_ids, DEFAULT_KS, TRAINING_METRICS) for c, q in zip(candidates, dev)]
     assert evaluator.first_stage_metrics["mrr@5"] == pytest.approx(
@@ -169,6 +173,40 @@ def test_dev_evaluator_reranks_the_first_stage_candidates(sample):
     assert oracle["dev_hit@3"] == pytest.approx(sum(found) / len(dev))
     assert set(oracle) == {f"dev_{k}" for k in METRIC_KEYS}
     assert oracle["dev_mrr@5"] >= evaluator.first_stage_metrics["mrr@5"]
+
+
+class PlantedReranker:
+    """A stand-in reranker whose logit is a fixed function of the passage text."""
+
+    def __init__(self, score):
+        self.score = score
+
+    def predict(self, pairs, **kwargs):
+        import numpy as np
+
+        return np.array([self.score(passage) for _, passage in pairs], dtype=np.float64)
+
+
+def test_fused_reranker_on_dev_is_never_worse_than_either_part(sample):
+    from ragtune.train.reranker.evaluator import DevRerankingEvaluator
+
+    corpus, queries = sample
+    dev = queries[:15]
+    # First stage: every query's relevant passages first, then the rest (a perfect first stage).
+    candidates = [list(q.relevant_ids) + [p for p in corpus.ids[:10] if p not in q.relevant_ids] for q in dev]
+    evaluator = DevRerankingEvaluator(corpus, dev, candidates, primary_metric="ndcg@5")
+    relevant_texts = {corpus.text(p) for q in dev for p in q.relevant_ids}
+    # A reranker that puts every labelled passage last: alone it is the worst possible.
+    backwards = PlantedReranker(lambda text: -1.0 if text in relevant_texts else 1.0)
+    alone = evaluator.compute(backwards)
+    weight, fused = evaluator.fusion_on_dev(backwards)
+    assert alone["ndcg@5"] < evaluator.first_stage_metrics["ndcg@5"]
+    assert weight < 0.5
+    assert fused["ndcg@5"] == pytest.approx(evaluator.first_stage_metrics["ndcg@5"])
+    # A reranker that knows the labels: fusing keeps its perfect ranking.
+    oracle = PlantedReranker(lambda text: 1.0 if text in relevant_texts else -1.0)
+    weight, fused = evaluator.fusion_on_dev(oracle)
+    assert fused["ndcg@5"] == pytest.approx(1.0)
 
 
 def test_step_length_grouped_batches_keep_each_steps_examples():
@@ -217,132 +255,3 @@ def test_a_half_precision_checkpoint_is_loaded_in_fp32(tiny_cross_encoder, tmp_p
     AutoTokenizer.from_pretrained(str(tiny_cross_encoder)).save_pretrained(half)
     model = load_reranker(str(half), max_seq_length=128)
     assert {p.dtype for p in model.parameters()} == {torch.float32}
-
-
-# ---------------------------------------------------------------------------- end to end
-
-
-@pytest.mark.slow
-def test_template_command_end_to_end(tiny_cross_encoder, tmp_path):
-    """The guide's command, exactly, plus --base_model/--output_dir; --fp16 on CPU warns once, trains in fp32."""
-    out = tmp_path / "reranker"
-    result = run_reranker(*TEMPLATE, "--base_model", str(tiny_cross_encoder), "--output_dir", str(out))
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-4000:]
-    if not torch.cuda.is_available():
-        assert output.count("--fp16 needs a GPU") == 1
-    for name in ("metrics.json", "model.safetensors", "config.json", "README.md", "training_curves.png"):
-        assert (out / name).is_file(), name
-    assert list((out / "runs").rglob("events.out.tfevents.*")), "no TensorBoard logs"
-    metrics = json.loads((out / "metrics.json").read_text())
-    for stage in ("first_stage", "before", "after"):
-        assert set(metrics["dev_metrics"][stage]) == METRIC_KEYS, stage
-    assert metrics["first_stage"] == "bm25"
-    assert metrics["hard_negatives_per_positive"] == 2 and metrics["random_negatives_per_positive"] == 1
-    assert metrics["pos_weight"] == pytest.approx(3.0)
-    # Reranker fusion: the weight chosen on dev (grid 0..1; 1 = the reranker alone, 0 = the first stage alone) is
-    # saved for evaluate_rag.py, and the fused ranking is at least as good on dev as either part.
-    fusion, dev = metrics["fusion"], metrics["dev_metrics"]
-    assert fusion["first_stage"] == "bm25" and 0.0 <= fusion["reranker_weight"] <= 1.0
-    assert dev["fused"]["ndcg@5"] >= max(dev["after"]["ndcg@5"], dev["first_stage"]["ndcg@5"]) - 1e-9
-    assert "fused (reranker weight" in result.stdout
-    assert "first stage (bm25)" in result.stdout and "fine-tuned" in result.stdout
-    assert "Dev metrics: first stage, base and fine-tuned reranker" in (out / "README.md").read_text()
-
-    from sentence_transformers import CrossEncoder
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    pairs = [("CLB thành lập năm nào?", "RAIC ra đời ngày 14 tháng 10 năm 2013."), ("Ai?", "Không liên quan.")]
-    reranker = CrossEncoder(str(out))
-    scores = reranker.predict(pairs, activation_fn=torch.nn.Identity())
-    hf_model = AutoModelForSequenceClassification.from_pretrained(str(out)).eval()
-    tokenizer = AutoTokenizer.from_pretrained(str(out))
-    with torch.no_grad():
-        logits = hf_model(**tokenizer([p[0] for p in pairs], [p[1] for p in pairs], padding=True,
-                                      return_tensors="pt")).logits
-    assert logits.shape == (2, 1)
-    assert torch.allclose(logits[:, 0], torch.as_tensor(scores), atol=1e-4)
-
-
-# ---------------------------------------------------------------------------- bad input
-
-
-def _bad_csv(tmp_path: Path) -> Path:
-    path = tmp_path / "corpus.csv"
-    path.write_text("id,content\n1,hello\n", encoding="utf-8")
-    return path
-
-
-@pytest.mark.parametrize("args,message", [
-    (["--corpus", "/no/such/corpus.csv"], "--corpus: file not found"),
-    (["--corpus", "BAD_CSV"], "needs columns"),
-    (["--batch_size", "0"], "--batch_size must be at least 1"),
-    (["--dev_ratio", "1"], "--dev_ratio must be in [0, 1)"),
-    (["--num_random_negatives", "-1"], "--num_random_negatives must be >= 0"),
-    (["--hard_negative_source", "dense"], "--hard_negative_source dense needs --embedding_model"),
-])
-def test_bad_flags_and_files_exit_2_with_one_line(tmp_path, args, message):
-    args = [str(_bad_csv(tmp_path)) if a == "BAD_CSV" else a for a in args]
-    out = tmp_path / "out"
-    result = run_reranker(*args, "--output_dir", str(out))
-    output = result.stdout + result.stderr
-    assert result.returncode == 2, output[-3000:]
-    assert "Traceback" not in output
-    errors = error_lines(output)
-    assert len(errors) == 1 and message in errors[0], output[-3000:]
-    assert not out.exists(), "nothing may be written before the input is validated"
-
-
-def test_unknown_model_exits_2_with_one_line(tmp_path):
-    out = tmp_path / "out"
-    result = run_reranker("--base_model", str(tmp_path / "no-such-model"), "--output_dir", str(out))
-    output = result.stdout + result.stderr
-    assert result.returncode == 2, output[-3000:]
-    assert "Traceback" not in output
-    errors = error_lines(output)
-    assert len(errors) == 1 and "--base_model" in errors[0] and "no-such-model" in errors[0]
-    assert not out.exists()
-
-
-def test_finished_output_dir_is_not_overwritten(tmp_path):
-    out = tmp_path / "out"
-    out.mkdir()
-    (out / "metrics.json").write_text("{}")
-    result = run_reranker("--output_dir", str(out))
-    output = result.stdout + result.stderr
-    assert result.returncode == 2 and "Traceback" not in output
-    errors = error_lines(output)
-    assert len(errors) == 1 and "already holds a finished model" in errors[0] and "--overwrite_output_dir" in errors[0]
-    assert (out / "metrics.json").read_text() == "{}"
-
-
-@pytest.mark.slow
-def test_too_many_hard_negatives_are_clamped_and_training_works(tiny_cross_encoder, tmp_path):
-    out = tmp_path / "out"
-    result = run_reranker("--base_model", str(tiny_cross_encoder), "--output_dir", str(out),
-                          "--num_hard_negatives", "1000", "--max_steps", "1", "--batch_size", "16",
-                          "--gradient_accumulation_steps", "1")
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-3000:]
-    assert "--num_hard_negatives 1000 is more than the corpus allows" in output
-    metrics = json.loads((out / "metrics.json").read_text())
-    corpus, queries = load_corpus(SAMPLE_CORPUS), load_queries(SAMPLE_TRAIN, load_corpus(SAMPLE_CORPUS))
-    assert metrics["hard_negatives_per_positive"] == len(corpus) - min(len(q.relevant_ids) for q in queries)
-
-
-@pytest.mark.slow
-def test_plain_encoder_gets_a_new_head_and_embedding_model_is_the_first_stage(tiny_encoder, tiny_st, tmp_path):
-    out = tmp_path / "out"
-    result = run_reranker("--base_model", str(tiny_encoder), "--embedding_model", str(tiny_st),
-                          "--output_dir", str(out), "--max_steps", "2", "--evaluation_steps", "1",
-                          "--checkpoint_save_steps", "1", "--gradient_accumulation_steps", "1")
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-3000:]
-    assert "has no sequence-classification head" in output and "starts untrained" in output
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["first_stage"] == "dense"
-    assert metrics["hard_negative_sources"] == ["bm25", "dense"]
-    from transformers import AutoModelForSequenceClassification
-
-    model = AutoModelForSequenceClassification.from_pretrained(str(out))
-    assert model.config.num_labels == 1 and model.config.architectures == ["BertForSequenceClassification"]
