@@ -36,15 +36,39 @@ import argparse
 import logging
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
-from ragtune.audit import add_audit_args
+import numpy as np
+
+from ragtune.audit import AuditResult, add_audit_args, run_audit
 from ragtune.core.cli import new_parser
-from ragtune.core.data import SAMPLE_CORPUS, SAMPLE_TEST, load_corpus
+from ragtune.core.data import SAMPLE_CORPUS, SAMPLE_TEST, Corpus, LabelledQuery, load_corpus, load_queries
 from ragtune.core.errors import UserError, run_main
 from ragtune.core.io import setup_logging
 from ragtune.core.metrics import CONTEXT_METRICS, DEFAULT_KS, RANKING_METRICS
+from ragtune.core.model_specs import ModelSpec, assign_labels, is_gguf, resolve_model
+from ragtune.core.ranking import tie_ranks
+from ragtune.evaluate.heldout import load_test_queries
+from ragtune.evaluate.judge import Judge
+from ragtune.evaluate.llm_stages import run_llm_stages
+from ragtune.evaluate.publishing import publish
+from ragtune.evaluate.reports import Report
+from ragtune.evaluate.systems import (
+    FusionWeights,
+    RerankScores,
+    System,
+    bm25_system,
+    dense_system,
+    embedding_handle,
+    fused_rerank_system,
+    hybrid_systems,
+    rerank_systems,
+    score_system,
+    selection_metric,
+)
+from ragtune.retrieval.embedding_store import EmbeddingModelHandle
 
 logger = logging.getLogger("evaluate_rag")
 
@@ -53,6 +77,19 @@ MAIN_METRIC_NAMES = (*RANKING_METRICS, *CONTEXT_METRICS)
 
 def build_parser() -> argparse.ArgumentParser:
     parser = new_parser(__doc__)
+    add_data_args(parser)
+    add_system_args(parser)
+    add_metric_args(parser)
+    add_judge_args(parser)
+    add_generator_args(parser)
+    add_endpoint_args(parser)
+    add_output_args(parser)
+    add_hub_args(parser)
+    return parser
+
+
+def add_data_args(parser: argparse.ArgumentParser) -> None:
+    """Data files: corpus, held-out test queries, training queries; the data audit's flags."""
     data = parser.add_argument_group("data")
     data.add_argument("--corpus", default=str(SAMPLE_CORPUS),
                       help="Passages: CSV/XLSX with columns STT, Văn bản (or id, text), or JSONL with id, text.")
@@ -71,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="Dataset name for model cards. Default: the corpus file name.")
     add_audit_args(parser)
 
+
+def add_system_args(parser: argparse.ArgumentParser) -> None:
+    """The systems compared: which models, BM25, hybrids, prompts and sizes."""
     systems = parser.add_argument_group("systems")
     systems.add_argument("--embedding_models", nargs="*", default=["BAAI/bge-m3"], metavar="MODEL",
                          help="Embedding models (Hub ids or local folders). The first is the baseline the others are "
@@ -107,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="Passages scored at once in top-k search: memory stays bounded however large the "
                               "corpus.")
 
+
+def add_metric_args(parser: argparse.ArgumentParser) -> None:
+    """Cutoffs and the main metric."""
     metrics = parser.add_argument_group("metrics")
     metrics.add_argument("--k", type=int, nargs="+", default=list(DEFAULT_KS), help="Cutoffs for every metric.")
     metrics.add_argument("--main_metric", default=None,
@@ -114,11 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
                               f"{', '.join(MAIN_METRIC_NAMES)} at a --k cutoff. Default: ndcg@5 (ndcg at the largest "
                               "k when 5 is not among --k).")
 
+
+def add_judge_args(parser: argparse.ArgumentParser) -> None:
+    """The optional LLM judge."""
     judge = parser.add_argument_group("LLM judge (optional; any OpenAI-compatible server: vLLM, Ollama, OpenAI)")
-    judge.add_argument("--judge_base_url", default=None, help="e.g. http://localhost:8000/v1")
-    judge.add_argument("--judge_model", default=None, help="Model name the server knows.")
-    judge.add_argument("--judge_api_key", default=None,
-                       help="API key (default: $OPENAI_API_KEY, sent only to an api.openai.com URL). Never saved.")
+    add_server_args(judge, "judge", "e.g. http://localhost:8000/v1", "Model name the server knows.")
     judge.add_argument("--judge_workers", type=int, default=4, help="Concurrent requests to the judge/generator.")
     judge.add_argument("--judge_max_tokens", type=int, default=512, help="max_tokens of each judge answer.")
     judge.add_argument("--no_entities", dest="entities", action="store_false",
@@ -127,11 +170,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="Stop with an error (results kept) when more than this share of judgements stay "
                             "malformed after a retry: the judge model is not following the format.")
 
+
+def add_generator_args(parser: argparse.ArgumentParser) -> None:
+    """The optional answer generator (a server or a local model)."""
     gen = parser.add_argument_group("answer generation (optional)")
-    gen.add_argument("--generator_base_url", default=None, help="OpenAI-compatible server of the generator.")
-    gen.add_argument("--generator_model", default=None, help="Generator model name on that server.")
-    gen.add_argument("--generator_api_key", default=None,
-                     help="API key (default: $OPENAI_API_KEY, sent only to an api.openai.com URL). Never saved.")
+    add_server_args(gen, "generator", "OpenAI-compatible server of the generator.",
+                    "Generator model name on that server.")
     gen.add_argument("--generator_local", default=None, metavar="PATH",
                      help="A local transformers causal LM folder (or a .gguf file, dequantised) used as the generator "
                           "instead of a server; prompts are fine_tune_generator.py's (ragtune.generation.prompt).")
@@ -143,18 +187,35 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--answer_systems", nargs="+", default=None, metavar="SYSTEM",
                      help="Systems whose contexts are used for answers (names as in results.md). Default: all.")
 
+
+def add_server_args(group: Any, role: str, url_help: str, model_help: str) -> None:
+    """``--<role>_base_url``, ``--<role>_model`` and ``--<role>_api_key``: the OpenAI-compatible server of a role."""
+    group.add_argument(f"--{role}_base_url", default=None, help=url_help)
+    group.add_argument(f"--{role}_model", default=None, help=model_help)
+    group.add_argument(f"--{role}_api_key", default=None,
+                       help="API key (default: $OPENAI_API_KEY, sent only to an api.openai.com URL). Never saved.")
+
+
+def add_endpoint_args(parser: argparse.ArgumentParser) -> None:
+    """Timeouts and retries of the judge and generator servers."""
     net = parser.add_argument_group("endpoints")
     net.add_argument("--endpoint_timeout", type=float, default=120.0, help="Seconds per judge/generator request.")
     net.add_argument("--endpoint_retries", type=int, default=3,
                      help="Retries of a failed request (connection refused, timeout, 429, 5xx), with backoff.")
     net.add_argument("--endpoint_backoff", type=float, default=1.0, help="First backoff in seconds (doubles).")
 
+
+def add_output_args(parser: argparse.ArgumentParser) -> None:
+    """Where reports and caches go."""
     out = parser.add_argument_group("output")
     out.add_argument("--output_dir", default="outputs/eval", help="Where the reports go.")
     out.add_argument("--cache_dir", default=None,
                      help="Embeddings, reranker scores and LLM answers cached across runs. Default: "
                           "<output_dir>/.cache.")
 
+
+def add_hub_args(parser: argparse.ArgumentParser) -> None:
+    """Publishing the selected models to the Hugging Face Hub."""
     hub = parser.add_argument_group("publishing to the Hugging Face Hub")
     hub.add_argument("--push_to_hub", action="store_true",
                      help="Publish the selected models (see --hub_embedding_repo / --hub_reranker_repo).")
@@ -178,10 +239,20 @@ def build_parser() -> argparse.ArgumentParser:
     hub.add_argument("--license", default="apache-2.0",
                      help="License of the published models, for the model card (a Hub license id, e.g. apache-2.0, "
                           "mit, cc-by-4.0, other).")
-    return parser
 
 
 def validate_args(args: argparse.Namespace) -> None:
+    """Every flag checked, and cutoffs sorted, before any file is read: a typo fails in a second."""
+    check_numbers(args)
+    check_models(args)
+    choose_main_metric(args)
+    check_llm_flags(args)
+    check_hub_flags(args)
+    check_generator_files(args)
+
+
+def check_numbers(args: argparse.Namespace) -> None:
+    """Cutoffs, sizes and endpoint settings in range; --k and --answer_k sorted without repeats."""
     bad_k = [k for k in args.k if k <= 0]
     if bad_k:
         raise UserError(f"--k: cutoffs must be positive integers, got {' '.join(map(str, args.k))}")
@@ -199,6 +270,10 @@ def validate_args(args: argparse.Namespace) -> None:
         raise UserError("--endpoint_retries and --endpoint_backoff must be >= 0 and --endpoint_timeout > 0")
     if not 0 <= args.judge_max_failure_rate <= 1:
         raise UserError(f"--judge_max_failure_rate must be in [0, 1], got {args.judge_max_failure_rate}")
+
+
+def check_models(args: argparse.Namespace) -> None:
+    """Something to evaluate, rerankers with a first stage, no model listed twice."""
     if not args.bm25 and not args.embedding_models:
         raise UserError("nothing to evaluate: --no_bm25 and no --embedding_models")
     if args.reranker_models and not args.embedding_models:
@@ -208,6 +283,10 @@ def validate_args(args: argparse.Namespace) -> None:
         duplicates = sorted({v for v in values if values.count(v) > 1})
         if duplicates:
             raise UserError(f"--{flag}: {', '.join(duplicates)} listed twice")
+
+
+def choose_main_metric(args: argparse.Namespace) -> None:
+    """--main_metric checked against the metrics and --k; by default ndcg@5 (ndcg at the largest k without 5)."""
     if args.main_metric is None:
         args.main_metric = "ndcg@5" if 5 in args.k else f"ndcg@{max(args.k)}"
     name, _, k = args.main_metric.partition("@")
@@ -215,14 +294,21 @@ def validate_args(args: argparse.Namespace) -> None:
         raise UserError(f"--main_metric must be one of {', '.join(MAIN_METRIC_NAMES)} at a --k cutoff "
                         f"({', '.join(map(str, args.k))}), e.g. ndcg@{args.k[len(args.k) // 2]}; "
                         f"got {args.main_metric!r}")
-    if bool(args.judge_base_url) != bool(args.judge_model):
-        raise UserError("--judge_base_url and --judge_model go together")
-    if bool(args.generator_base_url) != bool(args.generator_model):
-        raise UserError("--generator_base_url and --generator_model go together")
+
+
+def check_llm_flags(args: argparse.Namespace) -> None:
+    """The judge's and the generator's flags come in the pairs they need."""
+    for role in ("judge", "generator"):
+        if bool(getattr(args, f"{role}_base_url")) != bool(getattr(args, f"{role}_model")):
+            raise UserError(f"--{role}_base_url and --{role}_model go together")
     if args.generator_base_url and args.generator_local:
         raise UserError("give either --generator_base_url/--generator_model or --generator_local, not both")
     if args.generator_adapter and not args.generator_local:
         raise UserError("--generator_adapter is a LoRA for --generator_local; give --generator_local too")
+
+
+def check_hub_flags(args: argparse.Namespace) -> None:
+    """With --push_to_hub, a repo for each kind published and a model to put there; a valid language and license."""
     if args.push_to_hub:
         if not args.hub_embedding_repo and not args.hub_reranker_repo:
             raise UserError("--push_to_hub: say what to publish with --hub_embedding_repo and/or --hub_reranker_repo")
@@ -238,9 +324,12 @@ def validate_args(args: argparse.Namespace) -> None:
                             f"separated by spaces")
     if not re.fullmatch(r"[a-z0-9][a-z0-9.+-]*", args.license):
         raise UserError(f"--license: {args.license!r} is not a Hub license id (e.g. apache-2.0, mit, cc-by-4.0, other)")
+
+
+def check_generator_files(args: argparse.Namespace) -> None:
+    """--generator_local is a model folder or a .gguf file; --generator_adapter a peft adapter folder."""
     local = Path(args.generator_local).expanduser() if args.generator_local else None
-    if local is not None and not (local.suffix.lower() == ".gguf" and local.is_file()) and not (
-            local / "config.json").exists():
+    if local is not None and not (is_gguf(local) and local.is_file()) and not (local / "config.json").exists():
         raise UserError(f"--generator_local: {args.generator_local} is not a model folder (no config.json) nor a "
                         f".gguf file")
     if args.generator_adapter and not (Path(args.generator_adapter).expanduser() / "adapter_config.json").exists():
@@ -256,20 +345,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(quiet=("sentence_transformers", "transformers"))
     validate_args(args)
     started = time.perf_counter()
-    # Heavy imports after the flag checks, so that a typo fails in a second.
-    from ragtune.audit import run_audit
-    from ragtune.core.data import Corpus, load_queries
-    from ragtune.evaluate.heldout import load_test_queries
-    from ragtune.evaluate.llm_stages import run_llm_stages
-    from ragtune.core.model_specs import assign_labels, resolve_model
-    from ragtune.evaluate.publishing import publish
-    from ragtune.core.ranking import tie_ranks
-    from ragtune.evaluate.reports import Report
-    from ragtune.evaluate.systems import (FusionWeights, RerankScores, bm25_system, dense_system, embedding_handle,
-                                 fused_rerank_system, hybrid_systems, rerank_systems, score_system,
-                                 selection_metric)
+    # Data and models are checked (and the data audited) before anything heavy runs or is written.
+    data = load_data(args)
+    output_dir, cache_dir = prepare_folders(args)
+    logger.info("Data: corpus %s (%d passages), test queries %s (%d, %d relevant pairs); k = %s; cache %s",
+                data.corpus.source, len(data.corpus), args.test_data, len(data.queries),
+                sum(len(q.relevant_ids) for q in data.queries), args.k, cache_dir)
 
-    # Data and models are checked before anything heavy runs or is written.
+    systems, handles = retrieve(args, data, cache_dir)
+    report = retrieval_report(args, data, systems, output_dir)
+    logger.info("Retrieval metrics written to %s (%.1fs)", output_dir, time.perf_counter() - started)
+
+    judge = None
+    if args.judge_base_url or args.generator_base_url or args.generator_local:
+        judge = run_llm_stages(args, report, handles, cache_dir)
+    print_results(report, output_dir)
+    check_judge_failures(args, judge, output_dir)
+    if args.push_to_hub:
+        publish(args, report)
+    logger.info("Done in %.1fs: %s", time.perf_counter() - started, output_dir / "results.md")
+    return 0
+
+
+@dataclass
+class EvaluationData:
+    """What is evaluated: the corpus and test queries (redacted copies under --pii redact), the training queries,
+    the models named on the command line, and the data audit."""
+
+    corpus: Corpus
+    queries: list[LabelledQuery]
+    train_queries: list[LabelledQuery]
+    embedding_specs: list[ModelSpec]
+    reranker_specs: list[ModelSpec]
+    audit: AuditResult
+
+
+def load_data(args: argparse.Namespace) -> EvaluationData:
+    """Corpus, test and training queries loaded, models resolved, the data audited; under --pii error this stops
+    here, before anything is written."""
     corpus = load_corpus(args.corpus)
     queries = load_test_queries(args.test_data, corpus, args.allow_missing_ids)
     # Training queries serve the leakage check and the choice of fusion weights (for models that saved none):
@@ -281,30 +394,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     reranker_specs = [resolve_model(name, "--reranker_models") for name in args.reranker_models]
     assign_labels(embedding_specs)
     assign_labels(reranker_specs)
-    # PII, leakage and duplicates; under --pii error this stops here, before anything is written.
     audit = run_audit(corpus, train_queries, queries, policy=args.pii,
                       sources={"corpus": str(args.corpus), "train": str(args.train_data), "test": str(args.test_data)},
                       report_path=args.audit_report)
-    corpus, queries, train_queries = audit.corpus, audit.test, audit.train  # redacted copies under --pii redact
+    return EvaluationData(audit.corpus, audit.test, audit.train, embedding_specs, reranker_specs, audit)
 
+
+def prepare_folders(args: argparse.Namespace) -> tuple[Path, Path]:
+    """The output folder and the cache folder (default: <output_dir>/.cache), created."""
     output_dir = Path(args.output_dir)
     if output_dir.exists() and not output_dir.is_dir():
         raise UserError(f"--output_dir {output_dir} exists and is not a directory")
     output_dir.mkdir(parents=True, exist_ok=True)
     cache_dir = Path(args.cache_dir) if args.cache_dir else output_dir / ".cache"
     cache_dir.mkdir(parents=True, exist_ok=True)
-    logger.info("Data: corpus %s (%d passages), test queries %s (%d, %d relevant pairs); k = %s; cache %s",
-                corpus.source, len(corpus), args.test_data, len(queries),
-                sum(len(q.relevant_ids) for q in queries), args.k, cache_dir)
+    return output_dir, cache_dir
 
-    # Retrieval: one ranked list per system and query, deep enough for every k, the reranker and the answers.
-    depth = max(max(args.k), args.rerank_top_n if reranker_specs else 0, max(args.answer_k))
+
+def retrieve(args: argparse.Namespace, data: EvaluationData,
+             cache_dir: Path) -> tuple[list[System], list[EmbeddingModelHandle]]:
+    """Every system's ranked lists, deep enough for every k, the reranker and the answers; and the embedding
+    handles (the first one stays loaded when answers are generated: it embeds questions for response relevancy)."""
+    corpus, queries = data.corpus, data.queries
+    depth = max(max(args.k), args.rerank_top_n if data.reranker_specs else 0, max(args.answer_k))
     tie_rank = tie_ranks(corpus.ids)
-    hybrid = args.hybrid and bool(embedding_specs)
-    weights = FusionWeights(corpus, train_queries, reranker_specs, depth, args.rerank_top_n, tie_rank, cache_dir,
-                            args.chunk_size, selection_metric(args.main_metric), args.device, args.batch_size)
-    systems = []
-    bm25 = None
+    hybrid = args.hybrid and bool(data.embedding_specs)
+    weights = FusionWeights(corpus, data.train_queries, data.reranker_specs, depth, args.rerank_top_n, tie_rank,
+                            cache_dir, args.chunk_size, selection_metric(args.main_metric), args.device,
+                            args.batch_size)
+    systems, bm25 = [], None
     if args.bm25 or hybrid:
         bm25 = bm25_system(corpus, queries, depth, tie_rank, args.chunk_size)
         logger.info("BM25: done in %.1fs", bm25.info["seconds"])
@@ -313,64 +431,85 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             logger.info("--no_bm25: BM25 is left out of the reports but still scored for the hybrid systems "
                         "(--no_hybrid leaves them out too)")
-    handles, hybrids = [], []
-    for spec in embedding_specs:
+    dense, hybrids, handles = embedding_systems(args, data, bm25 if hybrid else None, weights, depth, tie_rank,
+                                                cache_dir)
+    systems += dense + hybrids
+    weighted = [s for s in hybrids if s.info["fusion"] == "weighted"]
+    for spec in data.reranker_specs:
+        systems += reranked_systems(args, data, spec, dense, weighted, weights, cache_dir)
+    return systems, handles
+
+
+def embedding_systems(args: argparse.Namespace, data: EvaluationData, bm25: System | None, weights: FusionWeights,
+                      depth: int, tie_rank: np.ndarray,
+                      cache_dir: Path) -> tuple[list[System], list[System], list[EmbeddingModelHandle]]:
+    """Each embedding model's dense system and, given ``bm25``, its two hybrids with BM25; and the model handles."""
+    corpus, queries = data.corpus, data.queries
+    dense, hybrids, handles = [], [], []
+    for spec in data.embedding_specs:
         handle = embedding_handle(spec, args.max_seq_length, args.batch_size, args.device, args.query_prompt,
                                   args.passage_prompt)
         system = dense_system(handle, corpus, queries, depth, tie_rank, cache_dir, args.chunk_size,
                               corpus.fingerprint())
-        systems.append(system)
+        dense.append(system)
         handles.append(handle)
         logger.info("%s: done in %.1fs (passage embeddings %s)", spec.label, system.info["seconds"],
                     "from the cache" if system.info["passage_embeddings_cached"] else "encoded")
-        if hybrid:
+        if bm25 is not None:
             weight, source = weights.dense_weight(spec, handle)
             hybrids += hybrid_systems(system, bm25, corpus.ids, depth, weight, source)
         if len(handles) > 1 or not (args.generator_base_url or args.generator_local):
             handle.release()  # only the first model is kept: it embeds questions for response relevancy
-    systems += hybrids
-    dense = [s for s in systems if s.kind == "dense"]
-    weighted = [s for s in hybrids if s.info["fusion"] == "weighted"]
-    for spec in reranker_specs:
-        scorer = RerankScores(spec, args.reranker_max_length, cache_dir)
-        systems += rerank_systems(dense, scorer, corpus, queries, args.rerank_top_n, args.device, args.batch_size)
-        # The weighted hybrid as first stage: reranked alone, and with the reranker's score fused with its own.
-        reranked = rerank_systems(weighted, scorer, corpus, queries, args.rerank_top_n, args.device,
-                                  args.batch_size, kind="hybrid_rerank")
-        for first_stage, system in zip(weighted, reranked):
-            weight, source = weights.reranker_weight(spec, scorer, first_stage)
-            systems += [system, fused_rerank_system(first_stage, system, corpus.ids, args.rerank_top_n, weight,
-                                                    source)]
-        logger.info("Reranker %s: %d pairs scored, the rest from the cache", spec.label, scorer.computed)
+    return dense, hybrids, handles
 
-    # Metrics and reports.
+
+def reranked_systems(args: argparse.Namespace, data: EvaluationData, spec: ModelSpec, dense: list[System],
+                     weighted: list[System], weights: FusionWeights, cache_dir: Path) -> list[System]:
+    """One reranker on every dense system, and on every weighted hybrid alone and fused with the hybrid's score."""
+    corpus, queries = data.corpus, data.queries
+    scorer = RerankScores(spec, args.reranker_max_length, cache_dir)
+    systems = rerank_systems(dense, scorer, corpus, queries, args.rerank_top_n, args.device, args.batch_size)
+    reranked = rerank_systems(weighted, scorer, corpus, queries, args.rerank_top_n, args.device, args.batch_size,
+                              kind="hybrid_rerank")
+    for first_stage, system in zip(weighted, reranked):
+        weight, source = weights.reranker_weight(spec, scorer, first_stage)
+        systems += [system, fused_rerank_system(first_stage, system, corpus.ids, args.rerank_top_n, weight, source)]
+    logger.info("Reranker %s: %d pairs scored, the rest from the cache", spec.label, scorer.computed)
+    return systems
+
+
+def retrieval_report(args: argparse.Namespace, data: EvaluationData, systems: list[System],
+                     output_dir: Path) -> Report:
+    """Every metric of every system, against the baseline (the first embedding model, else the first system),
+    written as the first version of the reports."""
     for system in systems:
-        score_system(system, corpus, queries, args.k)
+        score_system(system, data.corpus, data.queries, args.k)
+    dense = [s for s in systems if s.kind == "dense"]
     baseline = dense[0].name if dense else systems[0].name
-    report = Report(args, corpus, queries, systems, embedding_specs, reranker_specs, baseline, output_dir)
-    report.data_audit = audit.summary()
-    report.leaked = sorted(audit.leaked_test_indices)
+    report = Report(args, data.corpus, data.queries, systems, data.embedding_specs, data.reranker_specs, baseline,
+                    output_dir)
+    report.data_audit = data.audit.summary()
+    report.leaked = sorted(data.audit.leaked_test_indices)
     report.write()
-    logger.info("Retrieval metrics written to %s (%.1fs)", output_dir, time.perf_counter() - started)
+    return report
 
-    judge = None
-    if args.judge_base_url or args.generator_base_url or args.generator_local:
-        judge = run_llm_stages(args, report, handles, cache_dir)
 
-    print(f"\n{len(queries)} test queries, metrics at k={report.main_k} (all k in {output_dir / 'results.md'}):\n")
+def print_results(report: Report, output_dir: Path) -> None:
+    """The final table on stdout, and the main metric without the leaked test queries."""
+    print(f"\n{len(report.queries)} test queries, metrics at k={report.main_k} (all k in "
+          f"{output_dir / 'results.md'}):\n")
     print(report.console_table() + "\n")
     if report.leaked:
         print(report.leak_line() + "\n")
 
+
+def check_judge_failures(args: argparse.Namespace, judge: Judge | None, output_dir: Path) -> None:
+    """Stop (the results kept) when too many judgements stayed malformed: the judge is not following the format."""
     if judge is not None and judge.asked and judge.failure_rate() > args.judge_max_failure_rate:
         example = judge.failures[0].response if judge.failures else ""
         raise UserError(f"--judge_model {args.judge_model}: {len(judge.failures)} of {judge.asked} judgements were "
                         f"still malformed after a retry (e.g. {example[:80]!r}); metrics from the rest are in "
                         f"{output_dir / 'results.json'}; use a model that follows JSON instructions")
-    if args.push_to_hub:
-        publish(args, report)
-    logger.info("Done in %.1fs: %s", time.perf_counter() - started, output_dir / "results.md")
-    return 0
 
 
 if __name__ == "__main__":

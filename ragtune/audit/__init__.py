@@ -1,6 +1,8 @@
-"""Data audit before training and publishing: personal information, train/test leakage, duplicates.
+"""The audit layer: data checked before training and publishing for personal information, leakage, duplicates.
 
-One call for every script::
+Modules: ``pii`` (detection, masking, redaction), ``leakage`` and ``duplicates`` (near-copies, compared on
+text folded by ``text``), ``report`` (the markdown report and the log table). This package holds the one
+call every script makes::
 
     result = run_audit(corpus, train, test, policy=args.pii, sources={...}, report_path=args.audit_report)
     corpus, train, test = result.corpus, result.train, result.test   # redacted copies under --pii redact
@@ -9,6 +11,8 @@ One call for every script::
 Call it after the data is loaded and flags are validated, before anything is written: under
 ``--pii error`` it raises :class:`~ragtune.core.errors.UserError` (exit 2) and writes nothing.
 Full personal values are never logged, printed or written; only masks like ``09•••••678``.
+
+Imports: ``ragtune.core`` and ``ragtune.audit`` only.
 """
 
 from __future__ import annotations
@@ -17,82 +21,41 @@ import argparse
 import dataclasses
 import logging
 import time
-from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from ragtune.audit.duplicates import ConflictingLabel, DuplicateGroup, find_conflicting_labels, find_duplicate_passages
+from ragtune.audit.leakage import LEAK_THRESHOLD, LeakedPair, find_leakage, near_duplicate_queries
+from ragtune.audit.pii import PiiFinding, Redactor, find_pii, mask, mask_text
+from ragtune.audit.report import pii_table_lines, render_markdown
+from ragtune.audit.result import AuditResult
 from ragtune.core.data import Corpus, LabelledQuery
 from ragtune.core.errors import UserError
-from ragtune.audit.duplicates import (NEAR_DUPLICATE_THRESHOLD, ConflictingLabel, DuplicateGroup, find_conflicting_labels,
-                         find_duplicate_passages, labelled_twins)
-from ragtune.audit.leakage import LEAK_THRESHOLD, LeakedPair, find_leakage, near_duplicate_queries
-from ragtune.audit.pii import KINDS, PiiFinding, Redactor, find_pii, mask, mask_text
 
 __all__ = [
-    "PII_POLICIES", "AuditResult", "PiiFinding", "LeakedPair", "DuplicateGroup", "ConflictingLabel",
-    "run_audit", "add_audit_args", "pii_publish_refusal", "find_pii", "mask", "mask_text", "find_leakage",
-    "find_duplicate_passages", "find_conflicting_labels", "near_duplicate_queries", "scan_pii",
+    "PII_POLICIES",
+    "AuditResult",
+    "ConflictingLabel",
+    "DuplicateGroup",
+    "LeakedPair",
+    "PiiFinding",
+    "add_audit_args",
+    "find_conflicting_labels",
+    "find_duplicate_passages",
+    "find_leakage",
+    "find_pii",
+    "mask",
+    "mask_text",
+    "near_duplicate_queries",
+    "pii_publish_refusal",
+    "run_audit",
+    "scan_pii",
 ]
 
 logger = logging.getLogger(__name__)
 
 PII_POLICIES = ("warn", "redact", "error", "off")
 LOG_TABLE_ROWS = 20
-
-
-@dataclass
-class AuditResult:
-    policy: str
-    corpus: Corpus
-    train: list[LabelledQuery]
-    test: list[LabelledQuery]
-    sources: dict[str, str] = field(default_factory=dict)
-    pii_findings: list[PiiFinding] = field(default_factory=list)
-    redacted: bool = False
-    leaked_pairs: list[LeakedPair] = field(default_factory=list)
-    train_near_duplicates: list[tuple[int, int, float]] = field(default_factory=list)
-    duplicate_passages: list[DuplicateGroup] = field(default_factory=list)
-    conflicting_labels: list[ConflictingLabel] = field(default_factory=list)
-    seconds: float = 0.0
-
-    @property
-    def pii_counts(self) -> dict[str, int]:
-        counts = Counter(f.kind for f in self.pii_findings)
-        return {kind: counts[kind] for kind in KINDS if counts[kind]}
-
-    @property
-    def leaked_test_indices(self) -> set[int]:
-        """Indices into ``test`` of queries that have a near-copy in ``train``."""
-        return {p.test_index for p in self.leaked_pairs}
-
-    def summary(self) -> dict[str, Any]:
-        """JSON-safe summary for metrics.json and the model card; holds no personal value, masked or not."""
-        return {
-            "pii": {
-                "policy": self.policy,
-                "checked": self.policy != "off",
-                "counts": self.pii_counts,
-                "total": len(self.pii_findings),
-                "redacted": self.redacted,
-            },
-            "leakage": {
-                "threshold": LEAK_THRESHOLD,
-                "pairs": len(self.leaked_pairs),
-                "exact_pairs": sum(p.exact for p in self.leaked_pairs),
-                "leaked_test_queries": len(self.leaked_test_indices),
-                "test_queries": len(self.test),
-            },
-            "train_near_duplicate_pairs": len(self.train_near_duplicates),
-            "duplicate_passages": {
-                "threshold": NEAR_DUPLICATE_THRESHOLD,
-                "groups": len(self.duplicate_passages),
-                "passages": sum(len(g.ids) for g in self.duplicate_passages),
-                "by_kind": dict(Counter(g.kind for g in self.duplicate_passages)),
-                "queries_with_unlabelled_twin": labelled_twins(self.duplicate_passages, [*self.train, *self.test]),
-            },
-            "conflicting_labels": len(self.conflicting_labels),
-        }
 
 
 def add_audit_args(parser: argparse.ArgumentParser, report_flag: str = "--audit_report") -> None:
@@ -177,8 +140,6 @@ def run_audit(corpus: Corpus, train: Sequence[LabelledQuery], test: Sequence[Lab
     result.seconds = time.perf_counter() - started
     _log(result)
     if report_path is not None:
-        from ragtune.audit.report import render_markdown
-
         report_path = Path(report_path)
         report_path.parent.mkdir(parents=True, exist_ok=True)
         report_path.write_text(render_markdown(result) + "\n", encoding="utf-8")
@@ -191,8 +152,6 @@ def _counts_text(counts: Mapping[str, int]) -> str:
 
 
 def _log(result: AuditResult) -> None:
-    from ragtune.audit.report import pii_table_lines
-
     s = result.summary()
     if result.pii_findings:
         action = "redacted in the copy used here" if result.redacted else "NOT redacted (use --pii redact)"
@@ -208,9 +167,10 @@ def _log(result: AuditResult) -> None:
                        "Jaccard >= %.2f)", s["leakage"]["leaked_test_queries"], len(result.test),
                        len(result.leaked_pairs), LEAK_THRESHOLD)
     if result.duplicate_passages:
-        logger.warning("duplicates: %d group(s) of duplicate or overlapping passages (%d passages); %d labelled queries have "
-                       "an unlabelled twin", s["duplicate_passages"]["groups"], s["duplicate_passages"]["passages"],
-                       s["duplicate_passages"]["queries_with_unlabelled_twin"])
+        duplicates = s["duplicate_passages"]
+        logger.warning("duplicates: %d group(s) of duplicate or overlapping passages (%d passages); %d labelled "
+                       "queries have an unlabelled twin", duplicates["groups"], duplicates["passages"],
+                       duplicates["queries_with_unlabelled_twin"])
     if result.conflicting_labels:
         logger.warning("conflicting labels: %d query text(s) are labelled with different passages",
                        len(result.conflicting_labels))

@@ -1,4 +1,6 @@
-"""``python -m ragtune.audit --corpus C --train_data T [--test_data D] [--report audit.md] [--pii warn]``.
+"""The data audit as a command, without training.
+
+    python -m ragtune.audit --corpus C --train_data T [--test_data D] [--report audit.md] [--pii warn]
 
 Audits the data on its own, without training: exit 0 when the audit ran (findings are warnings),
 2 on a user error or when ``--pii error`` finds personal information.
@@ -11,9 +13,9 @@ import json
 import logging
 from typing import Sequence
 
+from ragtune.audit import add_audit_args, find_leakage, run_audit
 from ragtune.core.data import load_corpus, load_queries, split_queries
 from ragtune.core.errors import run_main
-from ragtune.audit import add_audit_args, find_leakage, run_audit
 
 logger = logging.getLogger("ragtune")
 

@@ -24,13 +24,12 @@ from __future__ import annotations
 
 import unicodedata
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
-from ragtune.core.data import Corpus, LabelledQuery
 from ragtune.audit.text import tokens
-
+from ragtune.core.data import Corpus, LabelledQuery
 
 NEAR_DUPLICATE_THRESHOLD = 0.8
 CONTAINMENT_THRESHOLD = 0.8
@@ -205,71 +204,13 @@ def find_duplicate_passages(corpus: Corpus, threshold: float = NEAR_DUPLICATE_TH
     hashes, lengths = _word_hashes(corpus.texts)
     keys = _sequence_keys(hashes, lengths)
     uf = _UnionFind(n)
-    # Exact groups by word sequence (a 64-bit key: a collision among 100k passages has odds near 1e-10);
-    # only one representative per group goes through MinHash.
-    first_of: dict[tuple[int, int], int] = {}
-    for i, key in enumerate(zip(keys.tolist(), lengths.tolist())):
-        if key in first_of:
-            uf.union(first_of[key], i)
-        else:
-            first_of[key] = i
-    reps = list(first_of.values())
+    reps = _join_exact_copies(uf, keys, lengths)
     lowest: dict[int, float] = {}  # lowest verified Jaccard of an edge touching each member
     overlapping: set[int] = set()  # members joined by an "overlap" edge
     if len(reps) > 1:
-        is_rep = np.zeros(n, dtype=bool)
-        is_rep[reps] = True
-        values, offsets = _shingles(hashes[np.repeat(is_rep, lengths)], lengths[reps])
-        signatures = _minhash(values, offsets)
-        ends = np.append(offsets[1:], len(values))
-        shingle_sets: dict[int, set] = {}
-
-        def shingle_set(r: int) -> set:
-            if r not in shingle_sets:
-                shingle_sets[r] = set(values[offsets[r]:ends[r]].tolist())
-            return shingle_sets[r]
-
-        rows = NUM_HASHES // BANDS
-        checked: set[tuple[int, int]] = set()
-        for band in range(BANDS):
-            block = signatures[:, band * rows:(band + 1) * rows]
-            with np.errstate(over="ignore"):
-                band_keys = block[:, 0]
-                for r in range(1, rows):  # mix the rows into one 64-bit key; a collision is only a wasted check
-                    band_keys = band_keys * np.uint64(0x100000001B3) ^ block[:, r]
-            order = np.argsort(band_keys, kind="stable")
-            sorted_keys = band_keys[order]
-            same = np.flatnonzero(sorted_keys[1:] == sorted_keys[:-1])
-            if not len(same):
-                continue
-            # Runs of equal keys: only buckets with 2+ members are visited.
-            run_starts = same[np.concatenate([[True], np.diff(same) > 1])]
-            for run_start in run_starts.tolist():
-                run_end = run_start + 1
-                while run_end < len(sorted_keys) and sorted_keys[run_end] == sorted_keys[run_start]:
-                    run_end += 1
-                members = sorted(order[run_start:run_end].tolist())
-                if len(members) * (len(members) - 1) // 2 <= MAX_BUCKET_PAIRS:
-                    pairs = [(x, y) for k, x in enumerate(members) for y in members[k + 1:]]
-                else:
-                    pairs = [(members[0], y) for y in members[1:]]
-                for x, y in pairs:
-                    if (x, y) in checked:
-                        continue
-                    checked.add((x, y))
-                    score, contained = _jaccard_containment(shingle_set(x), shingle_set(y))
-                    if score >= threshold or contained >= CONTAINMENT_THRESHOLD:
-                        i, j = reps[x], reps[y]
-                        if score < threshold:
-                            overlapping.update((i, j))
-                        uf.union(i, j)
-                        lowest[i] = min(lowest.get(i, 1.0), score)
-                        lowest[j] = min(lowest.get(j, 1.0), score)
-    groups: dict[int, list[int]] = {}
-    for i in range(n):
-        groups.setdefault(uf.find(i), []).append(i)
+        lowest, overlapping = _join_near_copies(uf, reps, hashes, lengths, threshold)
     result = []
-    for members in groups.values():
+    for members in _components(uf, n):
         if len(members) < 2:
             continue
         similarity = min((lowest.get(i, 1.0) for i in members), default=1.0)
@@ -281,6 +222,95 @@ def find_duplicate_passages(corpus: Corpus, threshold: float = NEAR_DUPLICATE_TH
                                      similarity=round(similarity, 4)))
     result.sort(key=lambda g: (-len(g.ids), corpus.index_of[g.ids[0]]))
     return result
+
+
+def _join_exact_copies(uf: _UnionFind, keys: np.ndarray, lengths: np.ndarray) -> list[int]:
+    """Join passages with the same word sequence; return one representative of each distinct sequence.
+
+    The key is 64 bits: a collision among 100k passages has odds near 1e-10. Only the representatives go
+    through MinHash.
+    """
+    first_of: dict[tuple[int, int], int] = {}
+    for i, key in enumerate(zip(keys.tolist(), lengths.tolist())):
+        if key in first_of:
+            uf.union(first_of[key], i)
+        else:
+            first_of[key] = i
+    return list(first_of.values())
+
+
+def _join_near_copies(uf: _UnionFind, reps: list[int], hashes: np.ndarray, lengths: np.ndarray,
+                      threshold: float) -> tuple[dict[int, float], set[int]]:
+    """Join the representatives whose 3-gram sets are near-duplicates or one inside the other, verified exactly
+    on every LSH candidate pair. Returns each joined passage's lowest Jaccard and the passages joined by overlap."""
+    is_rep = np.zeros(len(lengths), dtype=bool)
+    is_rep[reps] = True
+    values, offsets = _shingles(hashes[np.repeat(is_rep, lengths)], lengths[reps])
+    ends = np.append(offsets[1:], len(values))
+    shingle_sets: dict[int, set] = {}
+
+    def shingle_set(r: int) -> set:
+        if r not in shingle_sets:
+            shingle_sets[r] = set(values[offsets[r]:ends[r]].tolist())
+        return shingle_sets[r]
+
+    lowest: dict[int, float] = {}
+    overlapping: set[int] = set()
+    for x, y in _candidate_pairs(_minhash(values, offsets)):
+        score, contained = _jaccard_containment(shingle_set(x), shingle_set(y))
+        if score >= threshold or contained >= CONTAINMENT_THRESHOLD:
+            i, j = reps[x], reps[y]
+            if score < threshold:
+                overlapping.update((i, j))
+            uf.union(i, j)
+            lowest[i] = min(lowest.get(i, 1.0), score)
+            lowest[j] = min(lowest.get(j, 1.0), score)
+    return lowest, overlapping
+
+
+def _candidate_pairs(signatures: np.ndarray) -> Iterator[tuple[int, int]]:
+    """Pairs of rows (x < y) that share a band of their MinHash signatures, each pair once."""
+    checked: set[tuple[int, int]] = set()
+    for members in _band_buckets(signatures):
+        if len(members) * (len(members) - 1) // 2 <= MAX_BUCKET_PAIRS:
+            pairs = [(x, y) for k, x in enumerate(members) for y in members[k + 1:]]
+        else:
+            pairs = [(members[0], y) for y in members[1:]]
+        for pair in pairs:
+            if pair not in checked:
+                checked.add(pair)
+                yield pair
+
+
+def _band_buckets(signatures: np.ndarray) -> Iterator[list[int]]:
+    """Band by band, the sorted rows of every bucket of 2+ rows with the same band of signature."""
+    rows = NUM_HASHES // BANDS
+    for band in range(BANDS):
+        block = signatures[:, band * rows:(band + 1) * rows]
+        with np.errstate(over="ignore"):
+            band_keys = block[:, 0]
+            for r in range(1, rows):  # mix the rows into one 64-bit key; a collision is only a wasted check
+                band_keys = band_keys * np.uint64(0x100000001B3) ^ block[:, r]
+        order = np.argsort(band_keys, kind="stable")
+        sorted_keys = band_keys[order]
+        same = np.flatnonzero(sorted_keys[1:] == sorted_keys[:-1])
+        if not len(same):
+            continue
+        # Runs of equal keys: only buckets with 2+ members are visited.
+        run_starts = same[np.concatenate([[True], np.diff(same) > 1])]
+        for run_start in run_starts.tolist():
+            run_end = run_start + 1
+            while run_end < len(sorted_keys) and sorted_keys[run_end] == sorted_keys[run_start]:
+                run_end += 1
+            yield sorted(order[run_start:run_end].tolist())
+
+
+def _components(uf: _UnionFind, n: int) -> list[list[int]]:
+    """The members of each union-find set, in order of their smallest member."""
+    groups: dict[int, list[int]] = {}
+    for i in range(n):
+        groups.setdefault(uf.find(i), []).append(i)
+    return list(groups.values())
 
 
 def labelled_twins(groups: Sequence[DuplicateGroup], queries: Sequence[LabelledQuery]) -> int:

@@ -19,8 +19,8 @@ from typing import Sequence
 import numpy as np
 from scipy import sparse
 
-from ragtune.core.data import LabelledQuery
 from ragtune.audit.text import tokens
+from ragtune.core.data import LabelledQuery
 
 LEAK_THRESHOLD = 0.8
 CHUNK_ROWS = 2000

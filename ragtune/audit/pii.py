@@ -96,7 +96,8 @@ class PiiFinding:
 
 # ---------------------------------------------------------------------------- patterns
 
-_EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9][A-Za-z0-9._%+-]*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,24}(?![\w@])")
+_EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9][A-Za-z0-9._%+-]*"  # name
+                    r"@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,24}(?![\w@])")  # @domain.tld
 
 # A run of digit groups joined by one space, dot or dash ("0912 345 678", "0912.345.678", "+84 912-345-678").
 # Groups stay atomic: "20112012" is one group and is never split into smaller numbers. The leading
@@ -121,7 +122,8 @@ def _kw(*words: str) -> str:
 _CMND_KW = _kw(r"cmnd", r"cmt", r"ch[ứu]ng\s+minh(?:\s+nh[âa]n\s+d[âa]n|\s+th[ưu])?", r"cmnd/cccd", r"cccd/cmnd")
 _BANK_KW = _kw(r"stk", r"s[ốo]\s+t[àa]i\s+kho[ảa]n", r"t[àa]i\s+kho[ảa]n", r"tk\s+ng[âa]n\s+h[àa]ng")
 _STUDENT_KW = _kw(r"mssv", r"m[ãa]\s+s[ốo]\s+sinh\s+vi[êe]n", r"m[ãa]\s+sinh\s+vi[êe]n", r"m[ãa]\s+sv", r"msv")
-_DOB_KW = _kw(r"sinh\s+ng[àa]y", r"ng[àa]y\s+sinh(?!\s+nh[ậa]t)", r"ng[àa]y\s+th[áa]ng\s+n[ăa]m\s+sinh", r"dob", r"date\s+of\s+birth")
+_DOB_KW = _kw(r"sinh\s+ng[àa]y", r"ng[àa]y\s+sinh(?!\s+nh[ậa]t)", r"ng[àa]y\s+th[áa]ng\s+n[ăa]m\s+sinh", r"dob",
+              r"date\s+of\s+birth")
 
 _NUMBER_VALUE = r"(\d+(?:[ .\-]\d+)*)"
 _CMND_RE = re.compile(r"\b" + _CMND_KW + r"\b" + (_FILLER % 25) + _NUMBER_VALUE, re.IGNORECASE)
@@ -316,7 +318,8 @@ def find_pii(text: str) -> list[PiiFinding]:
         return []
     # Keyword kinds first: "STK 0912345678" is an account number (MoMo/bank accounts are often phone
     # numbers) and must not be reported twice; then longer spans first.
-    priority = {kind: i for i, kind in enumerate(("cmnd", "bank_account", "student_id", "dob", "email", "cccd", "phone"))}
+    order = ("cmnd", "bank_account", "student_id", "dob", "email", "cccd", "phone")
+    priority = {kind: i for i, kind in enumerate(order)}
     spans.sort(key=lambda s: (priority[s[0]], -(s[2] - s[1]), s[1]))
     taken: list[tuple[int, int]] = []
     findings = []

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import re
+import threading
 import unicodedata
 from typing import Sequence
-import threading
 
 # Metrics of an answer against the reference answer (no judge): the generator's dev metrics.
 REFERENCE_ANSWER_METRICS = ("rouge_l", "bleu4", "string_presence")
 
+# The ROUGE scorer, built once on first use (rouge_score is only imported then) and shared by threads.
+_SCORER = None
 _SCORER_LOCK = threading.Lock()
 
 

@@ -1,4 +1,4 @@
-"""Corpus and labelled-query loading, shared by every script.
+"""Corpus and labelled queries: loading, the key of a question, the train/dev split; shared by every script.
 
 Formats:
   corpus   CSV/XLSX with NeoRAG columns ``STT``, ``Văn bản`` (a UTF-8 BOM is fine) or ``id``, ``text``;
@@ -511,10 +511,33 @@ def _format_rows(rows: Sequence[int], limit: int = 10) -> str:
     return shown + (f" and {len(rows) - limit} more" if len(rows) > limit else "")
 
 
+# ---------------------------------------------------------------------------- queries by text
+
+
+def query_key(text: str) -> str:
+    """The key under which rows of the same question are one query: its text, case-folded."""
+    return text.casefold()
+
+
+def relevant_ids_by_query(queries: Sequence[LabelledQuery]) -> dict[str, set[str]]:
+    """Every passage id labelled relevant to each question, keyed by :func:`query_key` (case-folded text).
+
+    Keyed by text, not by row, because the same question may appear on several rows with different
+    labels ("15" on one, "37" on another): a passage relevant on any of them is relevant to the
+    question, so it must never be drawn as a negative for another of its rows. Case-folded because
+    "Ai là chủ nhiệm?" and "ai là Chủ nhiệm?" are the same question.
+    """
+    relevant: dict[str, set[str]] = {}
+    for query in queries:
+        relevant.setdefault(query_key(query.query), set()).update(query.relevant_ids)
+    return relevant
+
+
 # ---------------------------------------------------------------------------- split
 
 
-def split_queries(queries: list[LabelledQuery], dev_ratio: float, seed: int) -> tuple[list[LabelledQuery], list[LabelledQuery]]:
+def split_queries(queries: list[LabelledQuery], dev_ratio: float,
+                  seed: int) -> tuple[list[LabelledQuery], list[LabelledQuery]]:
     """Seeded train/dev split at the query level.
 
     Rows with the same query text are grouped first, so no query's pairs straddle the split.
@@ -523,10 +546,7 @@ def split_queries(queries: list[LabelledQuery], dev_ratio: float, seed: int) -> 
     """
     if not 0.0 <= dev_ratio < 1.0:
         raise UserError(f"--dev_ratio must be in [0, 1), got {dev_ratio}")
-    groups: dict[str, list[LabelledQuery]] = {}
-    for query in queries:
-        groups.setdefault(query.query.casefold(), []).append(query)
-    keys = sorted(groups)
+    keys = sorted({query_key(q.query) for q in queries})
     random.Random(seed).shuffle(keys)
     n_dev = int(round(len(keys) * dev_ratio))
     if dev_ratio > 0 and n_dev == 0 and len(keys) > 1:
@@ -534,8 +554,8 @@ def split_queries(queries: list[LabelledQuery], dev_ratio: float, seed: int) -> 
     if n_dev >= len(keys):
         raise UserError(f"--dev_ratio {dev_ratio} leaves no training queries out of {len(keys)}")
     dev_keys = set(keys[:n_dev])
-    train = [q for q in queries if q.query.casefold() not in dev_keys]
-    dev = [q for q in queries if q.query.casefold() in dev_keys]
+    train = [q for q in queries if query_key(q.query) not in dev_keys]
+    dev = [q for q in queries if query_key(q.query) in dev_keys]
     return train, dev
 
 

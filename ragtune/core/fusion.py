@@ -18,13 +18,13 @@ one per query. Fused rankings order ties the way trec_eval does (:func:`ragtune.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from ragtune.core.metrics import query_metrics
+from ragtune.core.metrics import query_metrics, split_metric_key
+from ragtune.core.model_specs import saved_metrics
 from ragtune.core.ranking import rank_by_score
 
 Run = Mapping[str, float]
@@ -41,7 +41,7 @@ def run_from_arrays(ids: Sequence[str], indices: Iterable[int], scores: Iterable
 
 
 def runs_from_top_k(ids: Sequence[str], indices: np.ndarray, scores: np.ndarray) -> list[dict[str, float]]:
-    """Runs of every query from top-k arrays (queries x k), e.g. :func:`ragtune.core.ranking.bm25_top_k` or ``dense_top_k``."""
+    """Runs of every query from top-k arrays (queries x k), e.g. :func:`ragtune.core.ranking.bm25_top_k`'s."""
     return [run_from_arrays(ids, row_idx, row_scores) for row_idx, row_scores in zip(indices, scores)]
 
 
@@ -104,11 +104,11 @@ def choose_weight(runs_a: Sequence[Run], runs_b: Sequence[Run], relevant: Sequen
     if not (len(runs_a) == len(runs_b) == len(relevant)) or not relevant:
         raise ValueError(f"choose_weight needs one run of each kind and one relevant set per query, got "
                          f"{len(runs_a)}, {len(runs_b)}, {len(relevant)}")
-    name, _, k = metric.partition("@")
+    name, k = split_metric_key(metric)
     scores = {}
     for weight in grid:
         fused = fuse_all(runs_a, runs_b, float(weight))
-        scores[float(weight)] = float(np.mean([query_metrics(ranking(run), rel, (int(k),), (name,))[metric]
+        scores[float(weight)] = float(np.mean([query_metrics(ranking(run), rel, (k,), (name,))[metric]
                                                for run, rel in zip(fused, relevant)]))
     best = max(scores.values())
     # Exact ties only would miss equal means that differ in the last float bit.
@@ -141,9 +141,6 @@ def saved_weight(model_dir: str | Path, key: str) -> float | None:
     None when the folder has no such file or weight (a Hub model, an older run): the caller then
     chooses one on training queries, never on the test set.
     """
-    path = Path(model_dir) / "metrics.json"
-    try:
-        value = json.loads(path.read_text(encoding="utf-8")).get(FUSION_KEY, {}).get(key)
-    except (OSError, ValueError, AttributeError):
-        return None
+    weights = saved_metrics(model_dir).get(FUSION_KEY)
+    value = weights.get(key) if isinstance(weights, dict) else None
     return float(value) if isinstance(value, (int, float)) and 0.0 <= value <= 1.0 else None

@@ -26,7 +26,6 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-
 RANKING_METRICS = ("hit", "recall", "precision", "f1", "map", "mrr", "ndcg")
 CONTEXT_METRICS = ("context_precision", "context_recall")
 DEFAULT_KS = (3, 5, 7)
@@ -36,6 +35,12 @@ TRAINING_METRICS = ("hit", "recall", "mrr", "ndcg")
 
 def metric_key(name: str, k: int) -> str:
     return f"{name}@{k}"
+
+
+def split_metric_key(key: str) -> tuple[str, int | None]:
+    """``"ndcg@5"`` -> ``("ndcg", 5)``; a key without a cutoff (``"bleu4"``) -> ``("bleu4", None)``."""
+    name, _, k = key.partition("@")
+    return name, int(k) if k.isdigit() else None
 
 
 def query_metrics(ranked_ids: Sequence[str], relevant_ids: Iterable[str], ks: Sequence[int] = DEFAULT_KS,

@@ -1,4 +1,7 @@
-"""The models named on evaluate_rag.py's command line: found (local folder or Hub cache), hashed, labelled.
+"""Model folders: found (local folder or Hub cache), hashed and labelled, and what a training run saved in them.
+
+Mostly for the models named on evaluate_rag.py's command line; ``saved_metrics`` and ``saved_prompts``
+read what ragtune and sentence-transformers save next to a model, ``is_gguf`` tells a GGUF file.
 
 The hash (:func:`folder_fingerprint`) keys the on-disk caches and is written into results.json, so a
 number can always be traced to the exact weights that produced it.
@@ -58,6 +61,11 @@ def _hub_snapshot(name: str) -> tuple[Path | None, str | None]:
     return None, None
 
 
+def is_gguf(name: str | Path) -> bool:
+    """A GGUF model file (``model.gguf``, any case): transformers loads it from its folder, dequantised."""
+    return Path(name).suffix.lower() == ".gguf"
+
+
 def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
 
@@ -97,7 +105,7 @@ def refresh_after_download(spec: ModelSpec) -> None:
             spec.fingerprint = hashlib.sha256(spec.name.encode()).hexdigest()[:16]
 
 
-def file_digest(path: Path, digest: "hashlib._Hash") -> None:
+def file_digest(path: Path, digest: hashlib._Hash) -> None:
     size = path.stat().st_size
     digest.update(str(size).encode())
     with open(path, "rb") as handle:
@@ -126,6 +134,19 @@ def folder_fingerprint(folder: Path) -> str:
         digest.update(str(path.relative_to(folder)).encode() + b"\x00")
         file_digest(path, digest)
     return digest.hexdigest()[:16]
+
+
+def saved_metrics(folder: str | Path) -> dict[str, Any]:
+    """The ``metrics.json`` a ragtune training run saved in a model folder ({} when missing or unreadable).
+
+    It records the run's flags (``config``), the fusion weights it chose on dev (``fusion``) and its
+    data audit (``data_audit``).
+    """
+    try:
+        found = json.loads((Path(folder).expanduser() / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
 
 
 def saved_prompts(folder: Path | None) -> tuple[str, str]:

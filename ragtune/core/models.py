@@ -102,6 +102,18 @@ def clamp_max_seq_length(requested: int, model_limit: int | None, flag: str = "-
     return requested
 
 
+def load_with_max_length(loader: Callable[..., T], name: str, flag: str, max_seq_length: int | None,
+                         length_flag: str = "--max_seq_length", **kwargs: Any) -> T:
+    """:func:`load_or_explain`, then ``max_seq_length`` (when given) capped to the model's position limit.
+
+    For SentenceTransformer and CrossEncoder models, whose ``max_seq_length`` cuts every input.
+    """
+    model = load_or_explain(loader, name, flag, **kwargs)
+    if max_seq_length:
+        model.max_seq_length = clamp_max_seq_length(max_seq_length, model_position_limit(model), length_flag)
+    return model
+
+
 def encoder_layers(hf_model: torch.nn.Module) -> torch.nn.ModuleList:
     """The stack of transformer blocks (BERT/XLM-R ``encoder.layer``, others ``layers``)."""
     base = getattr(hf_model, "base_model", hf_model)

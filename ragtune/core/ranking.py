@@ -109,7 +109,7 @@ def dense_top_k(query_embeddings: Any, passages: Any, k: int, tie_rank: np.ndarr
     n_passages = passages.n if hasattr(passages, "chunks") else len(passages)
     on_torch = _is_tensor(query_embeddings) or _is_tensor(passages)
     if on_torch:
-        import torch
+        import torch  # already imported wherever a tensor exists; this module never imports it itself
 
         queries = torch.as_tensor(query_embeddings).float()
     else:

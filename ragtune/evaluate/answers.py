@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -28,12 +29,13 @@ import numpy as np
 
 from ragtune.core.answer_metrics import bleu4, rouge_l, string_presence
 from ragtune.core.errors import UserError
+from ragtune.core.model_specs import file_digest, folder_fingerprint, is_gguf
 from ragtune.evaluate.judge import Judge, judge_messages
 from ragtune.evaluate.llm_cache import CachedLLM, LLMCache
 from ragtune.evaluate.llm_client import Messages
 from ragtune.evaluate.llm_parsing import parse_claims, parse_questions
-from ragtune.core.model_specs import folder_fingerprint
 from ragtune.evaluate.systems import add_per_query_metrics
+from ragtune.generation.prompt import DEFAULT_SYSTEM_PROMPT, rag_messages, trained_system_prompt
 
 logger = logging.getLogger(__name__)
 
@@ -49,8 +51,6 @@ def answer_messages(question: str, contexts: Sequence[str], system_prompt: str |
     ``system_prompt`` None means the default (Vietnamese) one; a local adapter brings the one it was
     trained with (LocalGenerator.system_prompt).
     """
-    from ragtune.generation.prompt import DEFAULT_SYSTEM_PROMPT, rag_messages
-
     return rag_messages(question, contexts, DEFAULT_SYSTEM_PROMPT if system_prompt is None else system_prompt)
 
 
@@ -85,12 +85,6 @@ def noise_prompt(question: str, reference: str, answer: str, contexts: Sequence[
         '{"claims": []} if the answer makes no claim.')
 
 
-# ---------------------------------------------------------------------------- string metrics
-
-
-_SCORER = None
-
-
 # ---------------------------------------------------------------------------- generators
 
 
@@ -117,12 +111,8 @@ class LocalGenerator:
 
     def __init__(self, path: str, adapter: str | None, cache: LLMCache, max_new_tokens: int = 256,
                  batch_size: int = 4, device: str | None = None) -> None:
-        from ragtune.generation.inference import is_gguf
-        from ragtune.generation.prompt import trained_system_prompt
-        from ragtune.core.model_specs import file_digest
-
         self.path = Path(path).expanduser()
-        gguf = is_gguf(str(self.path))
+        gguf = is_gguf(self.path)
         if gguf and not self.path.is_file():
             raise UserError(f"--generator_local: GGUF file not found: {path}")
         if not gguf and (not self.path.is_dir() or not (self.path / "config.json").exists()):
@@ -150,6 +140,8 @@ class LocalGenerator:
 
     def _load(self) -> None:
         if self._model is None:
+            # Imported here, as in generate: ragtune.generation.inference imports torch and transformers (seconds),
+            # which an evaluation whose answers are all cached never needs.
             from ragtune.generation.inference import load_generator
 
             self._model, self._tokenizer = load_generator(str(self.path), str(self.adapter) if self.adapter else None,
@@ -158,7 +150,7 @@ class LocalGenerator:
     def generate(self, prompts: Sequence[Messages]) -> list[str]:
         from tqdm.auto import tqdm
 
-        from ragtune.generation.inference import generate_from_messages
+        from ragtune.generation.inference import generate_from_messages  # torch, transformers: see _load
 
         params = {"temperature": 0.0, "max_tokens": self.max_new_tokens}
         keys = [LLMCache.key(self.model_id, m, params) for m in prompts]
@@ -183,6 +175,22 @@ class LocalGenerator:
 # ---------------------------------------------------------------------------- evaluation
 
 
+@dataclass
+class AnswerSlot:
+    """One answer to generate and score: a system's top-``k`` contexts for one query."""
+
+    system: int  # index into the systems
+    k: int
+    query: int  # index into the queries
+    contexts: list[str]
+
+
+def answer_slots(systems: Sequence[Any], queries: Sequence[Any], corpus: Any, ks: Sequence[int]) -> list[AnswerSlot]:
+    """Every (system, k, query), in that order of loops."""
+    return [AnswerSlot(si, k, qi, [corpus.texts[pi] for pi in system.ranked[qi][:k]])
+            for si, system in enumerate(systems) for k in ks for qi in range(len(queries))]
+
+
 def evaluate_answers(systems: Sequence[Any], queries: Sequence[Any], corpus: Any, ks: Sequence[int], generator: Any,
                      judge: Judge | None, embed_queries: Any | None) -> list[dict[str, Any]]:
     """Generate an answer per (system, k, query) from its top-k contexts, and score it.
@@ -191,95 +199,114 @@ def evaluate_answers(systems: Sequence[Any], queries: Sequence[Any], corpus: Any
     returns one record per answer for answers.csv. ``embed_queries(texts) -> normalised vectors`` is
     needed for response relevancy; without it (or without a judge) the judged metrics are skipped.
     """
-    slots: list[tuple[int, int, int]] = []  # (system, k, query)
-    prompts: list[Messages] = []
-    for si, system in enumerate(systems):
-        for k in ks:
-            for qi, query in enumerate(queries):
-                contexts = [corpus.texts[pi] for pi in system.ranked[qi][:k]]
-                slots.append((si, k, qi))
-                prompts.append(answer_messages(query.query, contexts, getattr(generator, "system_prompt", None)))
+    slots = answer_slots(systems, queries, corpus, ks)
+    system_prompt = getattr(generator, "system_prompt", None)
+    prompts = [answer_messages(queries[slot.query].query, slot.contexts, system_prompt) for slot in slots]
     logger.info("Generating %d answers (%d systems x %d k x %d queries) with %s", len(prompts), len(systems),
                 len(ks), len(queries), generator.model_id)
     answers = generator.generate(prompts)
-
-    judged: dict[int, dict[str, Any]] = {}
+    judged: list[dict[str, Any]] = [{} for _ in slots]
+    relevancy: list[float | None] = [None] * len(slots)
     if judge is not None:
-        jobs, keys = [], []
-        for n, ((si, k, qi), answer) in enumerate(zip(slots, answers)):
-            query = queries[qi]
-            contexts = [corpus.texts[pi] for pi in systems[si].ranked[qi][:k]]
-            name = systems[si].name
-            jobs.append(lambda q=query, a=answer, c=contexts, s=name: judge.ask(
-                groundedness_prompt(q.query, a, c), lambda t: parse_claims(t, {"supported": "flag"}),
-                "groundedness", q.row, system=s))
-            keys.append((n, "groundedness"))
-            if embed_queries is not None:
-                jobs.append(lambda q=query, a=answer, s=name: judge.ask(
-                    relevancy_prompt(a), parse_questions, "response_relevancy", q.row, system=s))
-                keys.append((n, "relevancy"))
-            if query.answer:
-                jobs.append(lambda q=query, a=answer, c=contexts, s=name: judge.ask(
-                    noise_prompt(q.query, q.answer, a, c), lambda t, n_c=len(c): parse_claims(
-                        t, {"correct": "flag", "supported_by": "indices"}, n_c), "noise_sensitivity", q.row,
-                    system=s))
-                keys.append((n, "noise"))
-        for (n, name), value in zip(keys, judge.run_all(jobs, "judge: answers")):
-            judged.setdefault(n, {})[name] = value
-
-    relevancy: dict[int, float | None] = {}
-    if judge is not None and embed_queries is not None:
-        texts: list[str] = []
-        plan: list[tuple[int, int, int]] = []  # (answer index, first text, count)
-        for n, found in judged.items():
-            if "relevancy" not in found:
-                continue
-            if found["relevancy"] is None:
-                relevancy[n] = None
-                continue
-            questions, noncommittal = found["relevancy"]
-            if noncommittal or not questions:
-                relevancy[n] = 0.0
-                continue
-            plan.append((n, len(texts), len(questions)))
-            texts += [queries[slots[n][2]].query] + questions
-        if texts:
-            vectors = np.asarray(embed_queries(texts), dtype=np.float32)
-            for n, first, count in plan:
-                question, generated = vectors[first], vectors[first + 1:first + 1 + count]
-                relevancy[n] = float(np.mean(generated @ question))
+        judged = judge_answers(judge, slots, answers, systems, queries, embed_queries is not None)
+        if embed_queries is not None:
+            relevancy = response_relevancy(judged, slots, queries, embed_queries)
 
     records = []
-    per_system: dict[int, list[dict[str, float | None]]] = {si: [{} for _ in queries] for si in range(len(systems))}
+    per_system: list[list[dict[str, float | None]]] = [[{} for _ in queries] for _ in systems]
     bleu_inputs: dict[tuple[int, int], tuple[list[str], list[str]]] = {}
-    for n, ((si, k, qi), answer) in enumerate(zip(slots, answers)):
-        query = queries[qi]
-        values = per_system[si][qi]
-        has_ref = bool(query.answer)
-        values[f"string_presence@{k}"] = string_presence(answer, query.answer) if has_ref else None
-        values[f"rouge_l@{k}"] = rouge_l(answer, query.answer) if has_ref else None
-        if has_ref:
-            preds, refs = bleu_inputs.setdefault((si, k), ([], []))
+    for n, (slot, answer) in enumerate(zip(slots, answers)):
+        query = queries[slot.query]
+        values = reference_scores(answer, query.answer)
+        if judge is not None:
+            values.update(judged_scores(judged[n], relevancy[n], embed_queries is not None, bool(query.answer)))
+        per_system[slot.system][slot.query].update({f"{name}@{slot.k}": value for name, value in values.items()})
+        if query.answer:
+            preds, refs = bleu_inputs.setdefault((slot.system, slot.k), ([], []))
             preds.append(answer)
             refs.append(query.answer)
-        found = judged.get(n, {})
-        if judge is not None:
-            claims = found.get("groundedness")
-            values[f"groundedness@{k}"] = (sum(c["supported"] for c in claims) / len(claims)) if claims else None
-            if embed_queries is not None:
-                values[f"response_relevancy@{k}"] = relevancy.get(n)
-            if has_ref:
-                claims = found.get("noise")
-                values[f"noise_sensitivity@{k}"] = (
-                    sum(1 for c in claims if not c["correct"] and c["supported_by"]) / len(claims)) if claims else None
-            else:
-                values[f"noise_sensitivity@{k}"] = None
-        records.append({"system": systems[si].name, "k": k, "row": query.row, "query": query.query,
-                        "reference": query.answer, "answer": answer,
-                        **{key.split("@")[0]: value for key, value in values.items() if key.endswith(f"@{k}")}})
+        records.append({"system": systems[slot.system].name, "k": slot.k, "row": query.row, "query": query.query,
+                        "reference": query.answer, "answer": answer, **values})
     for si, system in enumerate(systems):
         add_per_query_metrics(system, per_system[si])
         for k in ks:
             preds, refs = bleu_inputs.get((si, k), ([], []))
             system.metrics[f"bleu4@{k}"] = bleu4(preds, refs) if preds else None
     return records
+
+
+def judge_answers(judge: Judge, slots: Sequence[AnswerSlot], answers: Sequence[str], systems: Sequence[Any],
+                  queries: Sequence[Any], relevancy: bool) -> list[dict[str, Any]]:
+    """Per answer, the judge's parsed replies: "groundedness" (claims), "relevancy" (questions, noncommittal) when
+    ``relevancy``, "noise" (claims) when the query has a reference answer; None where a reply stayed malformed."""
+    jobs, keys = [], []
+    for n, (slot, answer) in enumerate(zip(slots, answers)):
+        query, contexts, name = queries[slot.query], slot.contexts, systems[slot.system].name
+        jobs.append(lambda q=query, a=answer, c=contexts, s=name: judge.ask(
+            groundedness_prompt(q.query, a, c), lambda t: parse_claims(t, {"supported": "flag"}),
+            "groundedness", q.row, system=s))
+        keys.append((n, "groundedness"))
+        if relevancy:
+            jobs.append(lambda q=query, a=answer, s=name: judge.ask(
+                relevancy_prompt(a), parse_questions, "response_relevancy", q.row, system=s))
+            keys.append((n, "relevancy"))
+        if query.answer:
+            jobs.append(lambda q=query, a=answer, c=contexts, s=name: judge.ask(
+                noise_prompt(q.query, q.answer, a, c), lambda t, n_c=len(c): parse_claims(
+                    t, {"correct": "flag", "supported_by": "indices"}, n_c), "noise_sensitivity", q.row,
+                system=s))
+            keys.append((n, "noise"))
+    judged: list[dict[str, Any]] = [{} for _ in slots]
+    for (n, name), value in zip(keys, judge.run_all(jobs, "judge: answers")):
+        judged[n][name] = value
+    return judged
+
+
+def response_relevancy(judged: Sequence[dict[str, Any]], slots: Sequence[AnswerSlot], queries: Sequence[Any],
+                       embed_queries: Any) -> list[float | None]:
+    """Per answer, the mean cosine between its question and the questions the judge wrote from it (RAGAS).
+
+    0 for a noncommittal answer (or no question); None where the judge's reply stayed malformed.
+    """
+    relevancy: list[float | None] = [None] * len(slots)
+    texts: list[str] = []
+    plan: list[tuple[int, int, int]] = []  # (answer index, first text, count)
+    for n, found in enumerate(judged):
+        if found.get("relevancy") is None:
+            continue
+        questions, noncommittal = found["relevancy"]
+        if noncommittal or not questions:
+            relevancy[n] = 0.0
+            continue
+        plan.append((n, len(texts), len(questions)))
+        texts += [queries[slots[n].query].query] + questions
+    if texts:
+        vectors = np.asarray(embed_queries(texts), dtype=np.float32)
+        for n, first, count in plan:
+            question, generated = vectors[first], vectors[first + 1:first + 1 + count]
+            relevancy[n] = float(np.mean(generated @ question))
+    return relevancy
+
+
+def reference_scores(answer: str, reference: str) -> dict[str, float | None]:
+    """String presence and ROUGE-L against the reference answer (None without one)."""
+    if not reference:
+        return {"string_presence": None, "rouge_l": None}
+    return {"string_presence": string_presence(answer, reference), "rouge_l": rouge_l(answer, reference)}
+
+
+def judged_scores(found: dict[str, Any], relevancy: float | None, with_relevancy: bool,
+                  has_reference: bool) -> dict[str, float | None]:
+    """Groundedness, response relevancy (``with_relevancy``) and noise sensitivity of one answer from the judge's
+    replies; None where a reply stayed malformed, or (noise) without a reference answer."""
+    values: dict[str, float | None] = {"groundedness": _share(found.get("groundedness"), lambda c: c["supported"])}
+    if with_relevancy:
+        values["response_relevancy"] = relevancy
+    values["noise_sensitivity"] = (_share(found.get("noise"), lambda c: not c["correct"] and c["supported_by"])
+                                   if has_reference else None)
+    return values
+
+
+def _share(claims: list[dict[str, Any]] | None, counts: Any) -> float | None:
+    """The share of ``claims`` for which ``counts(claim)`` holds; None for no claims (or no reply)."""
+    return sum(1 for claim in claims if counts(claim)) / len(claims) if claims else None

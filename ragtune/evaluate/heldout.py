@@ -4,8 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ragtune.core.data import (QUERY_COLUMNS, Corpus, LabelledQuery, pick_columns, check_input_file, load_queries, parse_id_list,
-                   read_table)
+from ragtune.core.data import (
+    QUERY_COLUMNS,
+    Corpus,
+    LabelledQuery,
+    check_input_file,
+    load_queries,
+    parse_id_list,
+    pick_columns,
+    read_table,
+)
 from ragtune.core.errors import UserError
 
 

@@ -10,6 +10,9 @@ The token comes from the ``token`` argument, else ``HF_TOKEN``, else the login c
 It is never printed, logged, written into the card or sent anywhere but in the Authorization header.
 Connection errors, 408/429 and 5xx answers are retried with exponential backoff; a rejected token
 (401/403) fails at once. Every failure ends in a :class:`HubError`: one line, exit code 2.
+
+Importing this module imports huggingface_hub's client (HfApi, model cards): evaluate_rag.py imports it
+(from :func:`ragtune.evaluate.publishing.publish`) only when it publishes.
 """
 
 from __future__ import annotations
@@ -25,7 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Literal, TypeVar
 
+from huggingface_hub import CommitOperationAdd, EvalResult, HfApi, ModelCard, ModelCardData, constants, get_token
+from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+from huggingface_hub.utils import HFValidationError, validate_repo_id
+
 from ragtune.core.errors import UserError
+from ragtune.core.metrics import split_metric_key
+from ragtune.core.model_card import card_text
 from ragtune.core.redaction import redact_config, redact_text
 
 logger = logging.getLogger(__name__)
@@ -102,7 +111,8 @@ def publish_models(requests: list[PublishRequest], token: str | None, private: b
 
     Returns, per request, ``{"repo_id", "url", "files", "private", "dry_run", "card_metadata", "card"}`` (plus
     ``"commit_url"`` after a real upload). ``files`` are the uploaded paths relative to the repo root,
-    ``README.md`` (the card) included; ``card`` is that README.md's text, ``card_metadata`` its YAML metadata. With ``dry_run`` nothing is sent and no token is needed.
+    ``README.md`` (the card) included; ``card`` is that README.md's text, ``card_metadata`` its YAML metadata.
+    With ``dry_run`` nothing is sent and no token is needed.
     ``endpoint`` overrides ``HF_ENDPOINT``; ``max_attempts``/``retry_delay`` set the retries of transient
     failures (the delay doubles after each failed attempt).
     """
@@ -122,8 +132,6 @@ def publish_models(requests: list[PublishRequest], token: str | None, private: b
 
     token = _resolve_token(token)
     _check_online()
-    from huggingface_hub import HfApi
-
     api = HfApi(endpoint=endpoint)
     retry = _Retrier(max_attempts, retry_delay, api.endpoint, token)
     results: list[dict] = []
@@ -141,8 +149,6 @@ def publish_models(requests: list[PublishRequest], token: str | None, private: b
 
 
 def _validate_requests(requests: list[PublishRequest]) -> None:
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
     if not requests:
         raise HubError("nothing to publish: no models were given")
     seen: set[str] = set()
@@ -221,8 +227,8 @@ def select_model_files(model_dir: str | Path) -> list[str]:
 # ------------------------------------------------------------------ model card
 
 def _metric_parts(key: str) -> tuple[str, int | None]:
-    name, _, k = key.partition("@")
-    return name.lower(), int(k) if k.isdigit() else None
+    name, k = split_metric_key(key)
+    return name.lower(), k
 
 
 def _metric_type(key: str) -> str:
@@ -247,8 +253,6 @@ def _finite(value: Any) -> float | None:
 
 
 def _is_hub_model_id(name: str) -> bool:
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
     if not name or name.startswith((".", "/", "~")) or "\\" in name or name.count("/") != 1:
         return False
     try:
@@ -303,8 +307,6 @@ def _usage_section(request: PublishRequest) -> str:
 
 def build_model_card(request: PublishRequest, token: str | None = None):
     """The model card (a ``huggingface_hub.ModelCard``) and its metadata as a plain dict."""
-    from huggingface_hub import EvalResult, ModelCard, ModelCardData
-
     kind = request.kind
     name = request.repo_id.split("/")[-1]
     task_type, task_name = TASKS[kind]
@@ -346,7 +348,7 @@ def build_model_card(request: PublishRequest, token: str | None = None):
                             ensure_ascii=False, default=str)
         sections.append("## Training configuration\n\n```json\n" + config + "\n```\n")
     body = "\n".join(s for s in sections if s)
-    card = ModelCard(redact_text(f"---\n{data.to_yaml()}\n---\n\n{body}", [token] if token else []))
+    card = ModelCard(redact_text(card_text(data, body), [token] if token else []))
     return card, card.data.to_dict()
 
 
@@ -354,16 +356,12 @@ def build_model_card(request: PublishRequest, token: str | None = None):
 
 
 def _default_endpoint() -> str:
-    from huggingface_hub import constants
-
     return constants.ENDPOINT
 
 
 def _resolve_token(token: str | None) -> str:
     token = (token or "").strip() or None
     if token is None:
-        from huggingface_hub import get_token
-
         token = get_token()
     if not token:
         raise HubError(f"no Hugging Face token: set HF_TOKEN, run `hf auth login`, or pass a token (a write token "
@@ -372,8 +370,6 @@ def _resolve_token(token: str | None) -> str:
 
 
 def _check_online() -> None:
-    from huggingface_hub import constants
-
     offline = constants.is_offline_mode() if hasattr(constants, "is_offline_mode") else constants.HF_HUB_OFFLINE
     if offline:
         raise HubError("publishing needs the network but HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) is set: "
@@ -422,8 +418,6 @@ class _Retrier:
 
     def _classify(self, err: Exception, action: str) -> tuple[bool, str]:
         """(transient?, one-line message). Re-raises errors that are not the Hub's or the network's."""
-        from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
-
         if isinstance(err, OfflineModeIsEnabled):
             return False, (f"{action}: HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) is set; unset it to publish")
         if isinstance(err, HfHubHTTPError) and getattr(err, "response", None) is not None:
@@ -457,8 +451,6 @@ def _result(request: PublishRequest, base_url: str, files: list[str], private: b
 
 def _publish_one(api, retry: _Retrier, request: PublishRequest, files: list[str], token: str,
                  private: bool) -> dict:
-    from huggingface_hub import CommitOperationAdd
-
     repo_id = request.repo_id
     model_dir = Path(request.model_dir).resolve()
     logger.info("Publishing %s to %s/%s (%s, %d files)", request.model_dir, api.endpoint, repo_id,

@@ -19,10 +19,10 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+from ragtune.core.metrics import rank_weighted_precision
 from ragtune.evaluate.llm_cache import CachedLLM
 from ragtune.evaluate.llm_client import Messages
 from ragtune.evaluate.llm_parsing import ParseError, excerpt, parse_index_list, parse_string_list, parse_verdict
-from ragtune.core.metrics import rank_weighted_precision
 
 
 def split_sentences(text: str) -> list[str]:
@@ -229,18 +229,18 @@ class Judge:
                 verdicts = [judged.verdicts.get((qi, pi)) for pi in top]
                 values[f"llm_context_precision@{k}"] = (None if any(v is None for v in verdicts)
                                                         else rank_weighted_precision(verdicts))
-                if sentences:
-                    sets = [judged.attributed.get((qi, pi)) for pi in top]
-                    values[f"llm_context_recall@{k}"] = (None if any(s is None for s in sets) else
-                                                         len(set().union(*sets)) / len(sentences))
-                else:
-                    values[f"llm_context_recall@{k}"] = None
+                values[f"llm_context_recall@{k}"] = _covered(judged.attributed, qi, top, len(sentences))
                 if entities:
-                    if ents:
-                        sets = [judged.present.get((qi, pi)) for pi in top]
-                        values[f"llm_context_entities_recall@{k}"] = (None if any(s is None for s in sets) else
-                                                                      len(set().union(*sets)) / len(ents))
-                    else:
-                        values[f"llm_context_entities_recall@{k}"] = None
+                    values[f"llm_context_entities_recall@{k}"] = _covered(judged.present, qi, top, len(ents or ()))
             rows.append(values)
         return rows
+
+
+def _covered(found: dict[tuple[int, int], set[int] | None], qi: int, passages: Sequence[int],
+             total: int) -> float | None:
+    """Share of the ``total`` items (reference sentences, entities) that some of the passages cover, from the
+    judge's per-passage sets; None when there is nothing to cover or a passage's judgement failed."""
+    if not total:
+        return None
+    sets = [found.get((qi, pi)) for pi in passages]
+    return None if any(s is None for s in sets) else len(set().union(*sets)) / total

@@ -12,14 +12,14 @@ import logging
 from pathlib import Path
 from typing import Any, Sequence
 
-from ragtune.evaluate.answers import EndpointGenerator, LocalGenerator, evaluate_answers
-from ragtune.retrieval.embedding_store import EmbeddingModelHandle
 from ragtune.core.errors import UserError
+from ragtune.evaluate.answers import EndpointGenerator, LocalGenerator, evaluate_answers
 from ragtune.evaluate.judge import Judge
 from ragtune.evaluate.llm_cache import CachedLLM, LLMCache
 from ragtune.evaluate.llm_client import OpenAIChatClient, openai_key_for
 from ragtune.evaluate.reports import Report
 from ragtune.evaluate.systems import add_per_query_metrics
+from ragtune.retrieval.embedding_store import EmbeddingModelHandle
 
 logger = logging.getLogger(__name__)
 
@@ -32,9 +32,7 @@ def run_llm_stages(args: argparse.Namespace, report: Report, handles: Sequence[E
     judge = None
     try:
         if args.judge_base_url:
-            client = OpenAIChatClient(args.judge_base_url, args.judge_model,
-                                      args.judge_api_key or openai_key_for(args.judge_base_url),
-                                      flag="--judge_base_url", **retry)
+            client = server_client(args, "judge", retry)
             judge = Judge(CachedLLM(client, cache, args.judge_max_tokens), workers=args.judge_workers)
             judge_contexts(args, report, judge, client.url)
         if args.generator_base_url or args.generator_local:
@@ -44,6 +42,14 @@ def run_llm_stages(args: argparse.Namespace, report: Report, handles: Sequence[E
         raise UserError(f"{err} (results computed so far are saved in {report.output_dir}; cached answers are "
                         f"reused when you run again)") from err
     return judge
+
+
+def server_client(args: argparse.Namespace, role: str, retry: dict[str, Any]) -> OpenAIChatClient:
+    """The chat client of the ``--<role>_base_url`` server (role "judge" or "generator"), with its model and key."""
+    base_url = getattr(args, f"{role}_base_url")
+    return OpenAIChatClient(base_url, getattr(args, f"{role}_model"),
+                            getattr(args, f"{role}_api_key") or openai_key_for(base_url), flag=f"--{role}_base_url",
+                            **retry)
 
 
 def judge_contexts(args: argparse.Namespace, report: Report, judge: Judge, url: str) -> None:
@@ -81,10 +87,7 @@ def generate_answers(args: argparse.Namespace, report: Report, handles: Sequence
         generator = LocalGenerator(args.generator_local, args.generator_adapter, cache, args.generator_max_new_tokens,
                                    device=args.device)
     else:
-        client = OpenAIChatClient(args.generator_base_url, args.generator_model,
-                                  args.generator_api_key or openai_key_for(args.generator_base_url),
-                                  flag="--generator_base_url", **retry)
-        llm = CachedLLM(client, cache, args.generator_max_new_tokens)
+        llm = CachedLLM(server_client(args, "generator", retry), cache, args.generator_max_new_tokens)
         generator = EndpointGenerator(llm, Judge(llm, workers=args.judge_workers))
     embed = None
     if judge is not None and handles:

@@ -10,7 +10,6 @@ half-published: every problem is found before the first upload.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from typing import Any, Sequence
 from ragtune.audit import pii_publish_refusal
 from ragtune.core.errors import UserError
 from ragtune.core.metrics import ranking_metric_keys
+from ragtune.core.model_specs import saved_metrics
 from ragtune.evaluate.reports import Report, card_markdown
 from ragtune.evaluate.systems import System
 
@@ -100,7 +100,9 @@ def select_for_publishing(systems: Sequence[System], embedding_models: Sequence[
 
 def publish(args: argparse.Namespace, report: Report) -> None:
     """Publish the selected models; a problem with any of them refuses every push (nothing half-done)."""
-    from ragtune.evaluate import hub  # imported here: publishing pulls in huggingface_hub's upload machinery
+    # Imported here: ragtune.evaluate.hub imports huggingface_hub's upload machinery (HfApi, model cards), which
+    # a run that publishes nothing never needs.
+    from ragtune.evaluate import hub
 
     selections = select_for_publishing(report.systems, args.embedding_models, args.reranker_models, args.main_metric)
     wanted = [(kind, repo) for kind, repo in (("embedding", args.hub_embedding_repo),
@@ -118,29 +120,14 @@ def publish(args: argparse.Namespace, report: Report) -> None:
             problems.append(f"--hub_{kind}_repo: the selected {kind} model '{selection.model}' is not a local folder "
                             f"(only a model you trained can be published)")
             continue
-        base_value = selection.baseline.metrics.get(args.main_metric) if selection.baseline else None
-        value = selection.system.metrics.get(args.main_metric)
-        training = _training_metrics(model_dir)
+        training = saved_metrics(model_dir)
         # A published model can reproduce what it was trained on: the fine-tuning run's data audit decides.
         pii_reason = pii_publish_refusal(training)
-        refused = False
-        if selection.regression and not args.allow_regression:
-            problems.append(f"{kind} model '{selection.model}' scores {args.main_metric} {value:.4f} below its "
-                            f"baseline '{selection.baseline.name}' ({base_value:.4f}); pass --allow_regression to "
-                            f"publish it anyway")
-            refused = True
-        if pii_reason and not args.allow_pii:
-            problems.append(f"{kind} model '{selection.model}': {pii_reason}")
-            refused = True
-        if refused:
+        refusals = _refusals(args, selection, pii_reason)
+        if refusals:
+            problems += refusals
             continue
-        if pii_reason:
-            logger.warning("Publishing %s although %s (--allow_pii)", selection.model,
-                           pii_reason.split(";")[0])
-        if selection.below_baseline:
-            logger.warning("Publishing %s although it scores below %s on %s (%.4f < %.4f)%s", selection.model,
-                           selection.baseline.name, args.main_metric, value, base_value,
-                           " (--allow_regression)" if selection.regression else "")
+        _warn_allowed(args, selection, pii_reason)
         shown = [payload_systems[s.name] for s in (selection.baseline, selection.system) if s is not None]
         requests.append(hub.PublishRequest(
             model_dir=model_dir, repo_id=repo, kind=kind,
@@ -160,13 +147,29 @@ def publish(args: argparse.Namespace, report: Report) -> None:
     report.write()
 
 
-def _training_metrics(model_dir: Path) -> dict[str, Any]:
-    """The metrics.json a ragtune fine-tuning run saved next to the model ({} if none or unreadable)."""
-    try:
-        found = json.loads((model_dir / "metrics.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return found if isinstance(found, dict) else {}
+def _refusals(args: argparse.Namespace, selection: Selection, pii_reason: str | None) -> list[str]:
+    """Why the selected model must not be published unless a flag allows it: a regression, unredacted PII."""
+    refusals = []
+    if selection.regression and not args.allow_regression:
+        refusals.append(f"{selection.kind} model '{selection.model}' scores {args.main_metric} "
+                        f"{selection.system.metrics.get(args.main_metric):.4f} below its baseline "
+                        f"'{selection.baseline.name}' ({selection.baseline.metrics.get(args.main_metric):.4f}); pass "
+                        f"--allow_regression to publish it anyway")
+    if pii_reason and not args.allow_pii:
+        refusals.append(f"{selection.kind} model '{selection.model}': {pii_reason}")
+    return refusals
+
+
+def _warn_allowed(args: argparse.Namespace, selection: Selection, pii_reason: str | None) -> None:
+    """Log what is published although a check did not pass (a flag allowed it, or the baseline is not its base)."""
+    if pii_reason:
+        logger.warning("Publishing %s although %s (--allow_pii)", selection.model,
+                       pii_reason.split(";")[0])
+    if selection.below_baseline:
+        logger.warning("Publishing %s although it scores below %s on %s (%.4f < %.4f)%s", selection.model,
+                       selection.baseline.name, args.main_metric, selection.system.metrics.get(args.main_metric),
+                       selection.baseline.metrics.get(args.main_metric),
+                       " (--allow_regression)" if selection.regression else "")
 
 
 def base_model_name(selection: Selection, training: dict[str, Any]) -> str:

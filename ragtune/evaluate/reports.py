@@ -11,15 +11,18 @@ import argparse
 import csv
 import hashlib
 import math
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Sequence
+from typing import IO, Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from ragtune import __version__
 from ragtune.audit.report import pii_summary_line
 from ragtune.core.io import write_json, write_text
-from ragtune.core.metrics import RANKING_METRICS, first_hit_rank
+from ragtune.core.metrics import RANKING_METRICS, first_hit_rank, split_metric_key
 from ragtune.core.redaction import redact_config
+from ragtune.core.significance import compare
 
 # Row order of the tables: ranking metrics, context metrics, LLM context metrics, answer metrics.
 METRIC_ORDER = (*RANKING_METRICS, "context_precision", "context_recall", "llm_context_precision", "llm_context_recall",
@@ -30,18 +33,19 @@ CHART_METRICS = ("hit", "recall", "precision", "map", "mrr", "ndcg", "context_pr
 LOWER_IS_BETTER = {"noise_sensitivity"}
 
 
-def split_key(key: str) -> tuple[str, int | None]:
-    name, _, k = key.partition("@")
-    return name, int(k) if k.isdigit() else None
-
-
 def metric_names(systems: Sequence[dict[str, Any]]) -> list[str]:
-    present = {split_key(key)[0] for s in systems for key in s["metrics"]}
+    present = {split_metric_key(key)[0] for s in systems for key in s["metrics"]}
     return [m for m in METRIC_ORDER if m in present] + sorted(present - set(METRIC_ORDER))
 
 
 def metric_ks(systems: Sequence[dict[str, Any]]) -> list[int]:
-    return sorted({k for s in systems for key in s["metrics"] for k in [split_key(key)[1]] if k is not None})
+    return sorted({k for s in systems for key in s["metrics"] for k in [split_metric_key(key)[1]] if k is not None})
+
+
+def metric_keys(systems: Sequence[dict[str, Any]]) -> list[str]:
+    """Every metric@k of these systems, in table order (metric by metric, k ascending)."""
+    ks = metric_ks(systems)
+    return [f"{name}@{k}" for name in metric_names(systems) for k in ks]
 
 
 def fmt(value: Any, digits: int = 4) -> str:
@@ -55,6 +59,12 @@ def fmt_delta(value: Any, base: Any) -> str:
         return ""
     delta = value - base
     return f"{delta:+.4f}"
+
+
+def fmt_with_delta(value: Any, base: Any) -> str:
+    """``0.8123 (+0.0512)``: the value, and its change from ``base`` when both are known."""
+    delta = fmt_delta(value, base)
+    return fmt(value) + (f" ({delta})" if delta else "")
 
 
 def _md_table(headers: Sequence[str], rows: Sequence[Sequence[str]], align_first_left: bool = True) -> str:
@@ -75,24 +85,24 @@ def system_table(system: dict[str, Any], names: Sequence[str], ks: Sequence[int]
     return _md_table(["metric"] + [f"@{k}" for k in ks], rows)
 
 
+def metric_by_system_table(systems: Sequence[dict[str, Any]], keys: Sequence[str], headers: Sequence[str],
+                           cell: Callable[[dict[str, Any], str], str]) -> str:
+    """Metric@k rows x system columns, for the keys some system has; a system without the key shows ''."""
+    rows = [[key] + [cell(s, key) if key in s["metrics"] else "" for s in systems]
+            for key in keys if any(key in s["metrics"] for s in systems)]
+    return _md_table(["metric", *headers], rows)
+
+
 def comparison_table(systems: Sequence[dict[str, Any]], baseline: str, keys: Sequence[str]) -> str:
     """Metric@k rows x system columns; every system but the baseline shows its delta against it."""
     base = next((s for s in systems if s["name"] == baseline), None)
-    headers = ["metric"] + [s["name"] + (" (base)" if s["name"] == baseline else "") for s in systems]
-    rows = []
-    for key in keys:
-        if not any(key in s["metrics"] for s in systems):
-            continue
-        row = [key]
-        for s in systems:
-            value = s["metrics"].get(key)
-            cell = fmt(value) if key in s["metrics"] else ""
-            if base is not None and s is not base and key in s["metrics"]:
-                delta = fmt_delta(value, base["metrics"].get(key))
-                cell += f" ({delta})" if delta else ""
-            row.append(cell)
-        rows.append(row)
-    return _md_table(headers, rows)
+
+    def cell(s: dict[str, Any], key: str) -> str:
+        reference = base["metrics"].get(key) if base is not None and s is not base else None
+        return fmt_with_delta(s["metrics"].get(key), reference)
+
+    headers = [s["name"] + (" (base)" if s["name"] == baseline else "") for s in systems]
+    return metric_by_system_table(systems, keys, headers, cell)
 
 
 def fmt_p(p: float) -> str:
@@ -126,13 +136,30 @@ def significance_markdown(payload: dict[str, Any], baseline: str) -> list[str]:
 
 def results_markdown(payload: dict[str, Any], baseline: str | None) -> str:
     systems = payload["systems"]
-    config = payload["config"]
     names, ks = metric_names(systems), metric_ks(systems)
-    out = ["# Retrieval evaluation", ""]
-    out.append(f"Corpus `{config['corpus']['path']}` ({config['corpus']['passages']} passages), test queries "
-               f"`{config['test_data']['path']}` ({config['test_data']['queries']} queries), k = "
-               f"{', '.join(map(str, config['k']))}. Main metric: `{config['main_metric']}`.")
-    out.append("")
+    out = ["# Retrieval evaluation", "", *_introduction(payload)]
+    for system in systems:
+        out += system_markdown(system, names, ks)
+    if baseline and len(systems) > 1:
+        out += [f"## Comparison (delta against `{baseline}`)", ""]
+        if payload.get("significance"):
+            out += significance_markdown(payload, baseline)
+        out += [comparison_table(systems, baseline, metric_keys(systems)), ""]
+    if payload.get("leaked_test_queries"):
+        out += leakage_markdown(payload)
+    if payload.get("data_audit"):
+        out += audit_markdown(payload)
+    if payload.get("judge"):
+        out += judge_markdown(payload["judge"])
+    return "\n".join(out)
+
+
+def _introduction(payload: dict[str, Any]) -> list[str]:
+    """results.md's first lines: what was evaluated, and how to read the metrics."""
+    config = payload["config"]
+    what = (f"Corpus `{config['corpus']['path']}` ({config['corpus']['passages']} passages), test queries "
+            f"`{config['test_data']['path']}` ({config['test_data']['queries']} queries), k = "
+            f"{', '.join(map(str, config['k']))}. Main metric: `{config['main_metric']}`.")
     note = ("Ranking metrics use trec_eval's definitions (binary relevance); context precision/recall are ID-based "
             "(the labels are the verdicts).")
     if payload.get("judge"):
@@ -141,46 +168,32 @@ def results_markdown(payload: dict[str, Any], baseline: str | None) -> str:
         note += (f" Answer metrics: answers by `{payload['generator']['model']}` from each system's top "
                  f"{', '.join(map(str, payload['generator']['answer_k']))} passages; noise_sensitivity: lower is "
                  "better.")
-    out.append(note + " `n/a`: no query could be scored.")
-    out.append("")
-    for system in systems:
-        out.append(f"## {system['name']}")
-        out.append("")
-        parts = []
-        if system.get("embedding_model"):
-            parts.append(f"embedding model `{system['embedding_model']}`")
-        if system.get("reranker_model"):
-            parts.append(f"reranker `{system['reranker_model']}` on the top {system['info'].get('rerank_top_n')}")
-        if parts:
-            out.append(", ".join(parts).capitalize() + ".")
-            out.append("")
-        out.append(system_table(system, names, ks))
-        if system.get("excluded"):
-            out.append("")
-            out.append("Queries left out of a mean (judge failure, or nothing to score): " + ", ".join(
-                f"{k}: {v}" for k, v in sorted(system["excluded"].items())) + ".")
-        out.append("")
-    if baseline and len(systems) > 1:
-        keys = [f"{name}@{k}" for name in names for k in ks]
-        out.append(f"## Comparison (delta against `{baseline}`)")
-        out.append("")
-        if payload.get("significance"):
-            out += significance_markdown(payload, baseline)
-        out.append(comparison_table(systems, baseline, keys))
-        out.append("")
-    if payload.get("leaked_test_queries"):
-        out += leakage_markdown(payload)
-    if payload.get("data_audit"):
-        out += audit_markdown(payload)
-    judge = payload.get("judge")
-    if judge:
-        out.append("## Judge")
-        out.append("")
-        out.append(f"Model `{judge['model']}`: {judge['judgements']} judgements, {judge['retried']} retried after a "
-                   f"malformed answer, {judge['failures']} still malformed (left out, never scored 0); "
-                   f"{judge['requests']} requests sent, {judge['cache_hits']} answers from the cache.")
-        out.append("")
-    return "\n".join(out)
+    return [what, "", note + " `n/a`: no query could be scored.", ""]
+
+
+def system_markdown(system: dict[str, Any], names: Sequence[str], ks: Sequence[int]) -> list[str]:
+    """results.md section of one system: its models, its metric table, the queries left out of a mean."""
+    out = [f"## {system['name']}", ""]
+    parts = []
+    if system.get("embedding_model"):
+        parts.append(f"embedding model `{system['embedding_model']}`")
+    if system.get("reranker_model"):
+        parts.append(f"reranker `{system['reranker_model']}` on the top {system['info'].get('rerank_top_n')}")
+    if parts:
+        out += [", ".join(parts).capitalize() + ".", ""]
+    out.append(system_table(system, names, ks))
+    if system.get("excluded"):
+        out += ["", "Queries left out of a mean (judge failure, or nothing to score): " + ", ".join(
+            f"{k}: {v}" for k, v in sorted(system["excluded"].items())) + "."]
+    return out + [""]
+
+
+def judge_markdown(judge: dict[str, Any]) -> list[str]:
+    """results.md section: how many judgements, retries, failures and requests the judge took."""
+    return ["## Judge", "",
+            f"Model `{judge['model']}`: {judge['judgements']} judgements, {judge['retried']} retried after a "
+            f"malformed answer, {judge['failures']} still malformed (left out, never scored 0); "
+            f"{judge['requests']} requests sent, {judge['cache_hits']} answers from the cache.", ""]
 
 
 def metrics_without(per_query: Sequence[dict[str, Any]], keys: Sequence[str], left_out: set[int]) -> dict[str, Any]:
@@ -209,20 +222,10 @@ def leakage_markdown(payload: dict[str, Any]) -> list[str]:
            f"(Jaccard >= {threshold} on case-, accent- and punctuation-folded word sets): a model trained on them "
            f"has seen the answer. Below, every metric over the other {kept} queries; in brackets the change against "
            "all queries.", ""]
-    names, ks = metric_names(systems), metric_ks(systems)
-    table_rows = []
-    for key in [f"{name}@{k}" for name in names for k in ks]:
-        if not any(key in s["metrics"] for s in systems):
-            continue
-        row = [key]
-        for s in systems:
-            value = s["metrics_without_leaked"].get(key)
-            cell = fmt(value) if key in s["metrics"] else ""
-            delta = fmt_delta(value, s["metrics"].get(key)) if key in s["metrics"] else ""
-            row.append(cell + (f" ({delta})" if delta else ""))
-        table_rows.append(row)
-    out += [_md_table(["metric"] + [s["name"] for s in systems], table_rows), ""]
-    return out
+    table = metric_by_system_table(systems, metric_keys(systems), [s["name"] for s in systems],
+                                   lambda s, key: fmt_with_delta(s["metrics_without_leaked"].get(key),
+                                                                 s["metrics"].get(key)))
+    return out + [table, ""]
 
 
 def audit_markdown(payload: dict[str, Any]) -> list[str]:
@@ -287,8 +290,7 @@ def write_per_query_csv(path: Path, queries: Sequence[Any], systems: Sequence[An
     headers = ["row", "query", "difficulty", "relevant_ids"]
     for system in systems:
         headers += [f"{system.name} | retrieved_ids", f"{system.name} | first_hit_rank"]
-    tmp = Path(path).with_name(Path(path).name + ".tmp")
-    with open(tmp, "w", encoding="utf-8-sig", newline="") as handle:
+    with _spreadsheet_csv(path) as handle:
         writer = csv.writer(handle)
         writer.writerow(headers)
         for qi, query in enumerate(queries):
@@ -298,7 +300,6 @@ def write_per_query_csv(path: Path, queries: Sequence[Any], systems: Sequence[An
                 first = first_hit_rank(ids, query.relevant_ids)
                 row += [" ".join(ids[:depth]), "" if first is None else first]
             writer.writerow(row)
-    tmp.replace(path)
 
 
 def write_answers_csv(path: Path, records: Sequence[dict[str, Any]]) -> None:
@@ -307,12 +308,20 @@ def write_answers_csv(path: Path, records: Sequence[dict[str, Any]]) -> None:
     headers: list[str] = []
     for record in records:
         headers += [key for key in record if key not in headers]
-    tmp = Path(path).with_name(Path(path).name + ".tmp")
-    with open(tmp, "w", encoding="utf-8-sig", newline="") as handle:
+    with _spreadsheet_csv(path) as handle:
         writer = csv.DictWriter(handle, fieldnames=headers)
         writer.writeheader()
         for record in records:
             writer.writerow({k: ("" if v is None else v) for k, v in record.items()})
+
+
+@contextmanager
+def _spreadsheet_csv(path: Path) -> Iterator[IO[str]]:
+    """A CSV file for spreadsheets (UTF-8 with a BOM), written to ``<name>.tmp`` and renamed over ``path`` when
+    complete, as :mod:`ragtune.core.io` writes the other reports."""
+    tmp = Path(path).with_name(Path(path).name + ".tmp")
+    with open(tmp, "w", encoding="utf-8-sig", newline="") as handle:
+        yield handle
     tmp.replace(path)
 
 
@@ -366,12 +375,10 @@ class Report:
 
     @property
     def main_k(self) -> int:
-        return int(self.args.main_metric.split("@")[1])
+        return int(split_metric_key(self.args.main_metric)[1])
 
     def config(self) -> dict[str, Any]:
         """The flags (secrets redacted) and what was evaluated: data, models, definitions."""
-        from ragtune import __version__
-
         args = self.args
         config = redact_config(vars(args))
         config.update({
@@ -405,8 +412,6 @@ class Report:
     def significance(self) -> dict[str, dict[str, Any]]:
         """Each system against the baseline on the main metric, paired over the test queries
         (:func:`ragtune.core.significance.compare`): results.json's ``significance``, keyed by system name."""
-        from ragtune.core.significance import compare
-
         metric = self.args.main_metric
         base = next((s for s in self.systems if s.name == self.baseline), None)
         if base is None or not base.per_query:
@@ -471,11 +476,9 @@ class Report:
     def leak_line(self) -> str:
         """One console line: the main metric of every system without the leaked test queries."""
         key, n = self.args.main_metric, len(self.leaked)
-        cells = []
-        for system in self.payload()["systems"]:
-            value = system["metrics_without_leaked"].get(key)
-            delta = fmt_delta(value, system["metrics"].get(key))
-            cells.append(f"{system['name']} {fmt(value)}" + (f" ({delta})" if delta else ""))
+        cells = [f"{system['name']} " + fmt_with_delta(system["metrics_without_leaked"].get(key),
+                                                        system["metrics"].get(key))
+                 for system in self.payload()["systems"]]
         return (f"Without the {n} leaked test {'query' if n == 1 else 'queries'} (near-copies of --train_data "
                 f"queries), {key}: " + ", ".join(cells) + " (results.md)")
 
@@ -484,7 +487,7 @@ def _sort_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     order = {name: i for i, name in enumerate(METRIC_ORDER)}
 
     def key(item: tuple[str, Any]) -> tuple[int, str, int]:
-        name, k = split_key(item[0])
+        name, k = split_metric_key(item[0])
         return order.get(name, 99), name, k or 0
 
     return dict(sorted(metrics.items(), key=key))

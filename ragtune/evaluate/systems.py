@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,13 +23,22 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ragtune.core.bm25 import BM25Index
 from ragtune.core.data import Corpus, LabelledQuery
-from ragtune.retrieval.embedding_store import (CACHE_VERSION, EmbeddingModelHandle, EmbeddingRun, cache_key, passage_store,
-                              query_embeddings)
+from ragtune.core.fusion import choose_weight, fuse_top_k, runs_from_top_k, saved_weight
 from ragtune.core.metrics import RANKING_METRICS, context_metrics, mean_metrics, query_metrics
-from ragtune.core.model_specs import ModelSpec, refresh_after_download, saved_prompts
-from ragtune.core.fusion import fuse_top_k
+from ragtune.core.model_specs import ModelSpec, saved_prompts
 from ragtune.core.ranking import bm25_top_k, dense_top_k, rerank_order
+from ragtune.retrieval.embedding_store import (
+    CACHE_VERSION,
+    EmbeddingModelHandle,
+    EmbeddingRun,
+    cache_file,
+    load_model,
+    passage_store,
+    query_embeddings,
+    write_atomically,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -56,11 +64,15 @@ class System:
         row = self.ranked[qi] if depth is None else self.ranked[qi][:depth]
         return [corpus.ids[i] for i in row]
 
+    def top(self, n: int | None = None) -> tuple[list[list[int]], list[list[float]]]:
+        """Per query, the first ``n`` corpus indices and their scores (all when None): what fusion takes."""
+        if n is None:
+            return self.ranked, self.scores
+        return [row[:n] for row in self.ranked], [row[:n] for row in self.scores]
+
 
 def bm25_system(corpus: Corpus, queries: Sequence[LabelledQuery], depth: int, tie_rank: np.ndarray,
                 chunk_size: int) -> System:
-    from ragtune.core.bm25 import BM25Index
-
     start = time.perf_counter()
     index = BM25Index(corpus.texts)
     idx, scores = bm25_top_k(index, [q.query for q in queries], depth, tie_rank, chunk_size)
@@ -110,9 +122,9 @@ class RerankScores:
         self.max_length = max_length
         # Raw logits, as the reranker script's dev evaluator ranks: a sigmoid would turn confident scores
         # into ties (1.0 == 1.0) that the dev numbers do not have.
-        key = cache_key({"v": CACHE_VERSION, "model": spec.fingerprint or spec.name, "max_length": max_length,
-                         "scores": "logits"})[:24]
-        self.path = Path(cache_dir) / "rerank" / f"scores-{key}.json" if cache_dir else None
+        payload = {"v": CACHE_VERSION, "model": spec.fingerprint or spec.name, "max_length": max_length,
+                   "scores": "logits"}
+        self.path = cache_file(cache_dir, "rerank", "scores", payload, ".json") if cache_dir else None
         self.scores: dict[str, float] = {}
         if self.path is not None and self.path.exists():
             try:
@@ -130,20 +142,13 @@ class RerankScores:
         keys = [self.pair_key(q, p) for q, p in pairs]
         todo = sorted({k: (q, p) for k, (q, p) in zip(keys, pairs) if k not in self.scores}.items())
         if todo:
+            # Imported here: torch and sentence-transformers load in seconds, and a cached run needs neither.
             import torch
             from sentence_transformers import CrossEncoder
 
-            from ragtune.core.models import clamp_max_seq_length, load_or_explain, model_position_limit
-
             logger.info("Reranking %d (query, passage) pairs with %s", len(todo), self.spec.label)
-            kwargs: dict[str, Any] = {"device": device} if device else {}
-            if self.max_length:
-                kwargs["max_length"] = self.max_length
-            model = load_or_explain(CrossEncoder, self.spec.name, self.spec.flag, **kwargs)
-            if self.max_length:
-                model.max_seq_length = clamp_max_seq_length(self.max_length, model_position_limit(model),
-                                                            "--reranker_max_length")
-            refresh_after_download(self.spec)
+            sized = {"max_length": self.max_length} if self.max_length else {}
+            model = load_model(CrossEncoder, self.spec, device, self.max_length, "--reranker_max_length", **sized)
             values = model.predict([pair for _, pair in todo], batch_size=batch_size, convert_to_numpy=True,
                                    show_progress_bar=progress, activation_fn=torch.nn.Identity())
             for (key, _), value in zip(todo, np.asarray(values, dtype=np.float64).reshape(len(todo), -1)[:, 0]):
@@ -156,12 +161,8 @@ class RerankScores:
         return [self.scores[k] for k in keys]
 
     def _save(self) -> None:
-        if self.path is None:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(self.scores))
-        tmp.replace(self.path)
+        if self.path is not None:
+            write_atomically(self.path, lambda tmp: tmp.write_text(json.dumps(self.scores)))
 
 
 def rerank_systems(first_stage: Sequence[System], reranker: RerankScores, corpus: Corpus,
@@ -215,7 +216,7 @@ def hybrid_systems(dense: System, bm25: System, ids: Sequence[str], depth: int, 
     out = []
     for fusion, weight in (("rrf", None), ("weighted", dense_weight)):
         start = time.perf_counter()
-        ranked, scores = fuse_top_k(ids, (dense.ranked, dense.scores), (bm25.ranked, bm25.scores), weight, depth)
+        ranked, scores = fuse_top_k(ids, dense.top(), bm25.top(), weight, depth)
         info = _first_stage_info(dense)
         info.update({"first_stage": "hybrid", "fusion": fusion, "seconds": round(time.perf_counter() - start, 3)})
         if weight is not None:
@@ -236,10 +237,7 @@ def fused_rerank_system(first_stage: System, reranked: System, ids: Sequence[str
     the evidence it had.
     """
     start = time.perf_counter()
-    heads = [(row[:top_n], score_row[:top_n]) for row, score_row in zip(reranked.ranked, reranked.scores)]
-    first = [(row[:top_n], score_row[:top_n]) for row, score_row in zip(first_stage.ranked, first_stage.scores)]
-    ranked, scores = fuse_top_k(ids, ([h[0] for h in heads], [h[1] for h in heads]),
-                                ([f[0] for f in first], [f[1] for f in first]), reranker_weight, top_n)
+    ranked, scores = fuse_top_k(ids, reranked.top(top_n), first_stage.top(top_n), reranker_weight, top_n)
     for qi, row in enumerate(first_stage.ranked):
         ranked[qi] = ranked[qi] + row[top_n:]
         scores[qi] = scores[qi] + [float("-inf")] * len(row[top_n:])
@@ -280,10 +278,8 @@ def add_per_query_metrics(system: System, values: Sequence[dict[str, float | Non
 
 def selection_metric(main_metric: str) -> str:
     """The metric fusion weights are chosen on: the main metric when it is a ranking metric, else its nearest one."""
-    from ragtune.core.metrics import RANKING_METRICS as ranking
-
     name, _, k = main_metric.partition("@")
-    if name in ranking:
+    if name in RANKING_METRICS:
         return main_metric
     return f"recall@{k}" if name == "context_recall" else f"ndcg@{k}"
 
@@ -311,8 +307,6 @@ class FusionWeights:
 
     @staticmethod
     def saved(spec: ModelSpec, key: str) -> float | None:
-        from ragtune.core.fusion import saved_weight
-
         return saved_weight(spec.path, key) if spec.path else None
 
     def _relevant(self) -> list[list[str]]:
@@ -320,8 +314,6 @@ class FusionWeights:
 
     def dense_weight(self, spec: ModelSpec, handle: EmbeddingModelHandle) -> tuple[float, str]:
         """The dense score's weight against BM25 for ``spec`` (its handle still loaded) and its source."""
-        from ragtune.core.fusion import choose_weight, runs_from_top_k
-
         saved = self.saved(spec, "dense_weight")
         train_dense = None
         if self.train and (saved is None or self.rerankers_need_train):
@@ -334,9 +326,8 @@ class FusionWeights:
             logger.info("%s + bm25: dense weight %g from the model's metrics.json", spec.label, weight)
         elif train_dense is not None:
             ids = self.corpus.ids
-            weight, tried = choose_weight(runs_from_top_k(ids, train_dense.ranked, train_dense.scores),
-                                          runs_from_top_k(ids, self._bm25_train.ranked, self._bm25_train.scores),
-                                          self._relevant(), self.metric)
+            weight, tried = choose_weight(runs_from_top_k(ids, *train_dense.top()),
+                                          runs_from_top_k(ids, *self._bm25_train.top()), self._relevant(), self.metric)
             source = "train_data"
             logger.info("%s + bm25: dense weight %g chosen on %d --train_data queries (%s %.4f; 0.5 gives %.4f)",
                         spec.label, weight, len(self.train), self.metric, tried[weight], tried[0.5])
@@ -345,8 +336,7 @@ class FusionWeights:
             logger.warning("%s + bm25: no fusion weight in the model's metrics.json and no --train_data to choose "
                            "one on: the weighted hybrid uses 0.5", spec.label)
         if train_dense is not None:
-            ranked, scores = fuse_top_k(self.corpus.ids, (train_dense.ranked, train_dense.scores),
-                                        (self._bm25_train.ranked, self._bm25_train.scores), weight, self.depth)
+            ranked, scores = fuse_top_k(self.corpus.ids, train_dense.top(), self._bm25_train.top(), weight, self.depth)
             self._train_first_stage[spec.name] = System(name=f"{spec.label} + bm25 (train)", kind="hybrid",
                                                         embedding_model=spec.name, ranked=ranked, scores=scores)
         return weight, source
@@ -356,8 +346,6 @@ class FusionWeights:
 
         Chosen on --train_data, the train queries' candidates are reranked: reranker calls, cached.
         """
-        from ragtune.core.fusion import choose_weight, run_from_arrays
-
         saved = self.saved(spec, "reranker_weight")
         if saved is not None:
             logger.info("%s + %s: reranker weight %g from the reranker's metrics.json", first_stage.name, spec.label,
@@ -371,10 +359,7 @@ class FusionWeights:
         (reranked,) = rerank_systems([train_first], scorer, self.corpus, self.train, self.top_n, self.device,
                                      self.batch_size)
         ids, n = self.corpus.ids, self.top_n
-        weight, tried = choose_weight([run_from_arrays(ids, r[:n], s[:n]) for r, s in zip(reranked.ranked,
-                                                                                            reranked.scores)],
-                                      [run_from_arrays(ids, r[:n], s[:n]) for r, s in zip(train_first.ranked,
-                                                                                            train_first.scores)],
+        weight, tried = choose_weight(runs_from_top_k(ids, *reranked.top(n)), runs_from_top_k(ids, *train_first.top(n)),
                                       self._relevant(), self.metric)
         logger.info("%s + %s: reranker weight %g chosen on %d --train_data queries (%s %.4f; 0.5 gives %.4f)",
                     first_stage.name, spec.label, weight, len(self.train), self.metric, tried[weight], tried[0.5])

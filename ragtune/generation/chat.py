@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from typing import Any
-from ragtune.generation.prompt import Messages
 
+from ragtune.generation.prompt import Messages
 
 # End-of-turn tokens of common chat templates (ChatML/Qwen/SmolLM, Llama 3, Gemma, Phi-3).
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>")

@@ -11,10 +11,25 @@ import logging
 from pathlib import Path
 from typing import Any, Sequence
 
+import torch
+
 from ragtune.core.errors import UserError
+from ragtune.core.model_specs import is_gguf
 from ragtune.core.models import explain_load_failure
-from ragtune.generation.prompt import Messages
 from ragtune.generation.chat import encode, end_of_turn_ids, render_chat
+from ragtune.generation.prompt import Messages
+
+__all__ = [
+    "generate",
+    "generate_from_messages",
+    "generation_config_for",
+    "is_gguf",
+    "load_causal_lm",
+    "load_generator",
+    "load_tokenizer",
+    "prompt_ids_for",
+    "split_gguf",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -24,15 +39,11 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
 def split_gguf(name: str) -> tuple[str, dict[str, Any]]:
     """``path/model.gguf`` -> (folder, {"gguf_file": "model.gguf"}): transformers loads GGUF from a folder + file."""
     path = Path(name).expanduser()
-    if path.suffix.lower() == ".gguf":
+    if is_gguf(path):
         if not path.is_file():
             raise UserError(f"--base_model: GGUF file not found: {path}")
         return str(path.parent), {"gguf_file": path.name}
     return name, {}
-
-
-def is_gguf(name: str) -> bool:
-    return Path(name).suffix.lower() == ".gguf"
 
 
 def load_tokenizer(name: str, flag: str = "--base_model", chat_template_file: str | None = None):
@@ -112,7 +123,8 @@ def load_generator(base: str, adapter: str | None = None, device: str | None = N
     if adapter_dir is not None and not (adapter_dir / "adapter_config.json").is_file():
         raise UserError(f"{adapter_flag}: {adapter} is not a peft adapter folder (no adapter_config.json)")
     has_tokenizer = adapter_dir is not None and any((adapter_dir / f).is_file() for f in TOKENIZER_FILES)
-    tokenizer = load_tokenizer(str(adapter_dir) if has_tokenizer else base, adapter_flag if has_tokenizer else base_flag)
+    tokenizer = (load_tokenizer(str(adapter_dir), adapter_flag) if has_tokenizer
+                 else load_tokenizer(base, base_flag))
     model = load_causal_lm(base, dtype=dtype, flag=base_flag)
     if adapter_dir is not None:
         from peft import PeftModel
@@ -143,8 +155,6 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[Sequence[int]], max_n
 
     Prompts longer than ``max_input_tokens`` keep their end (the question sits at the end of the prompt).
     """
-    import torch
-
     config = generation_config_for(model, tokenizer, max_new_tokens)
     pad = tokenizer.pad_token_id
     device = next(model.parameters()).device

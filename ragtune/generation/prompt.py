@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from ragtune.core.model_specs import saved_metrics
+
 Messages = list[dict[str, str]]
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -41,15 +43,8 @@ def trained_system_prompt(adapter_dir: str | None) -> str | None:
     evaluate_rag.py builds its generator prompts with this, so a --system_prompt used in training
     is used in evaluation too.
     """
-    import json
-    from pathlib import Path
-
     if adapter_dir:
-        path = Path(adapter_dir).expanduser() / "metrics.json"
-        try:
-            config = json.loads(path.read_text(encoding="utf-8")).get("config", {})
-        except (OSError, ValueError):
-            config = {}
-        if "system_prompt" in config:
+        config = saved_metrics(adapter_dir).get("config")
+        if isinstance(config, dict) and "system_prompt" in config:
             return config["system_prompt"] or None
     return DEFAULT_SYSTEM_PROMPT

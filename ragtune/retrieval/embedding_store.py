@@ -11,13 +11,14 @@ plain file reads, so with the chunked top-k (:mod:`ragtune.core.ranking`) reside
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -50,23 +51,22 @@ class EmbeddingStore:
         self.n, self.dim = shape
 
     @staticmethod
-    def write(path: Path, n_rows: int, blocks: Iterable[np.ndarray]) -> "EmbeddingStore":
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-        written = 0
-        with open(tmp, "wb") as handle:
-            for block in blocks:
-                block = np.ascontiguousarray(block, dtype="<f4")
-                if written == 0:
-                    header = {"descr": "<f4", "fortran_order": False, "shape": (n_rows, block.shape[1])}
-                    np.lib.format.write_array_header_1_0(handle, header)
-                handle.write(block.tobytes())
-                written += block.shape[0]
-        if written != n_rows:
-            tmp.unlink(missing_ok=True)
-            raise RuntimeError(f"expected {n_rows} embeddings, encoded {written}")
-        tmp.replace(path)
+    def write(path: Path, n_rows: int, blocks: Iterable[np.ndarray]) -> EmbeddingStore:
+        def write_blocks(tmp: Path) -> None:
+            written = 0
+            with open(tmp, "wb") as handle:
+                for block in blocks:
+                    block = np.ascontiguousarray(block, dtype="<f4")
+                    if written == 0:
+                        header = {"descr": "<f4", "fortran_order": False, "shape": (n_rows, block.shape[1])}
+                        np.lib.format.write_array_header_1_0(handle, header)
+                    handle.write(block.tobytes())
+                    written += block.shape[0]
+            if written != n_rows:
+                tmp.unlink(missing_ok=True)
+                raise RuntimeError(f"expected {n_rows} embeddings, encoded {written}")
+
+        write_atomically(path, write_blocks)
         return EmbeddingStore(path)
 
     def chunks(self, chunk_size: int) -> Iterator[tuple[int, np.ndarray]]:
@@ -86,6 +86,38 @@ class EmbeddingStore:
 def cache_key(payload: Any) -> str:
     """sha256 of a JSON-able description of what a cache file holds."""
     return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str).encode()).hexdigest()
+
+
+def cache_file(cache_dir: str | Path, folder: str, prefix: str, payload: Any, suffix: str) -> Path:
+    """``<cache_dir>/<folder>/<prefix>-<key><suffix>``, the key a hash of ``payload``: all that shapes the file."""
+    return Path(cache_dir) / folder / f"{prefix}-{cache_key(payload)[:24]}{suffix}"
+
+
+def write_atomically(path: str | Path, write: Callable[[Path], None], suffix: str = "") -> None:
+    """``write(tmp)`` into a temporary file of this process, then rename it over ``path`` (folders created).
+
+    An interrupted run leaves no half-written cache file, and two runs sharing a cache folder never
+    write into the same temporary file. ``suffix`` ends the temporary name (``np.save`` wants ".npy").
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp{suffix}")
+    write(tmp)
+    tmp.replace(path)
+
+
+def load_model(loader: Callable[..., Any], spec: ModelSpec, device: str | None, max_seq_length: int | None,
+               length_flag: str = "--max_seq_length", **kwargs: Any) -> Any:
+    """``loader`` (SentenceTransformer, CrossEncoder) on the model ``spec`` names, on ``device``, its inputs cut
+    at ``max_seq_length`` (at most the model's limit); a Hub model downloaded now gets its snapshot hashed."""
+    # Imported here: ragtune.core.models imports torch, which a run that finds everything cached never needs.
+    from ragtune.core.models import load_with_max_length
+
+    if device:
+        kwargs["device"] = device
+    model = load_with_max_length(loader, spec.name, spec.flag, max_seq_length, length_flag, **kwargs)
+    refresh_after_download(spec)
+    return model
 
 
 @dataclass
@@ -118,17 +150,10 @@ class EmbeddingModelHandle:
 
     def model(self):
         if self._model is None:
-            from sentence_transformers import SentenceTransformer
-
-            from ragtune.core.models import clamp_max_seq_length, load_or_explain, model_position_limit
+            from sentence_transformers import SentenceTransformer  # heavy (torch, transformers): only on a cache miss
 
             logger.info("Loading embedding model %s", self.run.spec.name)
-            kwargs = {"device": self.device} if self.device else {}
-            self._model = load_or_explain(SentenceTransformer, self.run.spec.name, self.run.spec.flag, **kwargs)
-            if self.run.max_seq_length:
-                self._model.max_seq_length = clamp_max_seq_length(self.run.max_seq_length,
-                                                                  model_position_limit(self._model))
-            refresh_after_download(self.run.spec)
+            self._model = load_model(SentenceTransformer, self.run.spec, self.device, self.run.max_seq_length)
         return self._model
 
     def encode_queries(self, texts: Sequence[str], show_progress: bool = False) -> np.ndarray:
@@ -144,8 +169,6 @@ class EmbeddingModelHandle:
 
     def release(self) -> None:
         self._model = None
-        import gc
-
         gc.collect()
 
 
@@ -157,9 +180,7 @@ def passage_store(handle: EmbeddingModelHandle, corpus: Corpus, cache_dir: Path,
     fingerprint = corpus_fingerprint or corpus.fingerprint()
     if handle.run.spec.path is None:  # a Hub model not downloaded yet: its hash is known once it is
         handle.model()
-    key = cache_key(handle.run.key(fingerprint))[:24]
-    folder = Path(cache_dir) / "embeddings"
-    path = folder / f"passages-{key}.npy"
+    path = cache_file(cache_dir, "embeddings", "passages", handle.run.key(fingerprint), ".npy")
     if path.exists():
         try:
             store = EmbeddingStore(path)
@@ -184,7 +205,7 @@ def passage_store(handle: EmbeddingModelHandle, corpus: Corpus, cache_dir: Path,
         store = EmbeddingStore.write(path, len(corpus), blocks())
     finally:
         bar.close()
-    folder.joinpath(f"passages-{key}.json").write_text(json.dumps(
+    path.with_suffix(".json").write_text(json.dumps(
         {**handle.run.key(fingerprint), "model_name": handle.run.spec.name, "passages": len(corpus),
          "dim": store.dim}, indent=2, ensure_ascii=False))
     return store, False
@@ -193,8 +214,8 @@ def passage_store(handle: EmbeddingModelHandle, corpus: Corpus, cache_dir: Path,
 def query_embeddings(handle: EmbeddingModelHandle, texts: Sequence[str],
                      cache_dir: Path | None) -> tuple[np.ndarray, bool]:
     """Query embeddings from the cache, or encoded in batches and cached."""
-    key = cache_key({**handle.run.key(""), "queries": cache_key(list(texts))})[:24]
-    path = Path(cache_dir) / "embeddings" / f"queries-{key}.npy" if cache_dir else None
+    payload = {**handle.run.key(""), "queries": cache_key(list(texts))}
+    path = cache_file(cache_dir, "embeddings", "queries", payload, ".npy") if cache_dir else None
     if path is not None and path.exists():
         try:
             emb = np.load(path)
@@ -204,8 +225,5 @@ def query_embeddings(handle: EmbeddingModelHandle, texts: Sequence[str],
             pass
     emb = handle.encode_queries(texts)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + f".{os.getpid()}.tmp.npy")
-        np.save(tmp, emb)
-        tmp.replace(path)
+        write_atomically(path, lambda tmp: np.save(tmp, emb), suffix=".npy")
     return emb, False

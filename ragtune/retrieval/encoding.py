@@ -1,4 +1,4 @@
-"""Encoding during training with the model's own query/passage prompts.
+"""Query and passage embeddings as tensors, with the model's own prompts: for training, mining and the first stage.
 
 Top-k is :func:`ragtune.core.ranking.dense_top_k`, the one ``evaluate_rag.py`` uses, with the corpus'
 ``tie_ranks`` so that tied scores are ordered as trec_eval orders them.

@@ -17,8 +17,10 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from ragtune.core.bm25 import BM25Index
-from ragtune.core.ranking import bm25_top_k, dense_top_k, tie_ranks
 from ragtune.core.data import Corpus, LabelledQuery
+from ragtune.core.errors import UserError
+from ragtune.core.fusion import fuse_all, ranking, runs_from_top_k
+from ragtune.core.ranking import bm25_top_k, dense_top_k, tie_ranks
 
 logger = logging.getLogger(__name__)
 
@@ -55,58 +57,52 @@ def mine_candidates(queries: Sequence[LabelledQuery], corpus: Corpus, source: st
     """
     lo, hi = rank_range
     if lo < 1 or hi < lo:
-        from ragtune.core.errors import UserError
-
         raise UserError(f"--hard_negative_range must be two ranks 1 <= MIN <= MAX, got {lo} {hi}")
-    texts = [q.query for q in queries]
-    rankings: list[list[list[str]]] = []
-    used: list[str] = []
     if source == "hybrid" and dense_model is None:
         logger.warning("Hybrid hard-negative mining needs a dense model; mining from BM25 alone")
         source = "bm25"
-    hybrid = source == "hybrid"
-    bm25_run = dense_run = None
+    texts = [q.query for q in queries]
+    tie_rank = tie_ranks(corpus.ids)
+    top_k: dict[str, tuple] = {}  # (corpus indices, scores) per query, of each source used
     if source in ("bm25", "both", "hybrid"):
-        index = bm25_index if bm25_index is not None else BM25Index(corpus.texts)
-        idx, scores = bm25_top_k(index, texts, hi, tie_ranks(corpus.ids))
-        if hybrid:
-            bm25_run = (idx, scores)
-        else:
-            rankings.append([[corpus.ids[i] for i in row] for row in idx])
-            used.append("bm25")
+        top_k["bm25"] = bm25_top_k(bm25_index if bm25_index is not None else BM25Index(corpus.texts), texts, hi,
+                                   tie_rank)
     if source in ("dense", "both", "hybrid") and dense_model is not None:
-        from ragtune.retrieval.encoding import encode_passages, encode_queries
-
-        q_emb = encode_queries(dense_model, texts, batch_size=batch_size)
-        p_emb = passage_embeddings
-        if p_emb is None:
-            p_emb = encode_passages(dense_model, corpus.texts, batch_size=batch_size,
-                                    show_progress_bar=len(corpus) > 1000)
-        idx, scores = dense_top_k(q_emb, p_emb, hi, tie_ranks(corpus.ids))
-        if hybrid:
-            dense_run = (idx, scores)
-        else:
-            rankings.append([[corpus.ids[i] for i in row] for row in idx])
-            used.append("dense")
-    if hybrid:
-        from ragtune.core.fusion import fuse_all, ranking as fused_order, runs_from_top_k
-
-        fused = fuse_all(runs_from_top_k(corpus.ids, *dense_run), runs_from_top_k(corpus.ids, *bm25_run),
+        top_k["dense"] = _dense_top_k(dense_model, texts, corpus, hi, tie_rank, batch_size, passage_embeddings)
+    if source == "hybrid":
+        fused = fuse_all(runs_from_top_k(corpus.ids, *top_k["dense"]), runs_from_top_k(corpus.ids, *top_k["bm25"]),
                          dense_weight)
-        rankings.append([fused_order(run)[:hi] for run in fused])
-        used.append("hybrid")
-    per_query = []
-    for qi, query in enumerate(queries):
-        relevant = set(query.relevant_ids)
-        merged: list[str] = list(query.given_negative_ids)
-        # Interleave the sources rank by rank so both contribute the hardest candidates.
-        for rank in range(lo - 1, hi):
-            for ranking in rankings:
-                row = ranking[qi]
-                if rank < len(row) and row[rank] not in relevant and row[rank] not in merged:
-                    merged.append(row[rank])
-        per_query.append([pid for pid in merged if pid not in relevant])
-    return NegativeCandidates(per_query=per_query, sources=used)
+        rankings = {"hybrid": [ranking(run)[:hi] for run in fused]}
+    else:
+        rankings = {name: [[corpus.ids[i] for i in row] for row in idx] for name, (idx, _) in top_k.items()}
+    per_query = [_interleave([ranked[qi] for ranked in rankings.values()], query, lo, hi)
+                 for qi, query in enumerate(queries)]
+    return NegativeCandidates(per_query=per_query, sources=list(rankings))
+
+
+def _dense_top_k(model, texts: Sequence[str], corpus: Corpus, k: int, tie_rank, batch_size: int,
+                 passage_embeddings=None) -> tuple:
+    """The dense model's top ``k`` per query text; the corpus is encoded unless its embeddings are given."""
+    # Imported here: ragtune.retrieval.encoding imports torch, which BM25-only mining never needs.
+    from ragtune.retrieval.encoding import encode_passages, encode_queries
+
+    q_emb = encode_queries(model, texts, batch_size=batch_size)
+    if passage_embeddings is None:
+        passage_embeddings = encode_passages(model, corpus.texts, batch_size=batch_size,
+                                             show_progress_bar=len(corpus) > 1000)
+    return dense_top_k(q_emb, passage_embeddings, k, tie_rank)
+
+
+def _interleave(rankings: Sequence[Sequence[str]], query: LabelledQuery, lo: int, hi: int) -> list[str]:
+    """The query's given negatives, then the sources' ranks ``lo``..``hi`` interleaved rank by rank (so each source
+    contributes its hardest candidates first), without duplicates and without any passage relevant to the query."""
+    relevant = set(query.relevant_ids)
+    merged: list[str] = list(query.given_negative_ids)
+    for rank in range(lo - 1, hi):
+        for row in rankings:
+            if rank < len(row) and row[rank] not in relevant and row[rank] not in merged:
+                merged.append(row[rank])
+    return [pid for pid in merged if pid not in relevant]
 
 
 def draw_negatives(candidates: Sequence[str], count: int, rng: random.Random,
