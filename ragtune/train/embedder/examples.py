@@ -9,7 +9,7 @@ from typing import Sequence
 
 from datasets import Dataset
 
-from ragtune.core.data import Corpus, LabelledQuery
+from ragtune.core.data import Corpus, LabelledQuery, query_key, relevant_ids_by_query
 from ragtune.retrieval.negatives import NegativeCandidates, draw_negatives, draw_random_negatives
 
 logger = logging.getLogger(__name__)
@@ -40,11 +40,9 @@ def build_training_examples(queries: Sequence[LabelledQuery], corpus: Corpus, ca
         columns[f"negative_{j + 1}"] = []
     row_query, row_ids = [], []
     dropped = 0
-    relevant_by_query: dict[str, set[str]] = {}
-    for query in queries:
-        relevant_by_query.setdefault(query.query.casefold(), set()).update(query.relevant_ids)
+    relevant_by_query = relevant_ids_by_query(queries)
     for qi, query in enumerate(queries):
-        key = query.query.casefold()
+        key = query_key(query.query)
         # Exclude everything relevant to this query text, across duplicate rows too.
         relevant = relevant_by_query[key]
         for pid in query.relevant_ids:

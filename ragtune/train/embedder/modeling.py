@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ragtune.core.models import clamp_max_seq_length, freeze_bottom_layers, load_or_explain, model_position_limit
+from ragtune.core.models import freeze_bottom_layers, load_with_max_length
 
 
 def load_embedding_model(args: argparse.Namespace):
@@ -15,8 +15,7 @@ def load_embedding_model(args: argparse.Namespace):
     """
     from sentence_transformers import SentenceTransformer
 
-    model = load_or_explain(SentenceTransformer, args.base_model, "--base_model")
-    model.max_seq_length = clamp_max_seq_length(args.max_seq_length, model_position_limit(model))
+    model = load_with_max_length(SentenceTransformer, args.base_model, "--base_model", args.max_seq_length)
     if args.query_prompt is not None:
         model.prompts["query"] = args.query_prompt
     if args.passage_prompt is not None:

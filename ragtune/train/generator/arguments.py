@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ragtune.audit import add_audit_args
 from ragtune.core.answer_metrics import REFERENCE_ANSWER_METRICS
 from ragtune.core.errors import UserError
+from ragtune.core.model_specs import is_gguf
 from ragtune.generation.prompt import DEFAULT_SYSTEM_PROMPT, DEFAULT_UNANSWERABLE_ANSWER
 from ragtune.train.arguments import (
     add_data_args,
@@ -15,6 +17,7 @@ from ragtune.train.arguments import (
     new_training_parser,
     validate_training_args,
 )
+from ragtune.train.generator.lora import check_qlora_available
 
 DEFAULT_BASE_MODEL = "Qwen/Qwen2.5-1.5B-Instruct"
 
@@ -94,14 +97,9 @@ def validate_args(args: argparse.Namespace) -> None:
         if not ok:
             raise UserError(message)
     if args.chat_template:
-        from pathlib import Path
-
         if not Path(args.chat_template).is_file():
             raise UserError(f"--chat_template: file not found: {args.chat_template}")
     if args.qlora:
-        from ragtune.generation.inference import is_gguf
-        from ragtune.train.generator.lora import check_qlora_available
-
         if is_gguf(args.base_model):
             raise UserError("--qlora: a GGUF base is dequantised on loading and is not re-quantised to 4-bit here; "
                             "train LoRA on it without --qlora")

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from ragtune.core.errors import UserError
+from ragtune.generation.inference import load_causal_lm
 
 logger = logging.getLogger(__name__)
 
@@ -120,8 +121,6 @@ def torch_dtype(precision_name: str):
 def load_base_for_training(name: str, precision_name: str, qlora: bool, device: str | None = None):
     """The frozen base: in the AMP dtype on a GPU (a 7B base in fp32 would not fit a T4), fp32 on CPU,
     or 4-bit NF4 placed on this process's GPU."""
-    from ragtune.generation.inference import load_causal_lm
-
     dtype = torch_dtype(precision_name)
     if qlora:
         return load_causal_lm(name, dtype=dtype, quantization_config=quantization_config(dtype),

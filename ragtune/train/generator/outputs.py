@@ -7,6 +7,7 @@ from typing import Any
 
 from ragtune.core.answer_metrics import REFERENCE_ANSWER_METRICS
 from ragtune.core.model_card import write_card
+from ragtune.core.model_specs import is_gguf
 
 
 def metrics_table(before: dict[str, float], after: dict[str, float]) -> str:
@@ -27,7 +28,7 @@ def write_adapter_card(output_dir: str | Path, base_model: str, before: dict[str
     results = [EvalResult(task_type="text-generation", dataset_type="dev", dataset_name="held-out dev queries",
                           metric_type=name, metric_name=name, metric_value=round(float(after[name]), 4))
                for name in REFERENCE_ANSWER_METRICS if after.get(name) is not None]
-    gguf = base_model.endswith(".gguf")
+    gguf = is_gguf(base_model)
     data = ModelCardData(base_model=None if gguf else base_model, library_name="peft", language=["vi"],
                          tags=["lora", "rag", "ragtune", "text-generation"], pipeline_tag="text-generation",
                          model_name=Path(output_dir).name, eval_results=results or None)

@@ -15,6 +15,7 @@ from typing import Any
 
 from transformers import Trainer
 
+from ragtune.train.distributed import compute_on_main_and_share
 from ragtune.train.generator.evaluator import DevAnswerEvaluator
 
 
@@ -35,8 +36,6 @@ class GeneratorTrainer(Trainer):
         output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys,
                                          metric_key_prefix)
         if self.answer_evaluator is not None and len(self.answer_evaluator):
-            from ragtune.train.distributed import compute_on_main_and_share
-
             model = self.accelerator.unwrap_model(self.model)
             metrics = compute_on_main_and_share(lambda: self.answer_evaluator(model))
             output.metrics.update({f"{metric_key_prefix}_{k}": v for k, v in metrics.items()})

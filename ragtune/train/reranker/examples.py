@@ -9,7 +9,7 @@ from typing import Sequence
 
 from datasets import Dataset
 
-from ragtune.core.data import Corpus, LabelledQuery, count_pairs
+from ragtune.core.data import Corpus, LabelledQuery, count_pairs, query_key, relevant_ids_by_query
 from ragtune.core.fusion import ranking
 from ragtune.retrieval.first_stage import FirstStage
 from ragtune.retrieval.negatives import NegativeCandidates, draw_negatives, draw_random_negatives, mining_source
@@ -50,18 +50,10 @@ class RerankerExamples:
         return self.num_negatives / max(1, self.num_positives)
 
 
-def relevant_by_query_text(queries: Sequence[LabelledQuery]) -> dict[str, set[str]]:
-    """Every passage labelled relevant to a query text, across rows that repeat the query."""
-    relevant: dict[str, set[str]] = {}
-    for query in queries:
-        relevant.setdefault(query.query.casefold(), set()).update(query.relevant_ids)
-    return relevant
-
-
 def clamp_negative_counts(queries: Sequence[LabelledQuery], corpus: Corpus, num_hard: int,
                           num_random: int) -> tuple[int, int]:
     """Cut the negatives per positive to what the corpus holds besides the query's relevant passages."""
-    relevant = relevant_by_query_text(queries)
+    relevant = relevant_ids_by_query(queries)
     available = len(corpus) - min((len(ids) for ids in relevant.values()), default=0)
     if num_hard > available:
         logger.warning("--num_hard_negatives %d is more than the corpus allows: it has at most %d passages not "
@@ -85,11 +77,11 @@ def build_reranker_examples(queries: Sequence[LabelledQuery], corpus: Corpus, ca
     holds fewer non-relevant passages get fewer (see :func:`clamp_negative_counts`).
     """
     rng = random.Random(seed)
-    relevant_by_query = relevant_by_query_text(queries)
+    relevant_by_query = relevant_ids_by_query(queries)
     groups: list[ExampleGroup] = []
     filled = 0
     for qi, query in enumerate(queries):
-        relevant = relevant_by_query[query.query.casefold()]
+        relevant = relevant_by_query[query_key(query.query)]
         pool = candidates.per_query[qi] if candidates is not None else []
         used: set[str] = set()
         for pid in query.relevant_ids:

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from ragtune.core.models import clamp_max_seq_length, load_or_explain, model_position_limit
+from ragtune.core.models import load_or_explain, load_with_max_length
 
 logger = logging.getLogger(__name__)
 
@@ -44,19 +44,8 @@ def load_reranker(name: str, max_seq_length: int, flag: str = "--base_model", de
         logger.warning("%s %s has no sequence-classification head (architectures: %s): adding a new 1-logit head, "
                        "which starts untrained (the 'base' dev metrics are those of a random head)", flag, name,
                        ", ".join(architectures) or "none recorded")
-    model = load_or_explain(CrossEncoder, name, flag, num_labels=1, max_length=max_seq_length,
-                            model_kwargs=model_kwargs, device=device)
-    model.max_seq_length = clamp_max_seq_length(max_seq_length, model_position_limit(model))
-    return model
-
-
-# ---------------------------------------------------------------------------- training pairs
-
-
-# ---------------------------------------------------------------------------- batching
-
-
-# ---------------------------------------------------------------------------- first stage
+    return load_with_max_length(CrossEncoder, name, flag, max_seq_length, num_labels=1, max_length=max_seq_length,
+                                model_kwargs=model_kwargs, device=device)
 
 
 # ---------------------------------------------------------------------------- dev evaluator
