@@ -22,14 +22,13 @@ import logging
 from typing import Sequence
 
 import torch
-from sentence_transformers import SentenceTransformer
 from transformers import DataCollatorForSeq2Seq, TrainingArguments
 
 from ragtune.core.answer_metrics import REFERENCE_ANSWER_METRICS
 from ragtune.core.errors import run_main
-from ragtune.core.models import load_or_explain
 from ragtune.generation.chat import end_of_turn_ids
 from ragtune.generation.inference import generation_config_for, load_tokenizer
+from ragtune.retrieval.encoding import load_embedding_model
 from ragtune.train.generator.arguments import build_parser as kind_parser
 from ragtune.train.generator.arguments import validate_args
 from ragtune.train.generator.data import load_generator_data
@@ -58,12 +57,9 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence = ()) -> int:
     validate_args(args)
 
     # Data: everything is checked before anything is written. Every rank builds the same (seeded) examples.
-    embedding_model = load_or_explain(SentenceTransformer, args.embedding_model, "--embedding_model") \
-        if args.embedding_model else None
     data = load_generator_data(args.train_data, args.corpus, args.dev_ratio, args.seed, args.num_distractors,
                                args.system_prompt or None, args.unanswerable_ratio, args.unanswerable_answer,
-                               embedding_model, audit=run.audit)
-    embedding_model = None
+                               load_embedding_model(args.embedding_model), audit=run.audit)
     has_dev = bool(data.dev)
     plan = run.plan(
         TrainingArguments, has_dev=has_dev, per_device_eval_batch_size=args.batch_size, label_names=["labels"],

@@ -21,6 +21,7 @@ from sentence_transformers.cross_encoder import CrossEncoderTrainingArguments
 from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
 
 from ragtune.core.errors import run_main
+from ragtune.retrieval.encoding import load_embedding_model
 from ragtune.train.distributed import is_main_process
 from ragtune.train.reranker.arguments import build_parser as kind_parser
 from ragtune.train.reranker.arguments import validate_args
@@ -32,7 +33,7 @@ from ragtune.train.reranker.examples import (
     mine_and_retrieve,
     pair_lengths,
 )
-from ragtune.train.reranker.modeling import load_first_stage_model, load_reranker
+from ragtune.train.reranker.modeling import load_reranker
 from ragtune.train.reranker.trainer import RerankerTrainer
 from ragtune.train.runner import TrainingRun
 from ragtune.train.training_args import total_optimizer_steps
@@ -57,7 +58,7 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence = ()) -> int:
     plan = run.plan(CrossEncoderTrainingArguments, has_dev=bool(data.dev),
                     dataloader_pin_memory=torch.cuda.is_available())
     # Each process loads onto its own device (not all onto the first GPU); weights stay fp32.
-    embedding_model = load_first_stage_model(args.embedding_model, str(plan.device))
+    embedding_model = load_embedding_model(args.embedding_model, device=str(plan.device))
     model = load_reranker(args.base_model, args.max_seq_length, device=str(plan.device))
 
     # Hard negatives and the dev first stage: one index of the corpus, on the main process, shared.

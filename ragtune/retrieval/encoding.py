@@ -11,6 +11,8 @@ from typing import Sequence
 
 import torch
 
+from ragtune.core.models import load_or_explain
+
 logger = logging.getLogger(__name__)
 
 
@@ -24,3 +26,12 @@ def encode_passages(model, texts: Sequence[str], batch_size: int = 32, show_prog
     """Passages through ``encode_document`` so the passage prompt saved in the model is applied."""
     return model.encode_document(list(texts), batch_size=batch_size, convert_to_tensor=True,
                                  normalize_embeddings=True, show_progress_bar=show_progress_bar)
+
+
+def load_embedding_model(name: str | None, flag: str = "--embedding_model", device: str | None = None):
+    """An optional embedding model named by a flag (a SentenceTransformer), or None when the flag is unset."""
+    if not name:
+        return None
+    from sentence_transformers import SentenceTransformer
+
+    return load_or_explain(SentenceTransformer, name, flag, device=device)

@@ -1,4 +1,4 @@
-"""The reranker to fine-tune, and the optional embedding model used as its first stage.
+"""The reranker to fine-tune: a one-logit CrossEncoder, with a new head when the base has none.
 
 The reranker reads (query, passage) pairs and outputs one logit. It is trained pointwise with
 binary cross-entropy on every labelled positive (label 1) and, per positive, mined hard negatives
@@ -55,11 +55,3 @@ def load_reranker(name: str, max_seq_length: int, flag: str = "--base_model", de
 
 
 
-
-def load_first_stage_model(name: str | None, device: str):
-    """``--embedding_model`` (a SentenceTransformer), the dense first stage and mining source; None without it."""
-    if not name:
-        return None
-    from sentence_transformers import SentenceTransformer
-
-    return load_or_explain(SentenceTransformer, name, "--embedding_model", device=device)
