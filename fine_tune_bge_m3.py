@@ -18,18 +18,17 @@ from sentence_transformers.sentence_transformer.losses import MultipleNegativesR
 from sentence_transformers.sentence_transformer.training_args import SentenceTransformerTrainingArguments
 
 from ragtune.core.errors import run_main
-from ragtune.core.metrics import DEFAULT_KS, TRAINING_METRICS
+from ragtune.retrieval.first_stage import FirstStage
 from ragtune.retrieval.negatives import mine_candidates, mining_source
 from ragtune.train.distributed import is_main_process
 from ragtune.train.embedder.arguments import build_parser as kind_parser
 from ragtune.train.embedder.arguments import validate_args
-from ragtune.train.embedder.evaluator import DevRetrievalEvaluator, final_dev_metrics, hybrid_on_dev
+from ragtune.train.embedder.evaluator import DevRetrievalEvaluator, dev_table, final_dev_metrics, hybrid_on_dev
 from ragtune.train.embedder.examples import build_training_examples
 from ragtune.train.embedder.modeling import load_embedding_model, training_prompts
 from ragtune.train.embedder.sampler import NoFalseNegativesBatchSampler, describe_batches
 from ragtune.train.embedder.trainer import EmbeddingTrainer
-from ragtune.train.outputs import format_metrics_table
-from ragtune.train.runner import TrainingRun
+from ragtune.train.runner import TrainingRun, warn_if_below_bm25
 
 logger = logging.getLogger("fine_tune_bge_m3")
 
@@ -53,8 +52,8 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence = ()) -> int:
     candidates = None
     source = mining_source(args.first_stage, args.hard_negative_source)
     if args.num_hard_negatives and source != "none":
-        candidates = run.share(lambda: mine_candidates(
-            data.train, data.corpus, source, tuple(args.hard_negative_range), dense_model=model))
+        candidates = run.share(lambda: mine_candidates(data.train, FirstStage(
+            data.corpus, model if source != "bm25" else None), source, tuple(args.hard_negative_range)))
     examples = build_training_examples(data.train, data.corpus, candidates, args.num_hard_negatives, args.seed)
     plan.arguments.prompts = training_prompts(model, examples.negatives_per_row)
 
@@ -76,15 +75,12 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence = ()) -> int:
 
     # The Trainer has loaded the best checkpoint (load_best_model_at_end): it is the final model.
     before, after = run.base_dev_metrics(trainer), final_dev_metrics(evaluator, model, trainer)
-    fusion, hybrid = hybrid_on_dev(data.corpus, model, data.dev, args.metric_for_best_model) \
-        if data.dev and is_main_process() else (None, {})
-    columns = {"base": before, "fine-tuned": after}
-    if hybrid:
-        columns[f"hybrid (BM25 + fine-tuned, dense weight {fusion['dense_weight']:.1f})"] = hybrid
-    table = (f"Dev metrics ({len(data.dev)} held-out queries):\n"
-             + format_metrics_table(columns, TRAINING_METRICS, DEFAULT_KS)) if after else ""
+    fusion, hybrid, bm25 = hybrid_on_dev(data.corpus, model, data.dev, args.metric_for_best_model,
+                                         args.weight_rule) if data.dev and is_main_process() else (None, {}, {})
+    table = dev_table(len(data.dev), bm25, before, after, fusion, hybrid) if after else ""
+    warn_if_below_bm25(bm25, {"fine-tuned model": after, "hybrid": hybrid}, args.metric_for_best_model)
     code = run.finish(trainer, plan, save=trainer.save_model, table=table, metrics={
-        "dev_metrics": {"before": before, "after": after, **({"hybrid": hybrid} if hybrid else {})},
+        "dev_metrics": {"bm25": bm25, "before": before, "after": after, **({"hybrid": hybrid} if hybrid else {})},
         "fusion": fusion,
         "train_queries": len(data.train), "dev_queries": len(data.dev),
         "train_examples": len(examples.dataset), "dropped_training_rows": examples.dropped_rows,

@@ -22,6 +22,7 @@ from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
 
 from ragtune.core.errors import run_main
 from ragtune.retrieval.encoding import load_embedding_model
+from ragtune.retrieval.first_stage import HybridFusion
 from ragtune.train.distributed import is_main_process
 from ragtune.train.reranker.arguments import build_parser as kind_parser
 from ragtune.train.reranker.arguments import validate_args
@@ -35,7 +36,7 @@ from ragtune.train.reranker.examples import (
 )
 from ragtune.train.reranker.modeling import load_reranker
 from ragtune.train.reranker.trainer import RerankerTrainer
-from ragtune.train.runner import TrainingRun
+from ragtune.train.runner import TrainingRun, warn_if_below_bm25
 from ragtune.train.training_args import total_optimizer_steps
 
 logger = logging.getLogger("fine_tune_reranker")
@@ -64,7 +65,9 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence = ()) -> int:
     # Hard negatives and the dev first stage: one index of the corpus, on the main process, shared.
     mined = run.share(lambda: mine_and_retrieve(
         data.train, data.dev, data.corpus, embedding_model, args.hard_negative_source,
-        tuple(args.hard_negative_range), num_hard, args.rerank_top_n, first_stage=args.first_stage))
+        tuple(args.hard_negative_range), num_hard, args.rerank_top_n, first_stage=args.first_stage,
+        saved_fusion=HybridFusion.saved(args.embedding_model), metric=args.metric_for_best_model,
+        rule=args.weight_rule))
     embedding_model = None  # not needed while training: give its memory back
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -88,10 +91,12 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence = ()) -> int:
     before = run.base_dev_metrics(trainer)
     after = final_dev_metrics(evaluator, model, trainer)
     # The final score mixes the reranker's and the first stage's, with the weight chosen on dev and saved.
-    fusion, fused = fusion_record(evaluator, model, mined, args.metric_for_best_model) \
+    fusion, fused = fusion_record(evaluator, model, mined, args.metric_for_best_model, args.weight_rule) \
         if evaluator and is_main_process() else (None, {})
+    bm25 = evaluator.metrics_of(mined.bm25_dev) if evaluator else {}
     report = DevReport(mined.first_stage, args.rerank_top_n, args.base_model, len(data.dev),
-                       evaluator.first_stage_metrics if evaluator else {}, before, after, fusion, fused)
+                       evaluator.first_stage_metrics if evaluator else {}, bm25, before, after, fusion, fused)
+    warn_if_below_bm25(bm25, {"fine-tuned reranker": after, "fused reranker": fused}, args.metric_for_best_model)
 
     def save(output_dir: str) -> None:
         trainer.save_model(output_dir)

@@ -18,8 +18,9 @@ one per query. Fused rankings order ties the way trec_eval does (:func:`ragtune.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -33,6 +34,9 @@ RRF_K = 60
 # Weights tried by choose_weight: steps of 0.1 are as fine as 20-100 queries can tell apart.
 WEIGHT_GRID = tuple(round(0.1 * i, 1) for i in range(11))
 DEFAULT_METRIC = "ndcg@5"
+# How a fusion weight is picked from the grid (pick_weight); one_se survives 20 dev queries best (README).
+WEIGHT_RULES = ("one_se", "smoothed", "max")
+DEFAULT_WEIGHT_RULE = "one_se"
 
 
 def run_from_arrays(ids: Sequence[str], indices: Iterable[int], scores: Iterable[float]) -> dict[str, float]:
@@ -91,29 +95,106 @@ def fuse_all(runs_a: Sequence[Run], runs_b: Sequence[Run], weight: float | None)
     return [weighted_fusion(a, b, weight) for a, b in zip(runs_a, runs_b)]
 
 
-def choose_weight(runs_a: Sequence[Run], runs_b: Sequence[Run], relevant: Sequence[Iterable[str]],
-                  metric: str = DEFAULT_METRIC,
-                  grid: Sequence[float] = WEIGHT_GRID) -> tuple[float, dict[float, float]]:
-    """The weight of ``a`` in :func:`weighted_fusion` with the best mean ``metric`` on these queries.
+@dataclass(frozen=True)
+class WeightChoice:
+    """A fusion weight chosen on some queries, with what a reader needs to trust it.
 
-    Pass training or dev queries only: a weight chosen on the test queries makes the test numbers
-    optimistic. Returns the weight and the mean metric of every weight tried. Ties go to the weight
-    nearest 0.5: with no evidence for either run, the even mix is the safer bet on unseen queries.
+    ``weight`` is the first run's (the dense model against BM25; the reranker against its first stage).
+    ``value`` and ``standard_error`` are the mean ``metric`` at that weight on the queries it was chosen
+    on and its standard error; ``reference`` is the second run alone (weight 0: BM25, or the first stage);
+    ``best_weight``/``best_value`` the grid's maximum, which ``rule`` may have passed over; ``curve`` every
+    weight tried. All measured on the queries the weight was chosen on, so optimistic for the chosen one.
     """
+
+    weight: float
+    rule: str
+    metric: str
+    value: float
+    standard_error: float
+    reference: float
+    best_weight: float
+    best_value: float
+    queries: int
+    curve: dict[float, float] = field(default_factory=dict)
+
+    def record(self) -> dict[str, Any]:
+        """What metrics.json keeps of the choice (with the weight itself stored by the caller)."""
+        return {"rule": self.rule, "metric": self.metric, "chosen_value": round(self.value, 6),
+                "standard_error": round(self.standard_error, 6), "reference_value": round(self.reference, 6),
+                "best_weight": self.best_weight, "best_value": round(self.best_value, 6),
+                "chosen_on_queries": self.queries}
+
+
+def weight_curve(runs_a: Sequence[Run], runs_b: Sequence[Run], relevant: Sequence[Iterable[str]],
+                 metric: str = DEFAULT_METRIC, grid: Sequence[float] = WEIGHT_GRID) -> dict[float, np.ndarray]:
+    """Per weight of the grid, the per-query ``metric`` of ``weighted_fusion(a, b, weight)`` (one value per query)."""
     relevant = [list(r) for r in relevant]
     if not (len(runs_a) == len(runs_b) == len(relevant)) or not relevant:
-        raise ValueError(f"choose_weight needs one run of each kind and one relevant set per query, got "
+        raise ValueError(f"a fusion weight needs one run of each kind and one relevant set per query, got "
                          f"{len(runs_a)}, {len(runs_b)}, {len(relevant)}")
     name, k = split_metric_key(metric)
-    scores = {}
-    for weight in grid:
-        fused = fuse_all(runs_a, runs_b, float(weight))
-        scores[float(weight)] = float(np.mean([query_metrics(ranking(run), rel, (k,), (name,))[metric]
-                                               for run, rel in zip(fused, relevant)]))
-    best = max(scores.values())
+    if k is None:
+        raise ValueError(f"metric {metric!r} has no @k cutoff")
+    return {float(w): np.array([query_metrics(ranking(run), rel, (k,), (name,))[metric]
+                                for run, rel in zip(fuse_all(runs_a, runs_b, float(w)), relevant)])
+            for w in grid}
+
+
+def pick_weight(per_query: dict[float, np.ndarray], rule: str = DEFAULT_WEIGHT_RULE) -> float:
+    """The weight ``rule`` picks from per-query metric values (see :data:`WEIGHT_RULES`).
+
+    * ``one_se``: the one-standard-error rule (Breiman et al., CART; ESL 7.10): among the weights whose
+      mean is within one standard error of the best (the standard error of the paired per-query
+      difference from the best), the smallest, i.e. the smallest move away from the second run (BM25, or
+      the first stage). On 20 dev queries the maximum is often a lucky peak beside a cliff; the smallest
+      weight that is not measurably worse sits on the plateau that leads up to it.
+    * ``smoothed``: the maximum of the mean averaged with its grid neighbours (a plateau beats a spike).
+    * ``max``: the plain maximum (what 20 queries over-fit).
+
+    Ties go to the weight nearest 0.5: with no evidence either way the even mix is the safer bet.
+    """
+    weights = sorted(per_query)
+    means = {w: float(per_query[w].mean()) for w in weights}
+    if rule == "smoothed":
+        score = {w: float(np.mean([means[v] for v in weights[max(0, i - 1):i + 2]])) for i, w in enumerate(weights)}
+    else:
+        score = means
+    top = max(score.values())
     # Exact ties only would miss equal means that differ in the last float bit.
-    tied = [w for w, s in scores.items() if s >= best - 1e-12]
-    return min(tied, key=lambda w: (abs(w - 0.5), w)), scores
+    best = min((w for w in weights if score[w] >= top - 1e-12), key=lambda w: (abs(w - 0.5), w))
+    if rule in ("max", "smoothed"):
+        return best
+    if rule != "one_se":
+        raise ValueError(f"unknown weight rule {rule!r}; one of {', '.join(WEIGHT_RULES)}")
+    return min(w for w in weights if means[best] - means[w] <= paired_standard_error(per_query[best], per_query[w]))
+
+
+def paired_standard_error(a: np.ndarray, b: np.ndarray) -> float:
+    """Standard error of the mean per-query difference ``a - b`` (0 for fewer than two queries)."""
+    if len(a) < 2:
+        return 0.0
+    return float(np.std(a - b, ddof=1) / np.sqrt(len(a)))
+
+
+def choose_weight(runs_a: Sequence[Run], runs_b: Sequence[Run], relevant: Sequence[Iterable[str]],
+                  metric: str = DEFAULT_METRIC, grid: Sequence[float] = WEIGHT_GRID,
+                  rule: str = DEFAULT_WEIGHT_RULE) -> WeightChoice:
+    """The weight of ``a`` in :func:`weighted_fusion` that ``rule`` picks on these queries (:func:`pick_weight`).
+
+    Pass training or dev queries only: a weight chosen on the test queries makes the test numbers
+    optimistic. The runs are fused as given: pass each run's candidates at the depth the fusion will be
+    applied at (:class:`ragtune.retrieval.first_stage.HybridFusion` does), or the weight means something else.
+    """
+    per_query = weight_curve(runs_a, runs_b, relevant, metric, grid)
+    weight = pick_weight(per_query, rule)
+    best = pick_weight(per_query, "max")
+    values = per_query[weight]
+    se = float(np.std(values, ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0
+    reference = per_query.get(0.0)
+    return WeightChoice(weight=weight, rule=rule, metric=metric, value=float(values.mean()), standard_error=se,
+                        reference=float(reference.mean()) if reference is not None else float("nan"),
+                        best_weight=best, best_value=float(per_query[best].mean()), queries=len(values),
+                        curve={w: float(v.mean()) for w, v in per_query.items()})
 
 
 def fuse_top_k(ids: Sequence[str], a: tuple[Sequence[Sequence[int]], Sequence[Sequence[float]]],

@@ -3,10 +3,10 @@
 Why not ``sentence_transformers.util.mine_hard_negatives``: it has no lexical (BM25) or hybrid
 source, and it works on texts only (since 6.x it does exclude every positive of a repeated query,
 but it returns texts, not the passage ids that the reranker's examples, the dev first stage and the
-batch sampler need, and it encodes the corpus again on each call). Here each query's candidates come from one BM25 index
-and one dense encoding of the corpus (built once per run), cut to a rank window, with every
-passage labelled relevant to the query removed. ``hybrid`` mines from the fused BM25 + dense
-ranking (:mod:`ragtune.core.fusion`), the first stage a hybrid RAG pipeline retrieves with.
+batch sampler need, and it encodes the corpus again on each call). Here each query's candidates come
+from the run's one first stage (:class:`ragtune.retrieval.first_stage.FirstStage`: one BM25 index, one
+dense encoding of the corpus, the hybrid fused as everywhere else), cut to a rank window, with every
+passage labelled relevant to the query removed.
 """
 
 from __future__ import annotations
@@ -16,18 +16,13 @@ import random
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from ragtune.core.bm25 import BM25Index
 from ragtune.core.data import Corpus, LabelledQuery
 from ragtune.core.errors import UserError
-from ragtune.core.fusion import fuse_all, ranking, runs_from_top_k
-from ragtune.core.ranking import bm25_top_k, dense_top_k, tie_ranks
+from ragtune.retrieval.first_stage import FirstStage
 
 logger = logging.getLogger(__name__)
 
 NEGATIVE_SOURCES = ("bm25", "dense", "both", "hybrid", "none")
-FIRST_STAGES = ("bm25", "dense", "hybrid")
-# Dense weight of the hybrid ranking when none was chosen on dev queries: the even mix.
-DEFAULT_DENSE_WEIGHT = 0.5
 
 
 def mining_source(first_stage: str | None, hard_negative_source: str) -> str:
@@ -43,54 +38,27 @@ class NegativeCandidates:
     sources: list[str] = field(default_factory=list)
 
 
-def mine_candidates(queries: Sequence[LabelledQuery], corpus: Corpus, source: str = "both",
-                    rank_range: tuple[int, int] = (3, 50), dense_model=None,
-                    batch_size: int = 32, bm25_index: BM25Index | None = None,
-                    passage_embeddings=None, dense_weight: float = DEFAULT_DENSE_WEIGHT) -> NegativeCandidates:
+def mine_candidates(queries: Sequence[LabelledQuery], stage: FirstStage, source: str = "both",
+                    rank_range: tuple[int, int] = (3, 50)) -> NegativeCandidates:
     """Candidates from ranks ``rank_range[0]``..``rank_range[1]`` (1-based, inclusive) of each source.
 
     The window skips the very top ranks, where unlabelled true positives hide in small domain corpora.
-    A caller that also retrieves with the same corpus (e.g. a reranker's first stage) passes its
-    ``bm25_index`` and the dense model's ``passage_embeddings`` so the corpus is indexed only once.
-    ``hybrid`` ranks by :func:`ragtune.core.fusion.weighted_fusion` of the dense and BM25 scores with
-    ``dense_weight``; without a dense model it falls back to BM25 (with a warning).
+    ``stage`` is the first stage whose index, passage embeddings and hybrid fusion the ranks come from;
+    ``both`` interleaves BM25's and the dense model's ranks, ``hybrid`` takes the stage's fused ranking.
+    Without a dense model, dense sources fall back to BM25 (with a warning).
     """
     lo, hi = rank_range
     if lo < 1 or hi < lo:
         raise UserError(f"--hard_negative_range must be two ranks 1 <= MIN <= MAX, got {lo} {hi}")
-    if source == "hybrid" and dense_model is None:
-        logger.warning("Hybrid hard-negative mining needs a dense model; mining from BM25 alone")
+    if source in ("dense", "hybrid") and stage.embedding_model is None:
+        logger.warning("%s hard-negative mining needs a dense model; mining from BM25 alone", source.capitalize())
         source = "bm25"
+    kinds = {"both": ("bm25", "dense") if stage.embedding_model is not None else ("bm25",)}.get(source, (source,))
     texts = [q.query for q in queries]
-    tie_rank = tie_ranks(corpus.ids)
-    top_k: dict[str, tuple] = {}  # (corpus indices, scores) per query, of each source used
-    if source in ("bm25", "both", "hybrid"):
-        top_k["bm25"] = bm25_top_k(bm25_index if bm25_index is not None else BM25Index(corpus.texts), texts, hi,
-                                   tie_rank)
-    if source in ("dense", "both", "hybrid") and dense_model is not None:
-        top_k["dense"] = _dense_top_k(dense_model, texts, corpus, hi, tie_rank, batch_size, passage_embeddings)
-    if source == "hybrid":
-        fused = fuse_all(runs_from_top_k(corpus.ids, *top_k["dense"]), runs_from_top_k(corpus.ids, *top_k["bm25"]),
-                         dense_weight)
-        rankings = {"hybrid": [ranking(run)[:hi] for run in fused]}
-    else:
-        rankings = {name: [[corpus.ids[i] for i in row] for row in idx] for name, (idx, _) in top_k.items()}
+    rankings = {kind: stage.rankings(texts, hi, kind) for kind in kinds}
     per_query = [_interleave([ranked[qi] for ranked in rankings.values()], query, lo, hi)
                  for qi, query in enumerate(queries)]
     return NegativeCandidates(per_query=per_query, sources=list(rankings))
-
-
-def _dense_top_k(model, texts: Sequence[str], corpus: Corpus, k: int, tie_rank, batch_size: int,
-                 passage_embeddings=None) -> tuple:
-    """The dense model's top ``k`` per query text; the corpus is encoded unless its embeddings are given."""
-    # Imported here: ragtune.retrieval.encoding imports torch, which BM25-only mining never needs.
-    from ragtune.retrieval.encoding import encode_passages, encode_queries
-
-    q_emb = encode_queries(model, texts, batch_size=batch_size)
-    if passage_embeddings is None:
-        passage_embeddings = encode_passages(model, corpus.texts, batch_size=batch_size,
-                                             show_progress_bar=len(corpus) > 1000)
-    return dense_top_k(q_emb, passage_embeddings, k, tie_rank)
 
 
 def _interleave(rankings: Sequence[Sequence[str]], query: LabelledQuery, lo: int, hi: int) -> list[str]:

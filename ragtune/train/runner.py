@@ -251,6 +251,19 @@ def warn_if_not_above_base(before: dict[str, float], after: dict[str, float], me
                        "more epochs or more data", model_kind, metric, after[metric], before[metric])
 
 
+def warn_if_below_bm25(bm25: dict[str, float], systems: dict[str, dict[str, float]], metric: str) -> None:
+    """A warning for each system (fine-tuned model, hybrid, reranker...) below BM25 on dev ``metric``.
+
+    On small domain corpora BM25 is the baseline to beat: a system below it should not be deployed as is.
+    """
+    if metric not in bm25:
+        return
+    for name, values in systems.items():
+        if metric in values and values[metric] < bm25[metric]:
+            logger.warning("The %s scores below BM25 on dev %s (%.4f < %.4f): BM25 alone is the safer first stage",
+                           name, metric, values[metric], bm25[metric])
+
+
 def audit_card_lines(summary: dict[str, Any]) -> str:
     """The model card's "Data audit" section: what the training data held (counts only, never values)."""
     leakage = summary["leakage"]

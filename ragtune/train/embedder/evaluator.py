@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from ragtune.core.data import Corpus, LabelledQuery
-from ragtune.core.fusion import ranking
 from ragtune.core.metrics import DEFAULT_KS, TRAINING_METRICS, mean_metrics, query_metrics
 from ragtune.core.ranking import dense_top_k, tie_ranks
 from ragtune.retrieval.encoding import encode_passages, encode_queries
 from ragtune.retrieval.first_stage import FirstStage
 from ragtune.train.evaluator import DevMetricsEvaluator
+from ragtune.train.outputs import format_metrics_table
 
 
 class DevRetrievalEvaluator(DevMetricsEvaluator):
@@ -55,19 +55,29 @@ def final_dev_metrics(evaluator: DevRetrievalEvaluator | None, model, trainer) -
     return {k.removeprefix("dev_"): v for k, v in after.items()}
 
 
-def hybrid_on_dev(corpus: Corpus, model, dev_queries: Sequence[LabelledQuery], metric: str
-                  ) -> tuple[dict[str, Any], dict[str, float]]:
-    """The hybrid first stage (BM25 + this model) on the dev queries: its saved fusion record and its metrics.
+def hybrid_on_dev(corpus: Corpus, model, dev_queries: Sequence[LabelledQuery], metric: str, rule: str
+                  ) -> tuple[dict[str, Any], dict[str, float], dict[str, float]]:
+    """The hybrid first stage (BM25 + this model) on the dev queries: its fusion record, its metrics, BM25's.
 
-    The dense weight is chosen on the dev queries and saved in metrics.json, so that evaluate_rag.py fuses
-    with the weight chosen here, never on its test set.
+    The dense weight is chosen on the dev queries by ``rule`` at the hybrid's own candidate depth and saved
+    in metrics.json with that depth, so that evaluate_rag.py fuses exactly as chosen, never on its test set.
     """
     stage = FirstStage(corpus, model, kind="hybrid")
+    choice = stage.choose_fusion(dev_queries, metric, rule)
     k = max(DEFAULT_KS)
-    weight = stage.choose_dense_weight(dev_queries, k, metric)
-    runs = stage.runs([q.query for q in dev_queries], k)
-    hybrid = mean_metrics([query_metrics(ranking(run), q.relevant_ids, DEFAULT_KS, TRAINING_METRICS)
-                           for run, q in zip(runs, dev_queries)])
-    fusion = {"first_stage": "hybrid", "dense_weight": weight, "chosen_on": "dev", "metric": metric,
-              "dev_queries": len(dev_queries)}
-    return fusion, hybrid
+    texts = [q.query for q in dev_queries]
+    hybrid, bm25 = (mean_metrics([query_metrics(ranked, q.relevant_ids, DEFAULT_KS, TRAINING_METRICS)
+                                  for ranked, q in zip(stage.rankings(texts, k, kind), dev_queries)])
+                    for kind in ("hybrid", "bm25"))
+    fusion = {**stage.fusion.record(), **choice.record(), "chosen_on": "dev", "dev_queries": len(dev_queries)}
+    return fusion, hybrid, bm25
+
+
+def dev_table(dev_queries: int, bm25: dict[str, float], before: dict[str, float], after: dict[str, float],
+              fusion: dict[str, Any] | None, hybrid: dict[str, float]) -> str:
+    """The printed dev table: BM25, the base and fine-tuned model, and the hybrid, marked as tuned on these queries."""
+    columns = {"BM25": bm25, "base": before, "fine-tuned": after}
+    if hybrid:
+        columns[f"hybrid (dense weight {fusion['dense_weight']:.1f}; tuned here: optimistic)"] = hybrid
+    return (f"Dev metrics ({dev_queries} held-out queries):\n"
+            + format_metrics_table({k: v for k, v in columns.items() if v}, TRAINING_METRICS, DEFAULT_KS))

@@ -34,6 +34,7 @@ from ragtune.core.data import (
 )
 from ragtune.core.errors import UserError
 from ragtune.generation.prompt import Messages, rag_messages
+from ragtune.retrieval.first_stage import FirstStage
 from ragtune.retrieval.negatives import draw_negatives, mine_candidates
 
 logger = logging.getLogger(__name__)
@@ -179,8 +180,8 @@ def check_answers(queries: Sequence[LabelledQuery], path: str | Path, flag: str 
 def retrieve_distractors(queries: Sequence[LabelledQuery], corpus: Corpus, embedding_model=None,
                          depth: int = 30) -> list[list[str]]:
     """Per query, non-relevant passages in retrieval order (BM25, or the embedding model when given)."""
-    source = "dense" if embedding_model is not None else "bm25"
-    return mine_candidates(queries, corpus, source, (1, min(depth, len(corpus))), dense_model=embedding_model).per_query
+    stage = FirstStage(corpus, embedding_model)
+    return mine_candidates(queries, stage, stage.name, (1, min(depth, len(corpus)))).per_query
 
 
 def build_rag_examples(queries: Sequence[LabelledQuery], corpus: Corpus, candidates: Sequence[Sequence[str]],

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from ragtune.core.data import Corpus, LabelledQuery
-from ragtune.core.fusion import choose_weight, fuse_all, ranking
+from ragtune.core.fusion import DEFAULT_WEIGHT_RULE, WeightChoice, choose_weight, fuse_all, ranking
 from ragtune.core.metrics import DEFAULT_KS, TRAINING_METRICS, mean_metrics, query_metrics
 from ragtune.core.model_card import add_card_section
 from ragtune.core.ranking import rerank_order
@@ -75,19 +75,20 @@ class DevRerankingEvaluator(DevMetricsEvaluator):
             start += len(cands)
         return runs
 
-    def fusion_on_dev(self, model, metric: str | None = None) -> tuple[float, dict[str, float]]:
-        """(reranker weight chosen on these dev queries by ``metric``, dev metrics of the fused ranking).
+    def fusion_on_dev(self, model, metric: str | None = None, rule: str = DEFAULT_WEIGHT_RULE
+                      ) -> tuple[WeightChoice, dict[str, float]]:
+        """(reranker weight chosen on these dev queries by ``rule`` on ``metric``, dev metrics of the fused ranking).
 
-        Weight 1 is the reranker alone, 0 the first stage alone. The weight is chosen and reported on
-        the same dev queries, so the fused dev numbers are a little optimistic; the test set never
-        takes part.
+        Weight 1 is the reranker alone, 0 the first stage alone; both are fused over the same candidates,
+        the first stage's top N. The weight is chosen and reported on the same dev queries, so the fused
+        dev numbers are optimistic; the test set never takes part.
         """
         metric = (metric or self.primary_metric).removeprefix(f"{self.name}_")  # "dev_ndcg@5" -> "ndcg@5"
         reranker_runs = self.scores(model)
-        weight, _ = choose_weight(reranker_runs, self.first_stage_scores, [q.relevant_ids for q in self.queries],
-                                  metric)
-        fused = fuse_all(reranker_runs, self.first_stage_scores, weight)
-        return weight, self.metrics_of([ranking(run) for run in fused])
+        choice = choose_weight(reranker_runs, self.first_stage_scores, [q.relevant_ids for q in self.queries],
+                               metric, rule=rule)
+        fused = fuse_all(reranker_runs, self.first_stage_scores, choice.weight)
+        return choice, self.metrics_of([ranking(run) for run in fused])
 
     def rerank(self, model) -> list[list[str]]:
         scores = model.predict(self.pairs, batch_size=self.batch_size, show_progress_bar=False,
@@ -124,17 +125,18 @@ def final_dev_metrics(evaluator: DevRerankingEvaluator | None, model, trainer) -
     return {k.removeprefix("dev_"): v for k, v in after.items()}
 
 
-def fusion_record(evaluator: DevRerankingEvaluator, model, mined, metric: str
+def fusion_record(evaluator: DevRerankingEvaluator, model, mined, metric: str, rule: str
                   ) -> tuple[dict[str, Any], dict[str, float]]:
     """The reranker fused with its first stage on dev: the record saved in metrics.json, and its dev metrics.
 
-    The final score mixes the reranker's and the first stage's (normalised), with the weight chosen on
-    dev and saved, so that evaluate_rag.py uses it; weight 1 is the reranker alone.
+    The final score mixes the reranker's and the first stage's (normalised over the first stage's top N,
+    the ``depth`` saved with the weight), with the weight chosen on dev by ``rule`` and saved, so that
+    evaluate_rag.py fuses exactly as chosen; weight 1 is the reranker alone.
     """
-    reranker_weight, fused = evaluator.fusion_on_dev(model, metric)
-    fusion = {"first_stage": mined.first_stage, "dense_weight": mined.dense_weight,
-              "reranker_weight": reranker_weight, "chosen_on": "dev", "metric": metric,
-              "dev_queries": len(evaluator.queries)}
+    choice, fused = evaluator.fusion_on_dev(model, metric, rule)
+    fusion = {"first_stage": mined.first_stage, "first_stage_fusion": mined.fusion,
+              "reranker_weight": choice.weight, "depth": max((len(c) for c in evaluator.candidates), default=0),
+              **choice.record(), "chosen_on": "dev", "dev_queries": len(evaluator.queries)}
     return fusion, fused
 
 
@@ -147,20 +149,23 @@ class DevReport:
     base_model: str
     dev_queries: int
     first_stage_metrics: dict[str, float]
+    bm25: dict[str, float]
     before: dict[str, float]
     after: dict[str, float]
     fusion: dict[str, Any] | None = None
     fused: dict[str, float] = field(default_factory=dict)
 
     def dev_metrics(self) -> dict[str, dict[str, float]]:
-        return {"first_stage": self.first_stage_metrics, "before": self.before, "after": self.after,
-                **({"fused": self.fused} if self.fused else {})}
+        return {"bm25": self.bm25, "first_stage": self.first_stage_metrics, "before": self.before,
+                "after": self.after, **({"fused": self.fused} if self.fused else {})}
 
     def table(self) -> str:
-        columns = {f"first stage ({self.first_stage})": self.first_stage_metrics, "base reranker": self.before,
-                   "fine-tuned": self.after}
+        columns = {"BM25": self.bm25} if self.first_stage != "bm25" else {}
+        columns.update({f"first stage ({self.first_stage})": self.first_stage_metrics, "base reranker": self.before,
+                        "fine-tuned": self.after})
         if self.fused:
-            columns[f"fused (reranker weight {self.fusion['reranker_weight']:.1f})"] = self.fused
+            columns[f"fused (reranker weight {self.fusion['reranker_weight']:.1f}; tuned here: optimistic)"] = \
+                self.fused
         return format_metrics_table(columns, TRAINING_METRICS, DEFAULT_KS)
 
     def console_table(self) -> str:

@@ -5,14 +5,20 @@ from __future__ import annotations
 import logging
 import random
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Sequence
 
 from datasets import Dataset
 
 from ragtune.core.data import Corpus, LabelledQuery, count_pairs, query_key, relevant_ids_by_query
-from ragtune.core.fusion import ranking
-from ragtune.retrieval.first_stage import FirstStage
-from ragtune.retrieval.negatives import NegativeCandidates, draw_negatives, draw_random_negatives, mining_source
+from ragtune.core.fusion import DEFAULT_METRIC, DEFAULT_WEIGHT_RULE, ranking
+from ragtune.retrieval.first_stage import FirstStage, HybridFusion
+from ragtune.retrieval.negatives import (
+    NegativeCandidates,
+    draw_negatives,
+    draw_random_negatives,
+    mine_candidates,
+    mining_source,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -123,28 +129,38 @@ class MinedData:
     dev_candidates: list[list[str]]
     first_stage: str
     sources: list[str] = field(default_factory=list)
-    # The first stage's score of every dev candidate (for fusing it with the reranker's), and the
-    # hybrid's dense weight chosen on the dev queries (None for other first stages).
+    # The first stage's score of every dev candidate (for fusing it with the reranker's).
     dev_scores: list[dict[str, float]] = field(default_factory=list)
-    dense_weight: float | None = None
+    # A hybrid first stage's fusion (metrics.json's record) and, when chosen here, how.
+    fusion: dict[str, Any] | None = None
+    # BM25's ranking of the dev queries: the reference every dev table shows.
+    bm25_dev: list[list[str]] = field(default_factory=list)
 
 
 def mine_and_retrieve(train_queries: Sequence[LabelledQuery], dev_queries: Sequence[LabelledQuery], corpus: Corpus,
-                      embedding_model, source: str, rank_range: tuple[int, int], num_hard: int,
-                      top_n: int, first_stage: str | None = None) -> MinedData:
-    """Hard negatives of the training queries and the dev queries' first-stage candidates, from one index.
+                      embedding_model, source: str, rank_range: tuple[int, int], num_hard: int, top_n: int,
+                      first_stage: str | None = None, saved_fusion: HybridFusion | None = None,
+                      metric: str = DEFAULT_METRIC, rule: str = DEFAULT_WEIGHT_RULE) -> MinedData:
+    """Hard negatives of the training queries and the dev queries' first-stage candidates, from one first stage.
 
-    ``first_stage`` (``--first_stage``) picks the dev retriever and, when given, the mining source
-    too; a hybrid's dense weight is chosen on the dev queries first, and used for both.
+    ``first_stage`` (``--first_stage``) picks the dev retriever and, when given, the mining source too.
+    A hybrid fuses as the embedding script chose and saved (``saved_fusion``, applied exactly as chosen),
+    else with a dense weight chosen here on the dev queries by ``rule``; both mining and dev use it.
     """
-    stage = FirstStage(corpus, embedding_model, kind=first_stage)
-    dense_weight = stage.choose_dense_weight(dev_queries, top_n) if stage.name == "hybrid" else None
+    stage = FirstStage(corpus, embedding_model, kind=first_stage, fusion=saved_fusion or HybridFusion())
+    fusion = None
+    if stage.name == "hybrid":
+        if saved_fusion is None:
+            choice = stage.choose_fusion(dev_queries, metric, rule)
+            fusion = {**stage.fusion.record(), **choice.record(), "chosen_on": "dev (reranker script)"}
+        else:
+            fusion = {**saved_fusion.record(), "chosen_on": "the embedding model's metrics.json"}
     source = mining_source(first_stage, source)
-    candidates = stage.mine(train_queries, source, rank_range) if num_hard and source != "none" else None
-    runs = stage.runs([q.query for q in dev_queries], top_n)
-    dev = [ranking(run) for run in runs]
-    return MinedData(candidates, dev, stage.name, candidates.sources if candidates else [], runs, dense_weight)
-
+    candidates = mine_candidates(train_queries, stage, source, rank_range) if num_hard and source != "none" else None
+    texts = [q.query for q in dev_queries]
+    runs = stage.runs(texts, top_n)
+    return MinedData(candidates, [ranking(run) for run in runs], stage.name, candidates.sources if candidates else [],
+                     runs, fusion, stage.rankings(texts, top_n, "bm25"))
 
 
 def describe_examples(args, data, examples: RerankerExamples, mined: MinedData, num_hard: int,
