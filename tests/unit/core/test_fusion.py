@@ -72,24 +72,27 @@ def planted_queries(weight_low: float, weight_high: float, copies: int = 3):
 
 def test_weight_is_chosen_on_training_queries_and_test_labels_do_not_change_it():
     train = planted_queries(0.65, 0.75)  # only w = 0.7 of the grid puts r first everywhere
-    weight, table = choose_weight(*train, metric="mrr@5")
-    assert weight == 0.7
-    assert table[0.7] == 1.0 and table[0.6] < 1.0 and table[0.8] < 1.0
+    choice = choose_weight(*train, metric="mrr@5", rule="max")
+    assert choice.weight == 0.7
+    assert choice.curve[0.7] == 1.0 and choice.curve[0.6] < 1.0 and choice.curve[0.8] < 1.0
     # Test queries planted for another weight, with their labels changed every way: the weight
     # comes from the training queries alone, so nothing about the test set moves it.
     test_a, test_b, test_relevant = planted_queries(0.55, 0.65)
-    assert choose_weight(test_a, test_b, test_relevant, metric="mrr@5")[0] == 0.6  # the test set wants 0.6
+    assert choose_weight(test_a, test_b, test_relevant, metric="mrr@5", rule="max").weight == 0.6  # the test set's
     for labels in (test_relevant, [["x0"]] * len(test_relevant), [["z0"]] * len(test_relevant)):
-        assert choose_weight(*train, metric="mrr@5")[0] == 0.7
-        fused = fuse_all(test_a, test_b, choose_weight(*train, metric="mrr@5")[0])
+        assert choose_weight(*train, metric="mrr@5", rule="max").weight == 0.7
+        fused = fuse_all(test_a, test_b, choose_weight(*train, metric="mrr@5", rule="max").weight)
         assert len(fused) == len(labels)
 
 
 def test_ties_go_to_the_even_mix():
     runs = [{"r": 1.0, "x": 0.0}]
-    weight, table = choose_weight(runs, runs, [["r"]], metric="ndcg@5")
-    assert set(table.values()) == {1.0}
-    assert weight == 0.5
+    for rule in ("max", "smoothed"):
+        choice = choose_weight(runs, runs, [["r"]], metric="ndcg@5", rule=rule)
+        assert set(choice.curve.values()) == {1.0}
+        assert choice.weight == 0.5
+    # One standard error: every weight is as good, so the smallest move away from the second run (BM25).
+    assert choose_weight(runs, runs, [["r"]], metric="ndcg@5").weight == 0.0
 
 
 def test_choose_weight_rejects_mismatched_inputs():
@@ -109,3 +112,51 @@ def test_fuse_top_k_arrays_and_the_saved_weight(tmp_path):
     assert saved_weight(tmp_path, "dense_weight") == 0.4
     assert saved_weight(tmp_path, "reranker_weight") is None
     assert saved_weight(tmp_path / "missing", "dense_weight") is None
+
+
+# ---------------------------------------------------------------------------- weight rules on 20 dev queries
+
+
+def plateau_and_lucky_peak(n: int = 20):
+    """Per-query metric values over the weight grid, as 20 dev queries give them.
+
+    BM25 (0.0) is clearly worse; 0.3-0.6 is a flat plateau; 0.8 is a lucky peak beside a cliff: it gains on
+    6 queries and loses on 4 against the plateau, so its mean is the highest but not by a standard error.
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    plateau = rng.uniform(0.4, 1.0, n)
+    lift = np.zeros(n)
+    lift[:6], lift[6:10] = 0.5, -0.4  # +0.07 on average, noisy
+    values = {0.0: plateau - 0.2, 0.1: plateau - 0.12, 0.2: plateau - 0.06, 0.3: plateau - 0.01, 0.4: plateau,
+              0.5: plateau, 0.6: plateau - 0.01, 0.7: plateau - 0.15, 0.8: plateau + lift, 0.9: plateau - 0.3,
+              1.0: plateau - 0.35}
+    return {w: np.clip(v, 0.0, 1.5) for w, v in values.items()}
+
+
+def test_one_standard_error_and_smoothing_choose_the_plateau_over_a_lucky_peak():
+    from ragtune.core.fusion import pick_weight
+
+    per_query = plateau_and_lucky_peak()
+    means = {w: v.mean() for w, v in per_query.items()}
+    assert max(means, key=means.get) == 0.8  # the peak is the maximum
+    assert pick_weight(per_query, "max") == 0.8
+    assert pick_weight(per_query, "one_se") in (0.3, 0.4)  # the smallest move from BM25 onto the plateau
+    assert pick_weight(per_query, "smoothed") in (0.4, 0.5)
+    # A real improvement (the same +0.3 on every query) is not a lucky peak: it is taken.
+    per_query[0.8] = per_query[0.5] + 0.3
+    assert pick_weight(per_query, "one_se") == 0.8
+
+
+def test_weight_choice_reports_its_standard_error_and_the_bm25_reference():
+    train = planted_queries(0.65, 0.75)
+    choice = choose_weight(*train, metric="mrr@5", rule="max")
+    assert choice.reference == choice.curve[0.0] and choice.best_weight == 0.7 and choice.queries == len(train[0])
+    record = choice.record()
+    assert record["rule"] == "max" and record["reference_value"] == round(choice.curve[0.0], 6)
+    assert choice.value == 1.0 and record["standard_error"] == 0.0  # every query ranks r first at 0.7
+    noisy = choose_weight(*train, metric="mrr@5", rule="max", grid=(0.0, 0.5))
+    assert noisy.weight == 0.5 and noisy.standard_error > 0
+    with pytest.raises(ValueError, match="unknown weight rule"):
+        choose_weight(*train, metric="mrr@5", rule="peak")

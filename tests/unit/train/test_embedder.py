@@ -4,6 +4,7 @@ the global batch of two processes."""
 from __future__ import annotations
 
 from ragtune.core.data import SAMPLE_CORPUS, SAMPLE_TRAIN, load_corpus, load_queries, split_queries
+from ragtune.retrieval.first_stage import FirstStage
 from ragtune.retrieval.negatives import mine_candidates
 from ragtune.train.embedder.examples import build_training_examples
 from ragtune.train.embedder.sampler import NoFalseNegativesBatchSampler
@@ -12,7 +13,7 @@ from ragtune.train.embedder.sampler import NoFalseNegativesBatchSampler
 def test_no_batch_holds_a_passage_relevant_to_another_query_of_the_batch():
     corpus = load_corpus(SAMPLE_CORPUS)
     train, _ = split_queries(load_queries(SAMPLE_TRAIN, corpus), 0.2, seed=1)
-    candidates = mine_candidates(train, corpus, "bm25", (1, 30))
+    candidates = mine_candidates(train, FirstStage(corpus), "bm25", (1, 30))
     examples = build_training_examples(train, corpus, candidates, num_hard_negatives=2, seed=1)
     text_to_id = {text: pid for pid, text in zip(corpus.ids, corpus.texts)}
     relevant = {q.query: set(q.relevant_ids) for q in train}

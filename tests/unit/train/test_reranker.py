@@ -49,11 +49,12 @@ def _check_examples(queries, corpus, examples, num_hard, num_random, candidates=
 @pytest.mark.parametrize("num_hard,num_random", [(2, 1), (5, 3), (0, 2)])
 def test_examples_never_use_a_positive_and_have_the_counts_per_positive(sample, num_hard, num_random):
     from ragtune.retrieval.first_stage import FirstStage
+    from ragtune.retrieval.negatives import mine_candidates
     from ragtune.train.reranker.examples import build_reranker_examples
 
     corpus, queries = sample
     assert any(len(q.relevant_ids) > 1 for q in queries), "the sample must hold multi-positive queries"
-    candidates = FirstStage(corpus).mine(queries, "bm25", (1, 30))
+    candidates = mine_candidates(queries, FirstStage(corpus), "bm25", (1, 30))
     examples = build_reranker_examples(queries, corpus, candidates, num_hard, num_random, seed=0)
     _check_examples(queries, corpus, examples, num_hard, num_random, candidates)
     assert examples.pos_weight == pytest.approx(num_hard + num_random)
@@ -123,12 +124,27 @@ def test_hybrid_first_stage_weight_is_chosen_on_dev_and_used_for_mining_and_dev_
     mined = mine_and_retrieve(train, dev, corpus, model, "both", (1, 10), num_hard=2, top_n=10, first_stage="hybrid")
     assert mined.first_stage == "hybrid" and mined.sources == ["hybrid"]
     stage = FirstStage(corpus, model, kind="hybrid")
-    expected = stage.choose_dense_weight(dev, 10)
-    assert mined.dense_weight == expected
-    # The dev candidates are the fused ranking with that weight: recompute it from the two rankers.
-    texts = [q.query for q in dev]
-    fused = fuse_all(stage.runs(texts, 100, "dense"), stage.runs(texts, 100, "bm25"), expected)
+    expected = stage.choose_fusion(dev).weight
+    assert mined.fusion["dense_weight"] == expected and mined.fusion["depth"] == 100
+    # The dev candidates are the fused ranking with that weight, at the fusion's depth (the whole sample
+    # corpus): recompute it from the two rankers.
+    texts, depth = [q.query for q in dev], min(100, len(corpus))
+    fused = fuse_all(stage.runs(texts, depth, "dense"), stage.runs(texts, depth, "bm25"), expected)
     assert mined.dev_candidates == [ranking(run)[:10] for run in fused]
+    # Mining ranks from the same fusion: every candidate window is a slice of the hybrid ranking.
+    train_ranked = [ranking(run) for run in fuse_all(stage.runs([q.query for q in train], depth, "dense"),
+                                                     stage.runs([q.query for q in train], depth, "bm25"), expected)]
+    for q, cands, ranked in zip(train, mined.candidates.per_query, train_ranked):
+        assert cands == [pid for pid in ranked[:10] if pid not in q.relevant_ids]
+    # A fusion the embedding script saved is applied as saved, not chosen again.
+    from ragtune.retrieval.first_stage import HybridFusion
+
+    saved = HybridFusion("weighted", 0.9, 100)
+    again = mine_and_retrieve(train, dev, corpus, model, "both", (1, 10), 2, 10, "hybrid", saved_fusion=saved)
+    assert again.fusion["dense_weight"] == 0.9
+    assert again.dev_candidates == [ranking(run)[:10] for run in saved.fuse(stage.runs(texts, depth, "dense"),
+                                                                            stage.runs(texts, depth, "bm25"),
+                                                                            len(corpus))]
     for q, cands in zip(train, mined.candidates.per_query):
         assert not set(cands) & set(q.relevant_ids)
     # Without --first_stage the reranker keeps its old behaviour: BM25 with no embedding model.
@@ -199,13 +215,13 @@ def test_fused_reranker_on_dev_is_never_worse_than_either_part(sample):
     # A reranker that puts every labelled passage last: alone it is the worst possible.
     backwards = PlantedReranker(lambda text: -1.0 if text in relevant_texts else 1.0)
     alone = evaluator.compute(backwards)
-    weight, fused = evaluator.fusion_on_dev(backwards)
+    choice, fused = evaluator.fusion_on_dev(backwards)
     assert alone["ndcg@5"] < evaluator.first_stage_metrics["ndcg@5"]
-    assert weight < 0.5
+    assert choice.weight < 0.5 and choice.reference == pytest.approx(evaluator.first_stage_metrics["ndcg@5"])
     assert fused["ndcg@5"] == pytest.approx(evaluator.first_stage_metrics["ndcg@5"])
     # A reranker that knows the labels: fusing keeps its perfect ranking.
     oracle = PlantedReranker(lambda text: 1.0 if text in relevant_texts else -1.0)
-    weight, fused = evaluator.fusion_on_dev(oracle)
+    choice, fused = evaluator.fusion_on_dev(oracle)
     assert fused["ndcg@5"] == pytest.approx(1.0)
 
 
