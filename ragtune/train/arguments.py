@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Collection, Sequence
+from typing import Any, Collection, Sequence
 
+from ragtune.audit import add_audit_args
 from ragtune.core.cli import new_parser
 from ragtune.core.data import SAMPLE_CORPUS, SAMPLE_TRAIN, check_input_file
 from ragtune.core.errors import UserError
@@ -26,6 +27,15 @@ def new_training_parser(description: str | None, *, base_model: str, base_model_
     model = parser.add_argument_group("model")
     model.add_argument("--base_model", default=base_model, help=base_model_help)
     return parser, model
+
+
+def add_run_args(parser: argparse.ArgumentParser, **training_defaults: Any) -> None:
+    """The groups every fine-tuning script has: data, output and resuming, data audit, and training
+    (``training_defaults``: the script's template values, see :func:`add_training_args`)."""
+    add_data_args(parser)
+    add_output_args(parser, default_output_dir=None)
+    add_audit_args(parser)
+    add_training_args(parser, **training_defaults)
 
 
 def add_data_args(parser: argparse.ArgumentParser, dev_ratio: float = 0.2) -> None:

@@ -4,15 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ragtune.audit import add_audit_args
-from ragtune.train.arguments import (
-    add_data_args,
-    add_negative_args,
-    add_output_args,
-    add_training_args,
-    new_training_parser,
-    validate_training_args,
-)
+from ragtune.train.arguments import add_negative_args, add_run_args, new_training_parser, validate_training_args
 
 
 def build_parser(description: str | None = None) -> argparse.ArgumentParser:
@@ -28,11 +20,8 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     model.add_argument("--passage_prompt", default=None,
                        help="Text put before every passage, e.g. 'passage: '. Saved in the model for "
                             "encode_document. Default: the model's own (none for bge-m3).")
-    add_data_args(parser)
-    add_output_args(parser, default_output_dir=None)
-    add_audit_args(parser)
-    add_training_args(parser, epochs=5, batch_size=8, lr=1e-5, warmup_steps=100, max_seq_length=384,
-                      evaluation_steps=15, checkpoint_save_steps=30)
+    add_run_args(parser, epochs=5, batch_size=8, lr=1e-5, warmup_steps=100, max_seq_length=384,
+                 evaluation_steps=15, checkpoint_save_steps=30)
     add_negative_args(parser, num_hard_negatives=1)
     parser.add_argument("--no_gather_across_devices", dest="gather_across_devices", action="store_false",
                         help="With several processes, do not share in-batch negatives across them.")

@@ -5,18 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ragtune.audit import add_audit_args
 from ragtune.core.answer_metrics import REFERENCE_ANSWER_METRICS
 from ragtune.core.errors import UserError
 from ragtune.core.model_specs import is_gguf
 from ragtune.generation.prompt import DEFAULT_SYSTEM_PROMPT, DEFAULT_UNANSWERABLE_ANSWER
-from ragtune.train.arguments import (
-    add_data_args,
-    add_output_args,
-    add_training_args,
-    new_training_parser,
-    validate_training_args,
-)
+from ragtune.train.arguments import add_run_args, new_training_parser, validate_training_args
 from ragtune.train.generator.lora import check_qlora_available
 
 DEFAULT_BASE_MODEL = "Qwen/Qwen2.5-1.5B-Instruct"
@@ -44,8 +37,6 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     data.add_argument("--unanswerable_ratio", type=float, default=0.0,
                       help="Add this share (of the training queries) of examples with distractors only, whose "
                            "target is --unanswerable_answer.")
-    add_data_args(parser)
-    add_audit_args(parser)
     lora = parser.add_argument_group("LoRA / QLoRA")
     lora.add_argument("--lora_r", type=int, default=16, help="LoRA rank.")
     lora.add_argument("--lora_alpha", type=int, default=32, help="LoRA scaling numerator (scale = alpha / r).")
@@ -65,13 +56,12 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     evaluation.add_argument("--max_dev_generations", type=int, default=100,
                             help="Dev queries whose answers are generated at each evaluation (eval_loss uses all).")
     evaluation.add_argument("--generation_batch_size", type=int, default=8, help="Prompts generated at once.")
-    add_output_args(parser, default_output_dir=None)
-    add_training_args(parser, epochs=3, batch_size=2, lr=2e-4, warmup_steps=0.03, max_seq_length=2048,
-                      evaluation_steps=20, checkpoint_save_steps=40, gradient_accumulation_steps=8,
-                      metric_for_best_model="rouge_l", metric_choices=REFERENCE_ANSWER_METRICS,
-                      # On by default here: at the template's 2 x 2048 tokens a 1.5B model's activations and
-                      # 152k-vocabulary logits need ~17 GiB without it (ragtune/train/generator/memory.py).
-                      gradient_checkpointing=True)
+    add_run_args(parser, epochs=3, batch_size=2, lr=2e-4, warmup_steps=0.03, max_seq_length=2048,
+                 evaluation_steps=20, checkpoint_save_steps=40, gradient_accumulation_steps=8,
+                 metric_for_best_model="rouge_l", metric_choices=REFERENCE_ANSWER_METRICS,
+                 # On by default here: at the template's 2 x 2048 tokens a 1.5B model's activations and
+                 # 152k-vocabulary logits need ~17 GiB without it (ragtune/train/generator/memory.py).
+                 gradient_checkpointing=True)
     return parser
 
 

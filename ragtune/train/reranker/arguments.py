@@ -4,17 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from ragtune.audit import add_audit_args
 from ragtune.core.errors import UserError
 from ragtune.core.metrics import DEFAULT_KS
-from ragtune.train.arguments import (
-    add_data_args,
-    add_negative_args,
-    add_output_args,
-    add_training_args,
-    new_training_parser,
-    validate_training_args,
-)
+from ragtune.train.arguments import add_negative_args, add_run_args, new_training_parser, validate_training_args
 
 
 def build_parser(description: str | None = None) -> argparse.ArgumentParser:
@@ -27,11 +19,8 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
                             "second source of hard negatives, and the first stage in dev evaluation instead of BM25.")
     model.add_argument("--rerank_top_n", type=int, default=20,
                        help="Dev evaluation reranks this many first-stage candidates per query.")
-    add_data_args(parser)
-    add_output_args(parser, default_output_dir=None)
-    add_audit_args(parser)
-    add_training_args(parser, epochs=4, batch_size=3, lr=2e-5, warmup_steps=0.1, max_seq_length=512,
-                      evaluation_steps=10, checkpoint_save_steps=20, gradient_accumulation_steps=8)
+    add_run_args(parser, epochs=4, batch_size=3, lr=2e-5, warmup_steps=0.1, max_seq_length=512,
+                 evaluation_steps=10, checkpoint_save_steps=20, gradient_accumulation_steps=8)
     # Ranks 1-30: the reranker's job is to order the first stage's top candidates, so it learns from them.
     add_negative_args(parser, num_hard_negatives=2, rank_range=(1, 30), num_random_negatives=1)
     return parser
