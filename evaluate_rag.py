@@ -9,11 +9,13 @@ Systems, side by side: BM25; each embedding model; each embedding model fused wi
 reciprocal rank fusion, and weighted fusion of normalised scores); each embedding model and each
 weighted hybrid + each reranker (reranking its top --rerank_top_n), and the hybrid + reranker with the
 reranker's score fused with the hybrid's. Fusion weights come from the model's metrics.json (the
-training scripts choose them on dev), else are chosen on --train_data, else 0.5: never on the test
-queries. Every system is compared with the baseline (the first embedding model) on --main_metric:
-paired bootstrap 95% CI and randomisation-test p-value. Each model encodes the corpus once (cached
-on disk by model and corpus hash) and the queries in batches; every metric at every k is read from
-one ranked list per query.
+training scripts choose them on dev), else are chosen on --train_data (by --weight_rule), else 0.5: never
+on the test queries. A weight is applied exactly as it was chosen: a hybrid fuses the top 100 passages of
+BM25 and of the dense model (or the depth saved with its weight), a fused reranker the top N its weight was
+chosen at. Every system is compared with the baseline (--baseline: BM25 when it is evaluated, else the
+first embedding model) on --main_metric: paired bootstrap 95% CI and randomisation-test p-value. Each
+model encodes the corpus once (cached on disk by model and corpus hash) and the queries in batches; every
+metric at every k is read from one ranked list per query.
 
 Metrics: hit, recall, precision, f1, MAP, MRR, nDCG at k (trec_eval's definitions, binary gain),
 ID-based context precision/recall; with --judge_* LLM-judged context precision/recall/entities
@@ -46,6 +48,7 @@ from ragtune.audit import AuditResult, add_audit_args, run_audit
 from ragtune.core.cli import new_parser
 from ragtune.core.data import SAMPLE_CORPUS, SAMPLE_TEST, Corpus, LabelledQuery, load_corpus, load_queries
 from ragtune.core.errors import UserError, run_main
+from ragtune.core.fusion import DEFAULT_WEIGHT_RULE, WEIGHT_RULES
 from ragtune.core.io import setup_logging
 from ragtune.core.metrics import CONTEXT_METRICS, DEFAULT_KS, RANKING_METRICS
 from ragtune.core.model_specs import ModelSpec, assign_labels, is_gguf, resolve_model
@@ -57,12 +60,14 @@ from ragtune.evaluate.publishing import publish
 from ragtune.evaluate.reports import Report
 from ragtune.evaluate.systems import (
     FusionWeights,
+    RerankerFusion,
     RerankScores,
     System,
     bm25_system,
     dense_system,
     embedding_handle,
     fused_rerank_system,
+    fusion_depth,
     hybrid_systems,
     rerank_systems,
     score_system,
@@ -132,6 +137,16 @@ def add_system_args(parser: argparse.ArgumentParser) -> None:
                              "fused with it. BM25 is scored for them even under --no_bm25.")
     hybrid.add_argument("--no_hybrid", dest="hybrid", action="store_false",
                         help="Leave the hybrid systems and the rerankers on top of them out.")
+    systems.add_argument("--weight_rule", choices=WEIGHT_RULES, default=DEFAULT_WEIGHT_RULE,
+                         help="How fusion weights (hybrid dense weight; reranker against its first stage) are picked "
+                              "on the --train_data queries for models that saved none: one_se takes the smallest "
+                              "move away from BM25 / the first stage whose metric is within one standard error of "
+                              "the best (robust on ~20 queries); smoothed the best after averaging neighbouring "
+                              "weights; max the best (over-fits). A weight saved in metrics.json is used as saved.")
+    systems.add_argument("--baseline", default=None, metavar="SYSTEM",
+                         help="The system every other is compared with (deltas, paired significance): bm25, or a "
+                              "system name as in results.md. Default: bm25 when BM25 is evaluated, else the first "
+                              "--embedding_models entry.")
     systems.add_argument("--query_prompt", default=None,
                          help="Query prompt (e.g. 'query: ' for E5) for models that saved none; a model that saved "
                               "its prompts (fine_tune_bge_m3.py does) keeps them, as it was trained.")
@@ -273,9 +288,11 @@ def check_numbers(args: argparse.Namespace) -> None:
 
 
 def check_models(args: argparse.Namespace) -> None:
-    """Something to evaluate, rerankers with a first stage, no model listed twice."""
+    """Something to evaluate, rerankers with a first stage, no model listed twice, a baseline that is evaluated."""
     if not args.bm25 and not args.embedding_models:
         raise UserError("nothing to evaluate: --no_bm25 and no --embedding_models")
+    if args.baseline == "bm25" and not args.bm25:
+        raise UserError("--baseline bm25 compares every system with BM25: drop --no_bm25")
     if args.reranker_models and not args.embedding_models:
         raise UserError("--reranker_models rerank an embedding model's top passages: give --embedding_models too")
     for flag in ("embedding_models", "reranker_models"):
@@ -394,10 +411,23 @@ def load_data(args: argparse.Namespace) -> EvaluationData:
     reranker_specs = [resolve_model(name, "--reranker_models") for name in args.reranker_models]
     assign_labels(embedding_specs)
     assign_labels(reranker_specs)
+    check_baseline(args, embedding_specs)
     audit = run_audit(corpus, train_queries, queries, policy=args.pii,
                       sources={"corpus": str(args.corpus), "train": str(args.train_data), "test": str(args.test_data)},
                       report_path=args.audit_report)
     return EvaluationData(audit.corpus, audit.test, audit.train, embedding_specs, reranker_specs, audit)
+
+
+def check_baseline(args: argparse.Namespace, embedding_specs: Sequence[ModelSpec]) -> None:
+    """--baseline names BM25 or a system of one of the embedding models (its label, alone or with what follows):
+    checked before anything heavy runs (the exact name once the systems are known)."""
+    name = args.baseline
+    if name is None or name == "bm25":
+        return
+    labels = [spec.label for spec in embedding_specs]
+    if not any(name == label or name.startswith(label + " + ") for label in labels):
+        raise UserError(f"--baseline {name!r}: give bm25 or a system name as in results.md (an embedding model's "
+                        f"label, alone or as '<label> + bm25 (rrf)' ...); the models here: {', '.join(labels)}")
 
 
 def prepare_folders(args: argparse.Namespace) -> tuple[Path, Path]:
@@ -414,14 +444,20 @@ def prepare_folders(args: argparse.Namespace) -> tuple[Path, Path]:
 def retrieve(args: argparse.Namespace, data: EvaluationData,
              cache_dir: Path) -> tuple[list[System], list[EmbeddingModelHandle]]:
     """Every system's ranked lists, deep enough for every k, the reranker and the answers; and the embedding
-    handles (the first one stays loaded when answers are generated: it embeds questions for response relevancy)."""
+    handles (the first one stays loaded when answers are generated: it embeds questions for response relevancy).
+
+    With hybrids, BM25 and the dense models are retrieved as deep as every fusion needs (its depth, not the
+    reports'): the metrics at --k read the top of the same lists.
+    """
     corpus, queries = data.corpus, data.queries
     depth = max(max(args.k), args.rerank_top_n if data.reranker_specs else 0, max(args.answer_k))
-    tie_rank = tie_ranks(corpus.ids)
     hybrid = args.hybrid and bool(data.embedding_specs)
+    if hybrid:
+        depth = max(depth, fusion_depth(data.embedding_specs, data.reranker_specs, args.rerank_top_n))
+    tie_rank = tie_ranks(corpus.ids)
     weights = FusionWeights(corpus, data.train_queries, data.reranker_specs, depth, args.rerank_top_n, tie_rank,
                             cache_dir, args.chunk_size, selection_metric(args.main_metric), args.device,
-                            args.batch_size)
+                            args.batch_size, rule=args.weight_rule)
     systems, bm25 = [], None
     if args.bm25 or hybrid:
         bm25 = bm25_system(corpus, queries, depth, tie_rank, args.chunk_size)
@@ -456,8 +492,7 @@ def embedding_systems(args: argparse.Namespace, data: EvaluationData, bm25: Syst
         logger.info("%s: done in %.1fs (passage embeddings %s)", spec.label, system.info["seconds"],
                     "from the cache" if system.info["passage_embeddings_cached"] else "encoded")
         if bm25 is not None:
-            weight, source = weights.dense_weight(spec, handle)
-            hybrids += hybrid_systems(system, bm25, corpus.ids, depth, weight, source)
+            hybrids += hybrid_systems(system, bm25, corpus.ids, depth, weights.dense_fusion(spec, handle))
         if len(handles) > 1 or not (args.generator_base_url or args.generator_local):
             handle.release()  # only the first model is kept: it embeds questions for response relevancy
     return dense, hybrids, handles
@@ -465,33 +500,70 @@ def embedding_systems(args: argparse.Namespace, data: EvaluationData, bm25: Syst
 
 def reranked_systems(args: argparse.Namespace, data: EvaluationData, spec: ModelSpec, dense: list[System],
                      weighted: list[System], weights: FusionWeights, cache_dir: Path) -> list[System]:
-    """One reranker on every dense system, and on every weighted hybrid alone and fused with the hybrid's score."""
+    """One reranker on every dense system, and on every weighted hybrid alone and fused with the hybrid's score.
+
+    The fused system reranks and fuses the top N its weight was chosen at (the reranker's saved depth), which
+    may differ from --rerank_top_n.
+    """
     corpus, queries = data.corpus, data.queries
     scorer = RerankScores(spec, args.reranker_max_length, cache_dir)
     systems = rerank_systems(dense, scorer, corpus, queries, args.rerank_top_n, args.device, args.batch_size)
     reranked = rerank_systems(weighted, scorer, corpus, queries, args.rerank_top_n, args.device, args.batch_size,
                               kind="hybrid_rerank")
-    for first_stage, system in zip(weighted, reranked):
-        weight, source = weights.reranker_weight(spec, scorer, first_stage)
-        systems += [system, fused_rerank_system(first_stage, system, corpus.ids, args.rerank_top_n, weight, source)]
+    for i, (first_stage, system) in enumerate(zip(weighted, reranked)):
+        chosen = weights.reranker_fusion(spec, scorer, first_stage)
+        if i == 0:
+            tell_reranker_fusion(spec, chosen, args.rerank_top_n)
+        at_depth = system
+        if chosen.depth != args.rerank_top_n:
+            (at_depth,) = rerank_systems([first_stage], scorer, corpus, queries, chosen.depth, args.device,
+                                         args.batch_size, kind="hybrid_rerank")
+        systems += [system, fused_rerank_system(first_stage, at_depth, corpus.ids, chosen)]
     logger.info("Reranker %s: %d pairs scored, the rest from the cache", spec.label, scorer.computed)
     return systems
 
 
+def tell_reranker_fusion(spec: ModelSpec, chosen: RerankerFusion, rerank_top_n: int) -> None:
+    """One line when a reranker's saved fusion is applied otherwise than the flags say: at its own depth, or to a
+    weighted hybrid although its weight was chosen against another first stage."""
+    if chosen.depth != rerank_top_n:
+        logger.info("%s: its fusion weight was chosen on its top %d (saved in its metrics.json), so the fused reranker "
+                    "reranks and fuses the top %d, not --rerank_top_n %d", spec.label, chosen.depth, chosen.depth,
+                    rerank_top_n)
+    if chosen.against not in (None, "hybrid"):
+        logger.warning("%s: its fusion weight was chosen against a %s first stage (fine_tune_reranker.py "
+                       "--first_stage %s); here it fuses with a weighted hybrid, so the fused numbers are not those "
+                       "it was chosen for", spec.label, chosen.against, chosen.against)
+
+
 def retrieval_report(args: argparse.Namespace, data: EvaluationData, systems: list[System],
                      output_dir: Path) -> Report:
-    """Every metric of every system, against the baseline (the first embedding model, else the first system),
-    written as the first version of the reports."""
+    """Every metric of every system, against the baseline (:func:`baseline_system`), written as the first version
+    of the reports."""
     for system in systems:
         score_system(system, data.corpus, data.queries, args.k)
-    dense = [s for s in systems if s.kind == "dense"]
-    baseline = dense[0].name if dense else systems[0].name
+    baseline = baseline_system(args, systems)
     report = Report(args, data.corpus, data.queries, systems, data.embedding_specs, data.reranker_specs, baseline,
                     output_dir)
     report.data_audit = data.audit.summary()
     report.leaked = sorted(data.audit.leaked_test_indices)
     report.write()
     return report
+
+
+def baseline_system(args: argparse.Namespace, systems: Sequence[System]) -> str:
+    """The name of the system every other is compared with: --baseline; by default BM25 when it is evaluated, else
+    the first embedding model (else the first system)."""
+    names = [s.name for s in systems]
+    if args.baseline is not None:
+        if args.baseline not in names:
+            raise UserError(f"--baseline {args.baseline!r} is not among the systems evaluated: {', '.join(names)}")
+        return args.baseline
+    for kind in ("bm25", "dense"):
+        found = next((s.name for s in systems if s.kind == kind), None)
+        if found is not None:
+            return found
+    return names[0]
 
 
 def print_results(report: Report, output_dir: Path) -> None:

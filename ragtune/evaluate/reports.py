@@ -398,10 +398,14 @@ class Report:
                         "then first-stage order; fused: fused score desc, then passage id desc",
                 "hybrid": "'+ bm25 (rrf)': sum of 1/(60 + rank) over the dense and BM25 lists; '+ bm25 (weighted w)': "
                           "w * dense + (1 - w) * BM25, scores min-max normalised per query over each list (a passage "
-                          "missing from a list counts 0); w from the model's metrics.json, else chosen on "
-                          "--train_data, else 0.5 (info.weight_from)",
+                          "missing from a list counts 0); each list is the top info.fusion_depth passages (100, or "
+                          "the depth saved with w; the whole corpus when smaller: info.fusion_candidates), whatever "
+                          "k; w and its depth from the model's metrics.json, else w chosen on --train_data by "
+                          "weight_rule at depth 100, else 0.5 (info.weight_from)",
                 "fused reranker": "'(fused r)': r * reranker + (1 - r) * first stage over the reranked top "
-                                  "rerank_top_n, both min-max normalised per query; r as w (info.reranker_weight_from)",
+                                  "info.reranker_fusion_depth (the top N r was chosen at: the reranker's metrics.json, "
+                                  "else rerank_top_n), both min-max normalised per query; r as w "
+                                  "(info.reranker_weight_from)",
                 "significance": "per system against baseline_system on main_metric, paired over the test queries: "
                                 "mean difference, 95% percentile-bootstrap CI, two-sided sign-flip randomisation "
                                 "p-value; significant = p < 0.05",

@@ -7,6 +7,10 @@ the reranker's score fused with the first stage's (``fused_rerank_system``). Eve
 one ranked list per query, ``depth`` passages deep, and every metric at every k is read off that
 list (:mod:`ragtune.core.metrics`): nothing is retrieved twice.
 
+A hybrid fuses as the training scripts fuse (:class:`ragtune.retrieval.first_stage.HybridFusion`): the
+top ``fusion.depth`` passages of BM25 and of the dense model, whatever depth the reports need, so a
+weight is applied exactly as it was chosen; so does the fused reranker, over the top N it was chosen at.
+
 Ties: first stages order tied scores as trec_eval does (:mod:`ragtune.core.ranking`), so our numbers
 equal trec_eval's given the same scores; a reranker's ties keep the first-stage order.
 """
@@ -25,9 +29,18 @@ import numpy as np
 
 from ragtune.core.bm25 import BM25Index
 from ragtune.core.data import Corpus, LabelledQuery
-from ragtune.core.fusion import choose_weight, fuse_top_k, runs_from_top_k, saved_weight
+from ragtune.core.fusion import (
+    DEFAULT_WEIGHT_RULE,
+    FUSION_KEY,
+    WeightChoice,
+    choose_weight,
+    fuse_top_k,
+    ranking,
+    runs_from_top_k,
+    saved_weight,
+)
 from ragtune.core.metrics import RANKING_METRICS, context_metrics, mean_metrics, query_metrics
-from ragtune.core.model_specs import ModelSpec, saved_prompts
+from ragtune.core.model_specs import ModelSpec, saved_metrics, saved_prompts
 from ragtune.core.ranking import bm25_top_k, dense_top_k, rerank_order
 from ragtune.retrieval.embedding_store import (
     CACHE_VERSION,
@@ -39,6 +52,7 @@ from ragtune.retrieval.embedding_store import (
     query_embeddings,
     write_atomically,
 )
+from ragtune.retrieval.first_stage import CANDIDATE_DEPTH, HybridFusion
 
 logger = logging.getLogger(__name__)
 
@@ -202,49 +216,99 @@ def rerank_systems(first_stage: Sequence[System], reranker: RerankScores, corpus
 def _first_stage_info(system: System) -> dict[str, Any]:
     return {k: v for k, v in system.info.items()
             if k.startswith("embedding_model") or k.endswith("prompt")
-            or k in ("first_stage", "fusion", "dense_weight", "weight_from")}
+            or k in ("first_stage", "fusion", "dense_weight", "weight_from", "fusion_depth")}
 
 
-def hybrid_systems(dense: System, bm25: System, ids: Sequence[str], depth: int, dense_weight: float,
-                   weight_from: str) -> list[System]:
-    """``dense`` fused with ``bm25``: reciprocal rank fusion, and weighted fusion with ``dense_weight``.
+def top_of_runs(ids: Sequence[str], runs: Sequence[dict[str, float]],
+                depth: int) -> tuple[list[list[int]], list[list[float]]]:
+    """Per run, its top ``depth`` corpus indices and their scores, best first (ties as trec_eval orders them)."""
+    index_of = {pid: i for i, pid in enumerate(ids)}
+    ranked, scores = [], []
+    for run in runs:
+        top = ranking(run)[:depth]
+        ranked.append([index_of[pid] for pid in top])
+        scores.append([run[pid] for pid in top])
+    return ranked, scores
 
-    ``dense_weight`` is the dense score's weight against BM25 (:func:`ragtune.core.fusion.weighted_fusion`'s
-    first run); ``weight_from`` says where it came from ("metrics.json", "train_data" or "default"):
-    never the test queries.
+
+def fuse_systems(fusion: HybridFusion, dense: System, bm25: System, ids: Sequence[str],
+                 depth: int) -> tuple[list[list[int]], list[list[float]]]:
+    """``dense`` and ``bm25`` fused by ``fusion`` over their top ``fusion.depth`` (:meth:`HybridFusion.fuse`, as
+    the training scripts fuse), cut to ``depth``; both must be retrieved at least ``fusion.depth`` deep."""
+    need = fusion.candidates(len(ids))
+    fused = fusion.fuse(runs_from_top_k(ids, *dense.top(need)), runs_from_top_k(ids, *bm25.top(need)), len(ids))
+    return top_of_runs(ids, fused, depth)
+
+
+@dataclass(frozen=True)
+class ChosenFusion:
+    """A hybrid's fusion (weight and depth) and where it came from; ``choice`` when chosen on --train_data."""
+
+    fusion: HybridFusion
+    source: str
+    choice: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class RerankerFusion:
+    """A fused reranker's weight, the top N it was chosen at (and is applied at), and where it came from;
+    ``against``: the first stage a saved weight was chosen against (fine_tune_reranker.py's --first_stage)."""
+
+    weight: float
+    depth: int
+    source: str
+    choice: dict[str, Any] | None = None
+    against: str | None = None
+
+
+RRF_FUSION = HybridFusion(method="rrf", dense_weight=None)
+
+
+def hybrid_systems(dense: System, bm25: System, ids: Sequence[str], depth: int,
+                   chosen: ChosenFusion) -> list[System]:
+    """``dense`` fused with ``bm25``: reciprocal rank fusion, and weighted fusion as ``chosen``; ``depth`` deep.
+
+    Each fuses the two systems' top ``fusion.depth`` (:data:`CANDIDATE_DEPTH` for RRF; for the weighted
+    fusion the depth its weight was chosen at), whatever ``depth`` the reports need. ``chosen.source``
+    says where the weight came from ("metrics.json", "train_data" or "default"): never the test queries.
     """
     out = []
-    for fusion, weight in (("rrf", None), ("weighted", dense_weight)):
+    for fusion in (RRF_FUSION, chosen.fusion):
         start = time.perf_counter()
-        ranked, scores = fuse_top_k(ids, dense.top(), bm25.top(), weight, depth)
+        ranked, scores = fuse_systems(fusion, dense, bm25, ids, depth)
         info = _first_stage_info(dense)
-        info.update({"first_stage": "hybrid", "fusion": fusion, "seconds": round(time.perf_counter() - start, 3)})
-        if weight is not None:
-            info.update({"dense_weight": weight, "weight_from": weight_from})
-        label = "rrf" if weight is None else f"weighted {weight:g}"
-        out.append(System(name=f"{dense.name} + bm25 ({label})", kind="hybrid", embedding_model=dense.embedding_model,
-                          ranked=ranked, scores=scores, info=info))
+        info.update({"first_stage": "hybrid", "fusion": fusion.method, "fusion_depth": fusion.depth,
+                     "fusion_candidates": fusion.candidates(len(ids)),
+                     "seconds": round(time.perf_counter() - start, 3)})
+        if fusion.method == "weighted":
+            info.update({"dense_weight": fusion.dense_weight, "weight_from": chosen.source,
+                         **({"weight_choice": chosen.choice} if chosen.choice else {})})
+        out.append(System(name=f"{dense.name} + bm25 ({fusion.label})", kind="hybrid",
+                          embedding_model=dense.embedding_model, ranked=ranked, scores=scores, info=info))
     return out
 
 
-def fused_rerank_system(first_stage: System, reranked: System, ids: Sequence[str], top_n: int,
-                        reranker_weight: float, weight_from: str) -> System:
-    """The reranker's score fused with the first stage's over the reranked top ``top_n``.
+def fused_rerank_system(first_stage: System, reranked: System, ids: Sequence[str],
+                        chosen: RerankerFusion) -> System:
+    """The reranker's score fused with the first stage's over the reranked top ``chosen.depth``.
 
-    Both are min-max normalised over the same ``top_n`` candidates, then ``reranker_weight`` x reranker
-    + (1 - ``reranker_weight``) x first stage; below ``top_n`` the first-stage order continues. A
-    reranker trained on a few dozen queries can be confidently wrong: the first stage's score keeps
-    the evidence it had.
+    Both are min-max normalised over the same ``chosen.depth`` candidates (the top N the weight was
+    chosen at: ``reranked`` must rerank that many), then ``weight`` x reranker + (1 - ``weight``) x first
+    stage; below them the first-stage order continues. A reranker trained on a few dozen queries can be
+    confidently wrong: the first stage's score keeps the evidence it had.
     """
     start = time.perf_counter()
-    ranked, scores = fuse_top_k(ids, reranked.top(top_n), first_stage.top(top_n), reranker_weight, top_n)
+    top_n, weight = chosen.depth, chosen.weight
+    ranked, scores = fuse_top_k(ids, reranked.top(top_n), first_stage.top(top_n), weight, top_n)
     for qi, row in enumerate(first_stage.ranked):
         ranked[qi] = ranked[qi] + row[top_n:]
         scores[qi] = scores[qi] + [float("-inf")] * len(row[top_n:])
     info = {k: v for k, v in reranked.info.items() if k != "seconds"}
-    info.update({"reranker_weight": reranker_weight, "reranker_weight_from": weight_from,
+    info.update({"reranker_weight": weight, "reranker_weight_from": chosen.source, "reranker_fusion_depth": top_n,
+                 **({"reranker_weight_chosen_against": chosen.against} if chosen.against else {}),
+                 **({"reranker_weight_choice": chosen.choice} if chosen.choice else {}),
                  "seconds": round(time.perf_counter() - start, 3)})
-    return System(name=f"{reranked.name} (fused {reranker_weight:g})", kind="fused_rerank",
+    return System(name=f"{reranked.name} (fused {weight:g})", kind="fused_rerank",
                   embedding_model=reranked.embedding_model, reranker_model=reranked.reranker_model,
                   ranked=ranked, scores=scores, info=info)
 
@@ -284,37 +348,56 @@ def selection_metric(main_metric: str) -> str:
     return f"recall@{k}" if name == "context_recall" else f"ndcg@{k}"
 
 
+def saved_reranker_fusion(spec: ModelSpec, top_n: int) -> RerankerFusion | None:
+    """The reranker weight fine_tune_reranker.py chose on dev and saved, at the depth saved with it (its dev top N;
+    ``top_n`` for a record saved before the depth was); None when the reranker's metrics.json has none."""
+    weight = saved_weight(spec.path, "reranker_weight") if spec.path else None
+    if weight is None:
+        return None
+    record = saved_metrics(spec.path)[FUSION_KEY]
+    depth, against = record.get("depth"), record.get("first_stage")
+    valid = isinstance(depth, int) and not isinstance(depth, bool) and depth > 0
+    return RerankerFusion(weight, depth if valid else top_n, "metrics.json",
+                          against=against if isinstance(against, str) else None)
+
+
+def fusion_depth(embedding_specs: Sequence[ModelSpec], reranker_specs: Sequence[ModelSpec], top_n: int) -> int:
+    """How deep the first stages of the hybrids must be retrieved: every fusion's depth (the saved ones and
+    :data:`CANDIDATE_DEPTH`) and every fused reranker's top N."""
+    depths = [CANDIDATE_DEPTH, top_n]
+    depths += [fusion.depth for fusion in map(HybridFusion.saved, (s.path for s in embedding_specs)) if fusion]
+    depths += [saved.depth for saved in (saved_reranker_fusion(s, top_n) for s in reranker_specs) if saved]
+    return max(depths)
+
+
 class FusionWeights:
-    """The fusion weights of the hybrid and fused-reranker systems, and where each came from.
+    """The fusions of the hybrid and fused-reranker systems, and where each came from.
 
     In order: the weight the training script chose on its dev split and saved in the model's
-    ``metrics.json`` ("metrics.json"); else one chosen on the ``--train_data`` queries
-    ("train_data"); else 0.5, with a warning ("default"). Never on the test queries: a weight tuned
-    on them would make the test numbers optimistic.
+    ``metrics.json``, with the depth it was chosen at ("metrics.json"); else one chosen on the
+    ``--train_data`` queries by ``rule`` at :data:`CANDIDATE_DEPTH` (the reranker's at ``top_n``)
+    ("train_data"); else 0.5, with a warning ("default"). Never on the test queries: a weight tuned on
+    them would make the test numbers optimistic. ``depth``: how deep the train-query runs are retrieved.
     """
 
     def __init__(self, corpus: Corpus, train_queries: Sequence[LabelledQuery], reranker_specs: Sequence[ModelSpec],
                  depth: int, top_n: int, tie_rank: np.ndarray, cache_dir: Path, chunk_size: int, metric: str,
-                 device: str | None, batch_size: int) -> None:
+                 device: str | None, batch_size: int, rule: str = DEFAULT_WEIGHT_RULE) -> None:
         self.corpus, self.train = corpus, list(train_queries)
         self.depth, self.top_n, self.tie_rank, self.cache_dir, self.chunk_size = (depth, top_n, tie_rank, cache_dir,
                                                                                     chunk_size)
-        self.metric, self.device, self.batch_size = metric, device, batch_size
+        self.metric, self.rule, self.device, self.batch_size = metric, rule, device, batch_size
         # Train-query runs are only computed when some weight must be chosen on them.
-        self.rerankers_need_train = any(self.saved(spec, "reranker_weight") is None for spec in reranker_specs)
+        self.rerankers_need_train = any(saved_reranker_fusion(spec, top_n) is None for spec in reranker_specs)
         self._bm25_train: System | None = None
         self._train_first_stage: dict[str | None, System] = {}  # weighted hybrid on the train queries, by model
-
-    @staticmethod
-    def saved(spec: ModelSpec, key: str) -> float | None:
-        return saved_weight(spec.path, key) if spec.path else None
 
     def _relevant(self) -> list[list[str]]:
         return [q.relevant_ids for q in self.train]
 
-    def dense_weight(self, spec: ModelSpec, handle: EmbeddingModelHandle) -> tuple[float, str]:
-        """The dense score's weight against BM25 for ``spec`` (its handle still loaded) and its source."""
-        saved = self.saved(spec, "dense_weight")
+    def dense_fusion(self, spec: ModelSpec, handle: EmbeddingModelHandle) -> ChosenFusion:
+        """The weighted hybrid's fusion for ``spec`` (its handle still loaded) and where its weight came from."""
+        saved = HybridFusion.saved(spec.path)
         train_dense = None
         if self.train and (saved is None or self.rerankers_need_train):
             train_dense = dense_system(handle, self.corpus, self.train, self.depth, self.tie_rank, self.cache_dir,
@@ -322,45 +405,55 @@ class FusionWeights:
             if self._bm25_train is None:
                 self._bm25_train = bm25_system(self.corpus, self.train, self.depth, self.tie_rank, self.chunk_size)
         if saved is not None:
-            weight, source = saved, "metrics.json"
-            logger.info("%s + bm25: dense weight %g from the model's metrics.json", spec.label, weight)
+            chosen = ChosenFusion(saved, "metrics.json")
+            logger.info("%s + bm25: dense weight %g at depth %d from the model's metrics.json", spec.label,
+                        saved.dense_weight, saved.depth)
         elif train_dense is not None:
-            ids = self.corpus.ids
-            weight, tried = choose_weight(runs_from_top_k(ids, *train_dense.top()),
-                                          runs_from_top_k(ids, *self._bm25_train.top()), self._relevant(), self.metric)
-            source = "train_data"
-            logger.info("%s + bm25: dense weight %g chosen on %d --train_data queries (%s %.4f; 0.5 gives %.4f)",
-                        spec.label, weight, len(self.train), self.metric, tried[weight], tried[0.5])
+            chosen = self._choose_dense(spec, train_dense)
         else:
-            weight, source = 0.5, "default"
+            chosen = ChosenFusion(HybridFusion(), "default")
             logger.warning("%s + bm25: no fusion weight in the model's metrics.json and no --train_data to choose "
                            "one on: the weighted hybrid uses 0.5", spec.label)
         if train_dense is not None:
-            ranked, scores = fuse_top_k(self.corpus.ids, train_dense.top(), self._bm25_train.top(), weight, self.depth)
+            ranked, scores = fuse_systems(chosen.fusion, train_dense, self._bm25_train, self.corpus.ids, self.depth)
             self._train_first_stage[spec.name] = System(name=f"{spec.label} + bm25 (train)", kind="hybrid",
                                                         embedding_model=spec.name, ranked=ranked, scores=scores)
-        return weight, source
+        return chosen
 
-    def reranker_weight(self, spec: ModelSpec, scorer: RerankScores, first_stage: System) -> tuple[float, str]:
-        """The reranker score's weight against ``first_stage`` (a weighted hybrid) and its source.
+    def _choose_dense(self, spec: ModelSpec, train_dense: System) -> ChosenFusion:
+        """The dense weight chosen on the --train_data queries by the rule, at :data:`CANDIDATE_DEPTH`."""
+        ids, need = self.corpus.ids, HybridFusion().candidates(len(self.corpus))
+        choice = choose_weight(runs_from_top_k(ids, *train_dense.top(need)),
+                               runs_from_top_k(ids, *self._bm25_train.top(need)), self._relevant(), self.metric,
+                               rule=self.rule)
+        self._log_choice(f"{spec.label} + bm25: dense weight", choice, CANDIDATE_DEPTH, "BM25")
+        return ChosenFusion(HybridFusion("weighted", choice.weight, CANDIDATE_DEPTH), "train_data", choice.record())
 
-        Chosen on --train_data, the train queries' candidates are reranked: reranker calls, cached.
+    def _log_choice(self, what: str, choice: WeightChoice, depth: int, reference: str) -> None:
+        logger.info("%s %g chosen on %d --train_data queries at depth %d by %s (%s %.4f ± %.4f; %s alone %.4f)",
+                    what, choice.weight, len(self.train), depth, choice.rule, choice.metric, choice.value,
+                    choice.standard_error, reference, choice.reference)
+
+    def reranker_fusion(self, spec: ModelSpec, scorer: RerankScores, first_stage: System) -> RerankerFusion:
+        """The reranker score's weight against ``first_stage`` (a weighted hybrid), its depth and its source.
+
+        Chosen on --train_data, the train queries' top ``top_n`` are reranked (reranker calls, cached) and the
+        weight is chosen by the rule at that depth.
         """
-        saved = self.saved(spec, "reranker_weight")
+        saved = saved_reranker_fusion(spec, self.top_n)
         if saved is not None:
-            logger.info("%s + %s: reranker weight %g from the reranker's metrics.json", first_stage.name, spec.label,
-                        saved)
-            return saved, "metrics.json"
+            logger.info("%s + %s: reranker weight %g at depth %d from the reranker's metrics.json", first_stage.name,
+                        spec.label, saved.weight, saved.depth)
+            return saved
         train_first = self._train_first_stage.get(first_stage.embedding_model)
         if train_first is None:
             logger.warning("%s + %s: no fusion weight in the reranker's metrics.json and no --train_data to choose "
                            "one on: the fused reranker uses 0.5", first_stage.name, spec.label)
-            return 0.5, "default"
+            return RerankerFusion(0.5, self.top_n, "default")
         (reranked,) = rerank_systems([train_first], scorer, self.corpus, self.train, self.top_n, self.device,
                                      self.batch_size)
         ids, n = self.corpus.ids, self.top_n
-        weight, tried = choose_weight(runs_from_top_k(ids, *reranked.top(n)), runs_from_top_k(ids, *train_first.top(n)),
-                                      self._relevant(), self.metric)
-        logger.info("%s + %s: reranker weight %g chosen on %d --train_data queries (%s %.4f; 0.5 gives %.4f)",
-                    first_stage.name, spec.label, weight, len(self.train), self.metric, tried[weight], tried[0.5])
-        return weight, "train_data"
+        choice = choose_weight(runs_from_top_k(ids, *reranked.top(n)), runs_from_top_k(ids, *train_first.top(n)),
+                               self._relevant(), self.metric, rule=self.rule)
+        self._log_choice(f"{first_stage.name} + {spec.label}: reranker weight", choice, n, "the first stage")
+        return RerankerFusion(choice.weight, n, "train_data", choice.record())

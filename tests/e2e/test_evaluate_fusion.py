@@ -1,16 +1,18 @@
 """evaluate_rag.py's hybrid and fused-reranker systems (weights from metrics.json or --train_data, never the
-test labels) and its significance statistics against the baseline, on the sample data with tiny models."""
+test labels, applied at the depth they were chosen at) and its significance statistics against the baseline, on
+the sample data with tiny models."""
 
 from __future__ import annotations
 
 import csv
 import json
+import logging
 import shutil
 from pathlib import Path
 
 import pytest
 
-from ragtune.core.data import SAMPLE_TEST, SAMPLE_TRAIN
+from ragtune.core.data import SAMPLE_CORPUS, SAMPLE_TEST, SAMPLE_TRAIN, load_corpus, load_queries
 
 
 def with_fusion(src: Path, dst: Path, **fusion: float) -> Path:
@@ -31,7 +33,8 @@ def by_name(results: dict) -> dict[str, dict]:
 
 @pytest.fixture(scope="module")
 def saved_run(models, tmp_path_factory):
-    """Dense weights 0 and 1 and reranker weight 1 saved in metrics.json; --train_data given but not needed."""
+    """Dense weights 0 and 1 and reranker weight 1 saved in metrics.json (as saved before the depth was saved
+    with them); --train_data given but not needed; the first embedding model as the --baseline."""
     import evaluate_rag
 
     root = tmp_path_factory.mktemp("fusion")
@@ -41,7 +44,7 @@ def saved_run(models, tmp_path_factory):
     out = root / "out"
     argv = ["--embedding_models", str(w0), str(w1), "--reranker_models", str(ce), "--rerank_top_n", "8",
             "--max_seq_length", "64", "--reranker_max_length", "96", "--train_data", str(SAMPLE_TRAIN),
-            "--output_dir", str(out)]
+            "--output_dir", str(out), "--baseline", "dense-w0"]
     assert evaluate_rag.main(argv) == 0
     return {"out": out, "results": json.loads((out / "results.json").read_text())}
 
@@ -51,6 +54,9 @@ def test_saved_dense_weight_is_used(saved_run):
     w0, w1 = systems["dense-w0 + bm25 (weighted 0)"], systems["dense-w1 + bm25 (weighted 1)"]
     assert (w0["info"]["dense_weight"], w0["info"]["weight_from"]) == (0.0, "metrics.json")
     assert (w1["info"]["dense_weight"], w1["info"]["weight_from"]) == (1.0, "metrics.json")
+    # A record without a depth was chosen at depth 100: over the whole sample corpus (72 passages).
+    assert (w0["info"]["fusion_depth"], w0["info"]["fusion_candidates"]) == (100, 72)
+    assert systems["dense-w0 + bm25 (rrf)"]["info"]["fusion_depth"] == 100
     # Weight 0 ranks as BM25, weight 1 as the dense model (below the first few places, passages only one
     # list returned tie at 0 and may change places).
     assert top_ids(out, "dense-w0 + bm25 (weighted 0)", 5) == top_ids(out, "bm25", 5)
@@ -65,6 +71,7 @@ def test_saved_reranker_weight_is_used(saved_run):
     reranked = "dense-w1 + bm25 (weighted 1) + ce-r1"
     fused = systems[reranked + " (fused 1)"]
     assert (fused["info"]["reranker_weight"], fused["info"]["reranker_weight_from"]) == (1.0, "metrics.json")
+    assert fused["info"]["reranker_fusion_depth"] == 8  # no depth saved: --rerank_top_n
     assert fused["kind"] == "fused_rerank" and systems[reranked]["kind"] == "hybrid_rerank"
     # Weight 1: the reranker's order alone over its top 8.
     assert top_ids(out, reranked + " (fused 1)", 7) == top_ids(out, reranked, 7)
@@ -132,10 +139,21 @@ def test_weights_chosen_on_train_data_ignore_the_test_labels(models, tmp_path):
                                   "--rerank_top_n", "8", "--max_seq_length", "64", "--reranker_max_length", "96",
                                   "--train_data", str(SAMPLE_TRAIN), "--test_data", str(test), "--output_dir",
                                   str(out), "--cache_dir", str(tmp_path / "cache")]) == 0
-        systems = json.loads((out / "results.json").read_text())["systems"]
+        results = json.loads((out / "results.json").read_text())
+        systems = results["systems"]
+        # The default baseline when BM25 is evaluated: every other system is compared with BM25.
+        assert results["config"]["baseline_system"] == "bm25"
+        assert set(results["significance"]) == {s["name"] for s in systems} - {"bm25"}
         (weighted,) = [s for s in systems if s["kind"] == "hybrid" and s["info"]["fusion"] == "weighted"]
         (fused,) = [s for s in systems if s["kind"] == "fused_rerank"]
         assert weighted["info"]["weight_from"] == "train_data" and fused["info"]["reranker_weight_from"] == "train_data"
+        # Chosen by --weight_rule (default one_se) at the depths they are applied at.
+        choice = weighted["info"]["weight_choice"]
+        assert choice["rule"] == "one_se" and choice["chosen_on_queries"] == 100
+        assert weighted["info"]["fusion_depth"] == 100
+        assert weighted["info"]["dense_weight"] <= choice["best_weight"]  # one_se: the smallest move from BM25
+        assert fused["info"]["reranker_weight_choice"]["rule"] == "one_se"
+        assert fused["info"]["reranker_fusion_depth"] == 8
         chosen.append((weighted["info"]["dense_weight"], fused["info"]["reranker_weight"], weighted["metrics"]))
     assert chosen[0][:2] == chosen[1][:2]
     assert chosen[0][2] != chosen[1][2]  # the labels did change the test numbers
@@ -150,6 +168,50 @@ def test_no_hybrid_and_no_bm25(models, saved_run, tmp_path):
         assert evaluate_rag.main(["--embedding_models", str(models["st_a"]), "--no_bm25", "--max_seq_length", "64",
                                   "--output_dir", str(out), "--cache_dir", str(saved_run["out"] / ".cache"),
                                   *extra]) == 0
-        names.append([s["name"] for s in json.loads((out / "results.json").read_text())["systems"]])
+        results = json.loads((out / "results.json").read_text())
+        names.append([s["name"] for s in results["systems"]])
+        assert results["config"]["baseline_system"] == "tiny-st"  # without BM25: the first embedding model
     # BM25 is scored for the hybrids but not listed; --no_hybrid leaves the hybrids out.
     assert names == [["tiny-st", "tiny-st + bm25 (rrf)", "tiny-st + bm25 (weighted 0.5)"], ["tiny-st"]]
+
+
+def test_saved_depths_are_applied_as_chosen(models, saved_run, tmp_path, caplog):
+    """A dense weight saved with depth 10 fuses the top 10 of each source, exactly as the training scripts'
+    first stage fuses; a reranker weight saved with depth 12 reranks and fuses the top 12, whatever --rerank_top_n
+    (and a weight chosen against another first stage than the hybrid it fuses with is flagged)."""
+    import evaluate_rag
+    from sentence_transformers import SentenceTransformer
+
+    from ragtune.retrieval.first_stage import FirstStage, HybridFusion
+
+    dense = with_fusion(models["st_a"], tmp_path / "dense-d10", first_stage="hybrid", dense_weight=0.5, depth=10)
+    reranker = with_fusion(models["ce_a"], tmp_path / "ce-d12", first_stage="dense", reranker_weight=0.5, depth=12)
+    out = tmp_path / "out"
+    with caplog.at_level(logging.INFO):
+        assert evaluate_rag.main(["--embedding_models", str(dense), "--reranker_models", str(reranker),
+                                  "--rerank_top_n", "8", "--reranker_max_length", "96", "--output_dir", str(out),
+                                  "--cache_dir", str(saved_run["out"] / ".cache")]) == 0
+    systems = by_name(json.loads((out / "results.json").read_text()))
+    weighted = systems["dense-d10 + bm25 (weighted 0.5)"]
+    assert (weighted["info"]["fusion_depth"], weighted["info"]["fusion_candidates"]) == (10, 10)
+    assert systems["dense-d10 + bm25 (rrf)"]["info"]["fusion_depth"] == 100
+
+    corpus = load_corpus(SAMPLE_CORPUS)
+    texts = [q.query for q in load_queries(SAMPLE_TEST, corpus)]
+    stage = FirstStage(corpus, SentenceTransformer(str(dense), device="cpu"), kind="hybrid",
+                       fusion=HybridFusion("weighted", 0.5, 10))
+    assert top_ids(out, "dense-d10 + bm25 (weighted 0.5)", 7) == stage.rankings(texts, 7)
+    # The same weight over the whole corpus ranks otherwise: the depth is part of the weight.
+    assert top_ids(out, "dense-d10 + bm25 (weighted 0.5)", 7) != \
+        FirstStage(corpus, stage.embedding_model, kind="hybrid").rankings(texts, 7)
+
+    reranked = "dense-d10 + bm25 (weighted 0.5) + ce-d12"
+    assert systems[reranked]["info"]["rerank_top_n"] == 8
+    fused = systems[reranked + " (fused 0.5)"]["info"]
+    assert (fused["rerank_top_n"], fused["reranker_fusion_depth"], fused["reranker_weight_from"]) == \
+        (12, 12, "metrics.json")
+    told = [r.getMessage() for r in caplog.records if "reranks and fuses the top 12" in r.getMessage()]
+    assert len(told) == 1 and "not --rerank_top_n 8" in told[0]
+    assert fused["reranker_weight_chosen_against"] == "dense"
+    assert any("chosen against a dense first stage" in r.getMessage() and r.levelno == logging.WARNING
+               for r in caplog.records)

@@ -57,6 +57,12 @@ def test_results_json_structure(full_run, models):
                      "tiny-st-b + bm25 (weighted 0.5) + tiny-ce (fused 0.5)"]
     assert {s["info"].get("weight_from") for s in results["systems"] if "weighted" in s["name"]} == {"default"}
     assert {s["info"]["reranker_weight_from"] for s in results["systems"] if "fused" in s["name"]} == {"default"}
+    # Every hybrid fuses the top 100 of BM25 and the dense model (the whole 72-passage corpus), whatever k; the
+    # fused reranker fuses over the reranked top --rerank_top_n (no depth saved).
+    hybrids = [s["info"] for s in results["systems"] if s["kind"] == "hybrid"]
+    assert {(i["fusion_depth"], i["fusion_candidates"]) for i in hybrids} == {(100, 72)}
+    assert {s["info"]["reranker_fusion_depth"] for s in results["systems"] if s["kind"] == "fused_rerank"} == {8}
+    assert results["config"]["baseline_system"] == "bm25" and results["config"]["weight_rule"] == "one_se"
     expected_keys = {f"{m}@{k}" for m in (*RANKING_METRICS, "context_precision", "context_recall") for k in KS}
     for system in results["systems"]:
         assert set(system) >= {"name", "embedding_model", "reranker_model", "metrics"}
@@ -137,8 +143,8 @@ def test_results_markdown(full_run):
     md = (full_run["out"] / "results.md").read_text()
     assert "## bm25" in md and "## tiny-st + tiny-ce" in md
     assert "| metric | @3 | @5 | @7 |" in md
-    assert "## Comparison (delta against `tiny-st`)" in md
-    assert "tiny-st (base)" in md
+    assert "## Comparison (delta against `bm25`)" in md
+    assert "bm25 (base)" in md
     assert "(+" in md or "(-" in md
 
 
@@ -151,7 +157,8 @@ def write_csv(path: Path, header: str, rows: list[str]) -> Path:
 
 
 @pytest.mark.parametrize("case", ["unknown_path", "not_a_model", "offline_hub_id", "empty_test", "missing_ids",
-                                  "k_zero", "bad_main_metric", "rerank_top_n", "missing_corpus"])
+                                  "k_zero", "bad_main_metric", "rerank_top_n", "missing_corpus", "baseline_no_bm25",
+                                  "unknown_baseline"])
 def test_bad_input_exits_2_with_one_line(case, tmp_path):
     args = ["--output_dir", str(tmp_path / "out"), "--embedding_models"]
     expected = {
@@ -164,6 +171,8 @@ def test_bad_input_exits_2_with_one_line(case, tmp_path):
         "bad_main_metric": "--main_metric must be one of",
         "rerank_top_n": "--rerank_top_n must be at least 1",
         "missing_corpus": "--corpus: file not found",
+        "baseline_no_bm25": "--baseline bm25 compares every system with BM25: drop --no_bm25",
+        "unknown_baseline": "--baseline 'nope': give bm25 or a system name as in results.md",
     }[case]
     if case == "unknown_path":
         args += ["./no/such/model"]
@@ -185,6 +194,10 @@ def test_bad_input_exits_2_with_one_line(case, tmp_path):
         args += ["--rerank_top_n", "0"]
     elif case == "missing_corpus":
         args += ["--corpus", str(tmp_path / "nope.csv")]
+    elif case == "baseline_no_bm25":
+        args += ["some/model", "--no_bm25", "--baseline", "bm25"]
+    elif case == "unknown_baseline":
+        args += ["--baseline", "nope"]
     proc = run_script("evaluate_rag.py", *args)
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = [line for line in proc.stderr.splitlines() if "error:" in line]
