@@ -139,10 +139,10 @@ def add_system_args(parser: argparse.ArgumentParser) -> None:
                         help="Leave the hybrid systems and the rerankers on top of them out.")
     systems.add_argument("--weight_rule", choices=WEIGHT_RULES, default=DEFAULT_WEIGHT_RULE,
                          help="How fusion weights (hybrid dense weight; reranker against its first stage) are picked "
-                              "on the --train_data queries for models that saved none: one_se takes the smallest "
-                              "move away from BM25 / the first stage whose metric is within one standard error of "
-                              "the best (robust on ~20 queries); smoothed the best after averaging neighbouring "
-                              "weights; max the best (over-fits). A weight saved in metrics.json is used as saved.")
+                              "on the --train_data queries for models that saved none: smoothed takes the best "
+                              "weight after averaging each with its neighbours; one_se the smallest move away from "
+                              "BM25 / the first stage within one standard error of the best; max the best "
+                              "(over-fits). A weight saved in metrics.json is used as saved.")
     systems.add_argument("--baseline", default=None, metavar="SYSTEM",
                          help="The system every other is compared with (deltas, paired significance): bm25, or a "
                               "system name as in results.md. Default: bm25 when BM25 is evaluated, else the first "

@@ -145,9 +145,10 @@ def add_negative_args(parser: argparse.ArgumentParser, *, num_hard_negatives: in
                             "top ranks avoids unlabelled positives.")
     group.add_argument("--weight_rule", choices=WEIGHT_RULES, default=DEFAULT_WEIGHT_RULE,
                        help="How fusion weights (hybrid dense weight; reranker against its first stage) are picked "
-                            "on the dev queries: one_se takes the smallest move away from BM25 / the first stage "
-                            "whose dev metric is within one standard error of the best (robust on ~20 queries); "
-                            "smoothed the best after averaging neighbouring weights; max the best (over-fits).")
+                            "on the dev queries: smoothed takes the best weight after averaging each with its "
+                            "neighbours (a plateau beats a lucky peak on ~20 queries); one_se the smallest move "
+                            "away from BM25 / the first stage within one standard error of the best (safest, often "
+                            "BM25 alone); max the best (over-fits).")
     if num_random_negatives is not None:
         group.add_argument("--num_random_negatives", type=int, default=num_random_negatives,
                            help="Uniform random negatives per (query, positive) pair, besides the hard ones; never a "

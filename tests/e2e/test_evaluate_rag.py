@@ -62,7 +62,7 @@ def test_results_json_structure(full_run, models):
     hybrids = [s["info"] for s in results["systems"] if s["kind"] == "hybrid"]
     assert {(i["fusion_depth"], i["fusion_candidates"]) for i in hybrids} == {(100, 72)}
     assert {s["info"]["reranker_fusion_depth"] for s in results["systems"] if s["kind"] == "fused_rerank"} == {8}
-    assert results["config"]["baseline_system"] == "bm25" and results["config"]["weight_rule"] == "one_se"
+    assert results["config"]["baseline_system"] == "bm25" and results["config"]["weight_rule"] == "smoothed"
     expected_keys = {f"{m}@{k}" for m in (*RANKING_METRICS, "context_precision", "context_recall") for k in KS}
     for system in results["systems"]:
         assert set(system) >= {"name", "embedding_model", "reranker_model", "metrics"}

@@ -92,7 +92,7 @@ def test_ties_go_to_the_even_mix():
         assert set(choice.curve.values()) == {1.0}
         assert choice.weight == 0.5
     # One standard error: every weight is as good, so the smallest move away from the second run (BM25).
-    assert choose_weight(runs, runs, [["r"]], metric="ndcg@5").weight == 0.0
+    assert choose_weight(runs, runs, [["r"]], metric="ndcg@5", rule="one_se").weight == 0.0
 
 
 def test_choose_weight_rejects_mismatched_inputs():
