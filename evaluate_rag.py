@@ -45,10 +45,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from ragtune.audit import AuditResult, add_audit_args, run_audit
-from ragtune.core.cli import new_parser
+from ragtune.core.cli import add_weight_rule_arg, new_parser
 from ragtune.core.data import SAMPLE_CORPUS, SAMPLE_TEST, Corpus, LabelledQuery, load_corpus, load_queries
 from ragtune.core.errors import UserError, run_main
-from ragtune.core.fusion import DEFAULT_WEIGHT_RULE, WEIGHT_RULES
 from ragtune.core.io import setup_logging
 from ragtune.core.metrics import CONTEXT_METRICS, DEFAULT_KS, RANKING_METRICS
 from ragtune.core.model_specs import ModelSpec, assign_labels, is_gguf, resolve_model
@@ -137,12 +136,8 @@ def add_system_args(parser: argparse.ArgumentParser) -> None:
                              "fused with it. BM25 is scored for them even under --no_bm25.")
     hybrid.add_argument("--no_hybrid", dest="hybrid", action="store_false",
                         help="Leave the hybrid systems and the rerankers on top of them out.")
-    systems.add_argument("--weight_rule", choices=WEIGHT_RULES, default=DEFAULT_WEIGHT_RULE,
-                         help="How fusion weights (hybrid dense weight; reranker against its first stage) are picked "
-                              "on the --train_data queries for models that saved none: smoothed takes the best "
-                              "weight after averaging each with its neighbours; one_se the smallest move away from "
-                              "BM25 / the first stage within one standard error of the best; max the best "
-                              "(over-fits). A weight saved in metrics.json is used as saved.")
+    add_weight_rule_arg(systems, "the --train_data queries, for models that saved none in metrics.json (a saved "
+                                 "weight is used as saved)")
     systems.add_argument("--baseline", default=None, metavar="SYSTEM",
                          help="The system every other is compared with (deltas, paired significance): bm25, or a "
                               "system name as in results.md. Default: bm25 when BM25 is evaluated, else the first "

@@ -120,6 +120,21 @@ def run_script(script: str, *args: str, cwd: Path = REPO, env: dict | None = Non
                           text=True, timeout=timeout)
 
 
+def error_lines(output: str) -> list[str]:
+    """The error lines of a script's output: logged ERRORs and argparse's "error:" line."""
+    return [line for line in output.splitlines() if " ERROR " in line or line.startswith("error")]
+
+
+def assert_one_clear_error(result: subprocess.CompletedProcess, message: str, out: Path | None = None) -> None:
+    """What a user error gets: exit code 2, no traceback, one error line saying ``message``, nothing in ``out``."""
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output[-3000:]
+    assert "Traceback" not in output
+    errors = error_lines(output)
+    assert len(errors) == 1 and message in errors[0], output[-3000:]
+    assert out is None or not out.exists(), "nothing may be written before the input is validated"
+
+
 # ---------------------------------------------------------------------------- the Hub
 
 

@@ -11,10 +11,9 @@ from pathlib import Path
 from typing import Any, Collection, Sequence
 
 from ragtune.audit import add_audit_args
-from ragtune.core.cli import new_parser
+from ragtune.core.cli import add_weight_rule_arg, new_parser
 from ragtune.core.data import SAMPLE_CORPUS, SAMPLE_TRAIN, check_input_file
 from ragtune.core.errors import UserError
-from ragtune.core.fusion import DEFAULT_WEIGHT_RULE, WEIGHT_RULES
 from ragtune.core.metrics import DEFAULT_KS, TRAINING_METRICS
 from ragtune.retrieval.first_stage import FIRST_STAGES
 from ragtune.retrieval.negatives import NEGATIVE_SOURCES
@@ -143,12 +142,7 @@ def add_negative_args(parser: argparse.ArgumentParser, *, num_hard_negatives: in
     group.add_argument("--hard_negative_range", type=int, nargs=2, default=list(rank_range), metavar=("MIN", "MAX"),
                        help="Draw hard negatives from these ranks (1-based, inclusive) of each source; skipping the "
                             "top ranks avoids unlabelled positives.")
-    group.add_argument("--weight_rule", choices=WEIGHT_RULES, default=DEFAULT_WEIGHT_RULE,
-                       help="How fusion weights (hybrid dense weight; reranker against its first stage) are picked "
-                            "on the dev queries: smoothed takes the best weight after averaging each with its "
-                            "neighbours (a plateau beats a lucky peak on ~20 queries); one_se the smallest move "
-                            "away from BM25 / the first stage within one standard error of the best (safest, often "
-                            "BM25 alone); max the best (over-fits).")
+    add_weight_rule_arg(group, "the dev queries")
     if num_random_negatives is not None:
         group.add_argument("--num_random_negatives", type=int, default=num_random_negatives,
                            help="Uniform random negatives per (query, positive) pair, besides the hard ones; never a "

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import LAUNCH_SCRIPT, REPO, run_script
+from conftest import LAUNCH_SCRIPT, REPO, assert_one_clear_error, run_script
 from launch_script import Recorder, SigtermAt
 
 from ragtune.core.data import SAMPLE_CORPUS, SAMPLE_TRAIN
@@ -37,9 +37,6 @@ def one_thread():
     yield
     torch.set_num_threads(previous)
 
-
-def error_lines(output: str) -> list[str]:
-    return [line for line in output.splitlines() if " ERROR " in line or line.startswith("error")]
 
 
 # ---------------------------------------------------------------------------- end to end
@@ -205,9 +202,4 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(args, message, bad_f
     base = [] if "--base_model" in args else ["--base_model", str(tiny_qwen2)]
     out = tmp_path / "out"
     result = run_script("fine_tune_generator.py", *base, *args, "--output_dir", str(out), env=ONE_THREAD)
-    output = result.stdout + result.stderr
-    assert result.returncode == 2, output[-3000:]
-    assert "Traceback" not in output
-    errors = error_lines(output)
-    assert len(errors) == 1 and message in errors[0], output[-3000:]
-    assert not out.exists(), "nothing may be written before the input is validated"
+    assert_one_clear_error(result, message, out)

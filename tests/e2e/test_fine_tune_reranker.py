@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_script
+from conftest import assert_one_clear_error, error_lines, run_script
 
 from ragtune.core.data import SAMPLE_CORPUS, SAMPLE_TRAIN, load_corpus, load_queries
 from ragtune.core.metrics import DEFAULT_KS, TRAINING_METRICS
@@ -25,9 +25,6 @@ ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 def run_reranker(*args: str) -> subprocess.CompletedProcess:
     return run_script("fine_tune_reranker.py", *args, env=ONE_THREAD)
 
-
-def error_lines(output: str) -> list[str]:
-    return [line for line in output.splitlines() if " ERROR " in line or line.startswith("error")]
 
 
 # ---------------------------------------------------------------------------- end to end
@@ -99,12 +96,7 @@ def test_bad_flags_and_files_exit_2_with_one_line(tmp_path, args, message):
     args = [str(_bad_csv(tmp_path)) if a == "BAD_CSV" else a for a in args]
     out = tmp_path / "out"
     result = run_reranker(*args, "--output_dir", str(out))
-    output = result.stdout + result.stderr
-    assert result.returncode == 2, output[-3000:]
-    assert "Traceback" not in output
-    errors = error_lines(output)
-    assert len(errors) == 1 and message in errors[0], output[-3000:]
-    assert not out.exists(), "nothing may be written before the input is validated"
+    assert_one_clear_error(result, message, out)
 
 
 def test_unknown_model_exits_2_with_one_line(tmp_path):
