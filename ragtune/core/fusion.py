@@ -207,9 +207,14 @@ def fuse_top_k(ids: Sequence[str], a: tuple[Sequence[Sequence[int]], Sequence[Se
 
     ``weight`` is ``a``'s (None: RRF). Pass only finite scores (e.g. a reranker's top-n head).
     """
+    return top_of_runs(ids, fuse_all(runs_from_top_k(ids, *a), runs_from_top_k(ids, *b), weight), depth)
+
+
+def top_of_runs(ids: Sequence[str], runs: Sequence[Run], depth: int) -> tuple[list[list[int]], list[list[float]]]:
+    """Per run, its top ``depth`` corpus indices and their scores, best first (ties as trec_eval orders them)."""
     index_of = {pid: i for i, pid in enumerate(ids)}
     ranked, scores = [], []
-    for run in fuse_all(runs_from_top_k(ids, *a), runs_from_top_k(ids, *b), weight):
+    for run in runs:
         top = ranking(run)[:depth]
         ranked.append([index_of[pid] for pid in top])
         scores.append([run[pid] for pid in top])

@@ -35,9 +35,9 @@ from ragtune.core.fusion import (
     WeightChoice,
     choose_weight,
     fuse_top_k,
-    ranking,
     runs_from_top_k,
     saved_weight,
+    top_of_runs,
 )
 from ragtune.core.metrics import RANKING_METRICS, context_metrics, mean_metrics, query_metrics
 from ragtune.core.model_specs import ModelSpec, saved_metrics, saved_prompts
@@ -218,17 +218,6 @@ def _first_stage_info(system: System) -> dict[str, Any]:
             if k.startswith("embedding_model") or k.endswith("prompt")
             or k in ("first_stage", "fusion", "dense_weight", "weight_from", "fusion_depth")}
 
-
-def top_of_runs(ids: Sequence[str], runs: Sequence[dict[str, float]],
-                depth: int) -> tuple[list[list[int]], list[list[float]]]:
-    """Per run, its top ``depth`` corpus indices and their scores, best first (ties as trec_eval orders them)."""
-    index_of = {pid: i for i, pid in enumerate(ids)}
-    ranked, scores = [], []
-    for run in runs:
-        top = ranking(run)[:depth]
-        ranked.append([index_of[pid] for pid in top])
-        scores.append([run[pid] for pid in top])
-    return ranked, scores
 
 
 def fuse_systems(fusion: HybridFusion, dense: System, bm25: System, ids: Sequence[str],
