@@ -148,30 +148,27 @@ def hub():
         yield server
 
 
-@pytest.fixture()
-def st_run(tiny_st, tmp_path) -> Path:
-    """A sentence-transformers model folder as a fine-tuning run leaves it (checkpoints, logs, metrics...)."""
+def as_training_run(model: Path, folder: Path) -> Path:
+    """A copy of ``model`` at ``folder`` as a fine-tuning run leaves it (checkpoints, logs, metrics...)."""
     import shutil
 
     from hub_checks import add_training_leftovers
 
-    folder = tmp_path / "bge-m3-embedding"
-    shutil.copytree(tiny_st, folder)
+    shutil.copytree(model, folder)
     add_training_leftovers(folder)
     return folder
+
+
+@pytest.fixture()
+def st_run(tiny_st, tmp_path) -> Path:
+    """A sentence-transformers model folder as a fine-tuning run leaves it."""
+    return as_training_run(tiny_st, tmp_path / "bge-m3-embedding")
 
 
 @pytest.fixture()
 def ce_run(tiny_cross_encoder, tmp_path) -> Path:
     """A cross-encoder folder as a fine-tuning run leaves it."""
-    import shutil
-
-    from hub_checks import add_training_leftovers
-
-    folder = tmp_path / "reranker"
-    shutil.copytree(tiny_cross_encoder, folder)
-    add_training_leftovers(folder)
-    return folder
+    return as_training_run(tiny_cross_encoder, tmp_path / "reranker")
 
 
 @pytest.fixture()

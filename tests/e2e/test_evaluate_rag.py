@@ -82,16 +82,20 @@ def test_results_json_structure(full_run, models):
                                                                  folder_fingerprint(models["st_b"])]
 
 
+def assert_trec_means(metrics: dict, ids, scores, queries, abs: float) -> None:
+    """Every metric of a system in results.json equals trec_eval's mean over the queries, given the same scores."""
+    run = {f"q{i}": dict(zip(ids, map(float, row))) for i, row in enumerate(scores)}
+    qrels = {f"q{i}": {pid: 1 for pid in q.relevant_ids} for i, q in enumerate(queries)}
+    trec = trec_metrics(run, qrels, KS)
+    for key in trec["q0"]:
+        assert metrics[key] == pytest.approx(np.mean([trec[q][key] for q in run]), abs=abs), key
+
+
 def test_bm25_numbers_equal_an_independent_trec_eval_computation(full_run):
     corpus = load_corpus(SAMPLE_CORPUS)
     queries = load_queries(SAMPLE_TEST, corpus, flag="--test_data")
     scores = BM25Index(corpus.texts).scores([q.query for q in queries])
-    run = {f"q{i}": dict(zip(corpus.ids, map(float, row))) for i, row in enumerate(scores)}
-    qrels = {f"q{i}": {pid: 1 for pid in q.relevant_ids} for i, q in enumerate(queries)}
-    trec = trec_metrics(run, qrels, KS)
-    bm25 = full_run["results"]["systems"][0]["metrics"]
-    for key in trec["q0"]:
-        assert bm25[key] == pytest.approx(np.mean([trec[q][key] for q in run]), abs=1e-12), key
+    assert_trec_means(full_run["results"]["systems"][0]["metrics"], corpus.ids, scores, queries, abs=1e-12)
 
     # per_query.csv: labels, each system's top 7 and first-hit rank, for error analysis.
     with open(full_run["out"] / "per_query.csv", encoding="utf-8-sig", newline="") as handle:
@@ -116,13 +120,7 @@ def test_dense_numbers_equal_a_brute_force_computation(full_run, models):
     model.max_seq_length = 64
     p = model.encode(corpus.texts, normalize_embeddings=True)
     q = model.encode([x.query for x in queries], normalize_embeddings=True)
-    scores = q @ p.T
-    run = {f"q{i}": dict(zip(corpus.ids, map(float, row))) for i, row in enumerate(scores)}
-    qrels = {f"q{i}": {pid: 1 for pid in x.relevant_ids} for i, x in enumerate(queries)}
-    trec = trec_metrics(run, qrels, KS)
-    dense = full_run["results"]["systems"][2]["metrics"]
-    for key in trec["q0"]:
-        assert dense[key] == pytest.approx(np.mean([trec[x][key] for x in run]), abs=1e-5), key
+    assert_trec_means(full_run["results"]["systems"][2]["metrics"], corpus.ids, q @ p.T, queries, abs=1e-5)
 
 
 def test_second_run_uses_the_cache(full_run):
