@@ -99,3 +99,27 @@ def near_duplicate_queries(queries: Sequence[LabelledQuery],
                            threshold: float = LEAK_THRESHOLD) -> list[tuple[int, int, float]]:
     """Near-copies inside one query set: they straddle any random dev split and leak into it."""
     return similar_pairs([q.query for q in queries], None, threshold)
+
+
+def near_duplicate_groups(texts: Sequence[str], threshold: float = LEAK_THRESHOLD) -> list[list[int]]:
+    """Every text's index in exactly one group; texts linked by near-copy pairs, also through others, share a group.
+
+    Why transitive: when A is a near-copy of B and B of C, a split that keeps each pair together must keep all
+    three together, even if A and C score below the threshold. Groups are sorted inside and by their first index.
+    """
+    parent = list(range(len(texts)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, j, _ in similar_pairs(texts, None, threshold):
+        a, b = root(i), root(j)
+        if a != b:
+            parent[max(a, b)] = min(a, b)
+    groups: dict[int, list[int]] = {}
+    for i in range(len(texts)):
+        groups.setdefault(root(i), []).append(i)
+    return list(groups.values())
