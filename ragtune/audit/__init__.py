@@ -26,7 +26,7 @@ from typing import Any, Mapping, Sequence
 
 from ragtune.audit.duplicates import ConflictingLabel, DuplicateGroup, find_conflicting_labels, find_duplicate_passages
 from ragtune.audit.leakage import LEAK_THRESHOLD, LeakedPair, find_leakage, near_duplicate_queries
-from ragtune.audit.pii import PiiFinding, Redactor, find_pii, mask, mask_text
+from ragtune.audit.pii import PiiFinding, Redactor, find_pii, mask, mask_shown_data, mask_text
 from ragtune.audit.report import pii_table_lines, render_markdown
 from ragtune.audit.result import AuditResult
 from ragtune.core.data import Corpus, LabelledQuery
@@ -114,6 +114,7 @@ def run_audit(corpus: Corpus, train: Sequence[LabelledQuery], test: Sequence[Lab
     """Audit corpus + queries; see the module docstring. ``sources`` maps "corpus"/"train"/"test" to file names."""
     if policy not in PII_POLICIES:
         raise UserError(f"--pii must be one of {', '.join(PII_POLICIES)}, got {policy!r}")
+    mask_shown_data(policy)  # from now on, every log line, card and report masks personal values (unless off)
     started = time.perf_counter()
     sources = dict(sources or {})
     named = {"train": list(train), "test": list(test)}

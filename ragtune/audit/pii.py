@@ -39,6 +39,8 @@ from typing import Iterable, Iterator
 
 import phonenumbers
 
+from ragtune.core.redaction import set_data_masker
+
 KINDS = ("email", "phone", "cccd", "cmnd", "bank_account", "student_id", "dob")
 
 # Placeholder labels for redaction: ``[SĐT_1]``, ``[EMAIL_2]``.
@@ -343,6 +345,13 @@ def mask_text(text: str) -> str:
         last = finding.end
     out.append(text[last:])
     return "".join(out)
+
+
+def mask_shown_data(policy: str) -> None:
+    """From now on, every text ragtune shows (log lines, model cards, metrics.json, reports) masks personal values
+    with :func:`mask_text`, unless ``policy`` is "off" (under "redact" and "error" nothing is left to mask in the
+    data, but a model's output or a flag may still hold a value). See ``ragtune.core.redaction.shown``."""
+    set_data_masker(None if policy == "off" else mask_text)
 
 
 class Redactor:

@@ -3,13 +3,17 @@
 Training writes a card next to each model (sentence-transformers writes its own for the embedding model and
 the reranker, from its card data; ragtune writes the adapter's), and adds sections to it; publishing
 (``ragtune.evaluate.hub``) writes the card that goes to the Hub. Both go through here, so the metadata
-block and the section layout are the same everywhere.
+block and the section layout are the same everywhere. Every card is written through
+:func:`ragtune.core.redaction.shown`: no secret, and no personal value unmasked under ``--pii warn`` (adding a
+section rewrites the whole card, so sentence-transformers' own text, with its training examples, is masked too).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+
+from ragtune.core.redaction import shown
 
 
 def card_text(data: Any, body: str) -> str:
@@ -20,7 +24,7 @@ def card_text(data: Any, body: str) -> str:
 def write_card(path: str | Path, data: Any, body: str) -> Path:
     """Write a card (``card_text``) to ``path`` (a README.md) and return the path."""
     path = Path(path)
-    path.write_text(card_text(data, body), encoding="utf-8")
+    path.write_text(shown(card_text(data, body)), encoding="utf-8")
     return path
 
 
@@ -40,4 +44,4 @@ def add_card_section(card: str | Path, title: str, body: str, before: str | None
         text = f"{head.rstrip()}\n\n{section}\n{anchor.lstrip()}{tail}"
     else:
         text = f"{text.rstrip()}\n\n{section}"
-    card.write_text(text, encoding="utf-8")
+    card.write_text(shown(text), encoding="utf-8")

@@ -7,7 +7,9 @@ states, TensorBoard logs, ``metrics.json``, plots and everything else in the out
 the model folder itself is never modified.
 
 The token comes from the ``token`` argument, else ``HF_TOKEN``, else the login cache (``hf auth login``).
-It is never printed, logged, written into the card or sent anywhere but in the Authorization header.
+It is never printed, logged, written into the card or sent anywhere but in the Authorization header. The card
+goes through :func:`ragtune.core.redaction.shown` (no secret; personal values masked under ``--pii warn``); the
+README.md sentence-transformers wrote, with its training examples and widget sentences, is never uploaded.
 Connection errors, 408/429 and 5xx answers are retried with exponential backoff; a rejected token
 (401/403) fails at once. Every failure ends in a :class:`HubError`: one line, exit code 2.
 
@@ -35,7 +37,7 @@ from huggingface_hub.utils import HFValidationError, validate_repo_id
 from ragtune.core.errors import UserError
 from ragtune.core.metrics import split_metric_key
 from ragtune.core.model_card import card_text
-from ragtune.core.redaction import redact_config, redact_text
+from ragtune.core.redaction import redact_config, redact_text, shown
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -348,7 +350,7 @@ def build_model_card(request: PublishRequest, token: str | None = None):
                             ensure_ascii=False, default=str)
         sections.append("## Training configuration\n\n```json\n" + config + "\n```\n")
     body = "\n".join(s for s in sections if s)
-    card = ModelCard(redact_text(card_text(data, body), [token] if token else []))
+    card = ModelCard(shown(redact_text(card_text(data, body), [token] if token else [])))
     return card, card.data.to_dict()
 
 

@@ -2,7 +2,9 @@
 
 :class:`Report` holds everything evaluate_rag.py has computed so far; ``write`` rewrites every file
 from it, so the reports are complete after each stage (retrieval, judge, answers, publishing) and
-a later failure never loses an earlier stage's numbers.
+a later failure never loses an earlier stage's numbers. Every text in them goes through
+:func:`ragtune.core.redaction.shown`: queries, references, answers and judge replies show personal values masked
+under ``--pii warn``, and no secret.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from ragtune import __version__
 from ragtune.audit.report import pii_summary_line
 from ragtune.core.io import write_json, write_text
 from ragtune.core.metrics import RANKING_METRICS, first_hit_rank, split_metric_key
-from ragtune.core.redaction import redact_config
+from ragtune.core.redaction import redact_config, shown, shown_in
 from ragtune.core.significance import compare
 
 # Row order of the tables: ranking metrics, context metrics, LLM context metrics, answer metrics.
@@ -294,7 +296,7 @@ def write_per_query_csv(path: Path, queries: Sequence[Any], systems: Sequence[An
         writer = csv.writer(handle)
         writer.writerow(headers)
         for qi, query in enumerate(queries):
-            row = [query.row, query.query, query.difficulty, " ".join(query.relevant_ids)]
+            row = [query.row, shown(query.query), query.difficulty, " ".join(query.relevant_ids)]
             for system in systems:
                 ids = system.ranked_ids(corpus, qi)
                 first = first_hit_rank(ids, query.relevant_ids)
@@ -312,7 +314,8 @@ def write_answers_csv(path: Path, records: Sequence[dict[str, Any]]) -> None:
         writer = csv.DictWriter(handle, fieldnames=headers)
         writer.writeheader()
         for record in records:
-            writer.writerow({k: ("" if v is None else v) for k, v in record.items()})
+            writer.writerow({k: "" if v is None else shown(v) if isinstance(v, str) else v
+                             for k, v in record.items()})
 
 
 @contextmanager
@@ -462,9 +465,9 @@ class Report:
         return payload
 
     def write(self) -> None:
-        payload = self.payload()
+        payload = shown_in(self.payload())
         write_json(self.output_dir / "results.json", payload)
-        write_text(self.output_dir / "results.md", results_markdown(payload, self.baseline))
+        write_text(self.output_dir / "results.md", shown(results_markdown(payload, self.baseline)))
         write_per_query_csv(self.output_dir / "per_query.csv", self.queries, self.systems, self.corpus,
                             max(self.args.k))
         plot_chart(self.output_dir / "results.png", payload["systems"], self.main_k)

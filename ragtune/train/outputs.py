@@ -1,9 +1,41 @@
-"""What a finished run writes and prints besides the model: dev-metric history, curves, the before/after table."""
+"""What a run writes and prints besides the model: dev-metric history, curves, the before/after table, the card."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
+
+from ragtune.core.redaction import shown_in
+
+
+def show_card_data_masked(model: Any) -> None:
+    """sentence-transformers writes its own model card (README.md) at every save, checkpoints included, with
+    training examples and widget sentences drawn from the data: before each rendering, the card data's fields go
+    through :func:`ragtune.core.redaction.shown` (masking the rendered card would miss a value its YAML wraps
+    across lines). A model without such card data (the generator's) is left alone."""
+    card_data = getattr(model, "model_card_data", None)
+    if not dataclasses.is_dataclass(card_data) or getattr(card_data, "shown_masked", False):
+        return
+    to_dict = card_data.to_dict
+
+    def masked_to_dict(*args: Any, **kwargs: Any) -> Any:
+        for name in (f.name for f in dataclasses.fields(card_data)):
+            value = getattr(card_data, name)
+            masked = shown_in(value)
+            if masked is not value and _differs(masked, value):  # only the fields that show data are replaced
+                setattr(card_data, name, masked)
+        return shown_in(to_dict(*args, **kwargs))
+
+    card_data.to_dict = masked_to_dict
+    card_data.shown_masked = True
+
+
+def _differs(a: Any, b: Any) -> bool:
+    try:
+        return bool(a != b)
+    except Exception:  # noqa: BLE001 - values without a plain equality (arrays): replace them
+        return True
 
 
 def dev_metrics_from_history(log_history: list[dict[str, Any]], prefix: str) -> list[tuple[int, dict[str, float]]]:

@@ -25,6 +25,7 @@ from ragtune.core.cli import args_to_config
 from ragtune.core.data import Corpus, LabelledQuery, load_corpus, load_queries, split_queries
 from ragtune.core.io import setup_logging, write_json
 from ragtune.core.model_card import add_card_section
+from ragtune.core.redaction import shown_in
 from ragtune.train.arguments import default_output_dir
 from ragtune.train.callbacks import (
     InterruptCheckpointCallback,
@@ -41,7 +42,7 @@ from ragtune.train.checkpoints import (
     warn_if_process_count_changed,
 )
 from ragtune.train.distributed import compute_on_main_and_share, is_main_process, local_rank_is_main
-from ragtune.train.outputs import dev_metrics_from_history, plot_training_curves
+from ragtune.train.outputs import dev_metrics_from_history, plot_training_curves, show_card_data_masked
 from ragtune.train.training_args import Precision, resolve_precision, trainer_kwargs
 
 logger = logging.getLogger(__name__)
@@ -189,6 +190,7 @@ class TrainingRun:
         """
         if self.overwrites_finished_run and plan.resume_from is None and is_main_process():
             clear_finished_run(self.output_dir)
+        show_card_data_masked(trainer.model)  # checkpoints' cards: no personal value unmasked (--pii warn)
         self.interrupt.install()
         try:
             trainer.train(resume_from_checkpoint=plan.resume_from)
@@ -221,7 +223,7 @@ class TrainingRun:
         plot_training_curves(trainer.state.log_history, self.metric_prefix, self.output_dir / "training_curves.png",
                              curve_metrics)
         state = trainer.state
-        write_json(self.output_dir / FINISHED_MARKER, {
+        write_json(self.output_dir / FINISHED_MARKER, shown_in({  # dev answers: personal values masked
             "base_model": self.args.base_model,
             **metrics,
             "best_checkpoint": state.best_model_checkpoint,
@@ -232,7 +234,7 @@ class TrainingRun:
             "wall_time_s": round(time.time() - self.started, 1),
             "data_audit": self.audit_summary,
             "config": args_to_config(self.args),
-        })
+        }))
         if table:
             print(f"\n{table}\n")
         dev = metrics.get("dev_metrics") or {}
