@@ -77,7 +77,7 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence = ()) -> int:
     model = add_lora(model, args.lora_r, args.lora_alpha, args.lora_dropout, args.lora_target, args.qlora,
                      args.gradient_checkpointing, args.seed)
     counts = count_parameters(model)
-    evaluator = dev_evaluator(tokenizer, dev_tokens, data.dev, args) if has_dev else None
+    evaluator = dev_evaluator(tokenizer, dev_tokens, data.dev, args, run.interrupt.stop_requested) if has_dev else None
     longest = max(len(t.input_ids) for t in train_tokens + dev_tokens)
     memory = estimate_run_memory(model, counts, args, longest)
     steps = total_optimizer_steps(len(train_tokens), args.batch_size, args.gradient_accumulation_steps,

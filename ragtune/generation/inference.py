@@ -150,10 +150,11 @@ def prompt_ids_for(tokenizer: Any, messages: Messages) -> list[int]:
 
 
 def generate(model: Any, tokenizer: Any, prompts: Sequence[Sequence[int]], max_new_tokens: int,
-             batch_size: int = 8, max_input_tokens: int | None = None) -> list[str]:
+             batch_size: int = 8, max_input_tokens: int | None = None, stopping_criteria: Any = None) -> list[str]:
     """Greedy answers for tokenised prompts, left-padded in batches; the prompt is not part of the answer.
 
     Prompts longer than ``max_input_tokens`` keep their end (the question sits at the end of the prompt).
+    ``stopping_criteria`` (transformers' StoppingCriteriaList) can cut generation short (an interrupted run).
     """
     config = generation_config_for(model, tokenizer, max_new_tokens)
     pad = tokenizer.pad_token_id
@@ -172,7 +173,8 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[Sequence[int]], max_n
             input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=device)
             attention = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
             with torch.no_grad():
-                out = model.generate(input_ids=input_ids, attention_mask=attention, generation_config=config)
+                out = model.generate(input_ids=input_ids, attention_mask=attention, generation_config=config,
+                                     stopping_criteria=stopping_criteria)
             for i, row in zip(batch, out[:, width:]):
                 results[i] = tokenizer.decode(row, skip_special_tokens=True).strip()
     finally:

@@ -1,4 +1,5 @@
-"""Trainer callbacks every fine-tuning run uses: interruption checkpoints, save-best, early stopping, sampler epochs."""
+"""Trainer callbacks every fine-tuning run uses: interruption checkpoints, save-best, early stopping, sampler epochs,
+the model-shaping settings recorded in each checkpoint."""
 
 from __future__ import annotations
 
@@ -6,22 +7,44 @@ import argparse
 import logging
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from transformers import EarlyStoppingCallback, TrainerCallback
 
-from ragtune.train.checkpoints import find_resumable_checkpoint
+from ragtune.train.checkpoints import (
+    CHECKPOINT_PREFIX,
+    checkpoint_step,
+    find_resumable_checkpoint,
+    is_complete_checkpoint,
+    write_model_settings,
+)
 from ragtune.train.distributed import is_distributed
 
 logger = logging.getLogger(__name__)
+
+
+SECOND_INTERRUPT_EXIT_CODE = 128 + signal.SIGINT
+
+
+class TrainingInterrupted(Exception):
+    """Raised inside ``Trainer.train`` to stop at once on a signal: during a long dev evaluation (the generator's
+    generated answers) or before the first optimizer step. ``TrainingRun.train`` saves the step when one was trained."""
+
+
+class StopNow(KeyboardInterrupt):
+    """A second Ctrl-C: stop at once, without saving (a KeyboardInterrupt, so no ``except Exception`` swallows it)."""
 
 
 class InterruptCheckpointCallback(TrainerCallback):
     """On SIGINT/SIGTERM (a Colab/Kaggle disconnect), save a checkpoint at the current step and stop.
 
     The signal only sets a flag; the Trainer saves at the end of the current optimizer step, so the
-    checkpoint is consistent. A second Ctrl-C interrupts immediately.
+    checkpoint is consistent. Long dev evaluations poll :meth:`stop_requested` and stop generating (see
+    ragtune/train/generator/evaluator.py). A second Ctrl-C raises :class:`StopNow`: the run stops at
+    once without saving and says which checkpoint a rerun resumes from (exit 130).
     """
 
     def __init__(self) -> None:
@@ -38,9 +61,13 @@ class InterruptCheckpointCallback(TrainerCallback):
             signal.signal(sig, handler)
         self._previous.clear()
 
+    def stop_requested(self) -> bool:
+        """True once a signal arrived: what long loops inside a training step poll (no global state)."""
+        return self.received is not None
+
     def _handle(self, signum: int, frame: Any) -> None:
         if self.received is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
+            raise StopNow
         self.received = signum
         logger.warning("Received %s: saving a checkpoint at the end of this step, then stopping",
                        signal.Signals(signum).name)
@@ -53,9 +80,13 @@ class InterruptCheckpointCallback(TrainerCallback):
         return control
 
     def on_evaluate(self, args, state, control, **kwargs):
-        # A signal during a long dev evaluation (the generator's generated answers take minutes) stops
-        # right after it, instead of after one more training step.
-        return self.on_step_end(args, state, control, **kwargs)
+        # A signal during a dev evaluation stops right after it: the Trainer saves next, in the same call. Before
+        # the first step (the start-of-training evaluation) there is nothing to save and the Trainer would train
+        # one more step first: stop now.
+        self.on_step_end(args, state, control, **kwargs)
+        if self.received is not None and state.global_step == 0:
+            raise TrainingInterrupted("interrupted before the first optimizer step")
+        return control
 
     def on_train_end(self, args, state, control, **kwargs):
         self.synchronize(args.device)  # a signal after the last step: every rank or none reports it
@@ -107,12 +138,32 @@ def early_stopping_callbacks(args: argparse.Namespace, has_dev: bool) -> list[Tr
     return []
 
 
+def best_model_callbacks(args: argparse.Namespace, has_dev: bool) -> list[TrainerCallback]:
+    """Early stopping, then save-best: in this order, so that a tie is no improvement for early stopping's
+    patience while save-best hands it to the later checkpoint (see :class:`SaveBestCheckpointCallback`)."""
+    return [*early_stopping_callbacks(args, has_dev), SaveBestCheckpointCallback()]
+
+
+def is_at_least_as_good(value: float, best: float, greater_is_better: bool) -> bool:
+    return value >= best if greater_is_better else value <= best
+
+
 class SaveBestCheckpointCallback(TrainerCallback):
-    """Also save a checkpoint at every dev evaluation that improves the best metric (after step 0).
+    """Save a checkpoint at every dev evaluation that matches or improves the best metric (after step 0), and
+    make ties go to the later checkpoint, here and in the Trainer's own best-model tracking.
 
     ``load_best_model_at_end`` can only go back to a checkpoint that exists: with
     ``--checkpoint_save_steps`` a multiple of ``--evaluation_steps``, a best evaluation that falls
     between two saves would otherwise be lost and a worse checkpoint become the final model.
+
+    Ties: the Trainer keeps the first of equal scores (``Trainer._determine_best_metric`` compares with a
+    strict ``>``, transformers 5), and on a small dev set the first evaluation is often a tie, trained at the
+    first warm-up step's learning rate of 0: the "fine-tuned" model was then the base. A later checkpoint with
+    the same dev score has trained more, so it wins the tie. The Trainer calls ``on_evaluate`` just before
+    it compares; moving ``state.best_metric`` one float step down there makes its strict comparison choose
+    the tie, and it then sets ``best_metric`` back to the same value. No private method is overridden, so the
+    three scripts' trainers need no mixin. Early stopping reads ``best_metric`` before this (see
+    :func:`best_model_callbacks`), so a tie still counts against its patience.
     """
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
@@ -123,15 +174,66 @@ class SaveBestCheckpointCallback(TrainerCallback):
         if value is None:
             return control
         best = state.best_metric
-        if best is None or (value > best if args.greater_is_better else value < best):
+        if best is None or is_at_least_as_good(value, best, args.greater_is_better):
             control.should_save = True
+        if best is not None and value == best:
+            state.best_metric = float(np.nextafter(best, -np.inf if args.greater_is_better else np.inf))
         return control
 
 
-def exit_after_interrupt(callback: InterruptCheckpointCallback, output_dir: str) -> int:
-    checkpoint = find_resumable_checkpoint(output_dir)
-    logger.warning("Interrupted: checkpoint saved to %s. Run the same command with --resume_from_checkpoint auto "
-                   "to continue.", checkpoint)
+class ModelSettingsCallback(TrainerCallback):
+    """Record the model-shaping flags (ragtune.train.checkpoints.MODEL_SHAPING_FLAGS) in every checkpoint, so
+    that resuming it with other ones is refused in one line instead of a size-mismatch traceback."""
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        self.settings = dict(settings)
+
+    def on_save(self, args, state, control, **kwargs):
+        folder = Path(args.output_dir) / f"{CHECKPOINT_PREFIX}{state.global_step}"
+        if state.is_world_process_zero and folder.is_dir():
+            write_model_settings(folder, self.settings)
+        return control
+
+
+def save_interrupted_step(trainer: Any) -> None:
+    """Checkpoint the current step after a :class:`TrainingInterrupted` cut the Trainer's loop short.
+
+    The interrupt came during the dev evaluation that the Trainer runs after an optimizer step and before
+    that step's save: the step is saved as the Trainer would have (``_save_checkpoint``, the routine its own
+    loop calls; there is no public one for a full checkpoint), and the ``on_save`` callbacks run. Nothing
+    is saved before the first step, or when this step's checkpoint exists. The evaluation that was cut
+    short is not in the saved history: a resumed run evaluates next at the next --evaluation_steps.
+    """
+    step = trainer.state.global_step
+    if step == 0 or is_complete_checkpoint(Path(trainer.args.output_dir) / f"{CHECKPOINT_PREFIX}{step}"):
+        return
+    trainer._save_checkpoint(trainer.model_wrapped, trial=None)
+    trainer.control = trainer.callback_handler.on_save(trainer.args, trainer.state, trainer.control)
+
+
+def exit_after_interrupt(callback: InterruptCheckpointCallback, output_dir: str, step: int) -> int:
+    """Say what the interrupt left (a checkpoint of this step, an older one, or nothing) and return the exit code."""
+    checkpoint = find_resumable_checkpoint(output_dir, quiet=True)
+    if checkpoint is None and step == 0:
+        logger.warning("Interrupted before the first optimizer step: there is nothing to save. Rerunning the same "
+                       "command starts fresh.")
+    elif checkpoint is None:
+        logger.warning("Interrupted at step %d with no complete checkpoint saved: rerunning the same command starts "
+                       "fresh.", step)
+    elif checkpoint_step(checkpoint) == step:
+        logger.warning("Interrupted: checkpoint saved to %s. Run the same command with --resume_from_checkpoint auto "
+                       "to continue.", checkpoint)
+    else:
+        logger.warning("Interrupted at step %d, which has no checkpoint: run the same command with "
+                       "--resume_from_checkpoint auto to continue from %s.", step, checkpoint)
     sys.stdout.flush()
     return callback.exit_code
 
+
+def exit_on_second_interrupt(output_dir: str) -> int:
+    """A second Ctrl-C: nothing saved; one line on where a rerun starts. Exit code 130."""
+    checkpoint = find_resumable_checkpoint(output_dir, quiet=True)
+    where = f"resumes from {checkpoint}" if checkpoint else "starts fresh (no complete checkpoint yet)"
+    logger.warning("Second Ctrl-C: stopped at once without saving. Rerunning the same command %s.", where)
+    sys.stdout.flush()
+    return SECOND_INTERRUPT_EXIT_CODE

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import shutil
 from pathlib import Path
+from typing import Any
 
 from ragtune.core.errors import UserError
+from ragtune.core.io import write_json
 
 logger = logging.getLogger(__name__)
 
@@ -16,6 +19,21 @@ FINISHED_MARKER = "metrics.json"
 
 
 CHECKPOINT_PREFIX = "checkpoint-"
+
+
+# What the Trainer writes into a checkpoint and loads to resume; it writes trainer_state.json last.
+TRAINER_STATE = "trainer_state.json"
+TRAINER_FILES = ("optimizer.pt", "scheduler.pt")
+# The model's weights as transformers, sentence-transformers and peft save them (one file, or shards and an index).
+WEIGHT_FILES = ("model.safetensors", "adapter_model.safetensors", "pytorch_model.bin", "adapter_model.bin")
+WEIGHT_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+# Written into each checkpoint by ragtune.train.callbacks.ModelSettingsCallback.
+MODEL_SETTINGS_FILE = "ragtune_model_settings.json"
+# The flags that shape the trained model or its optimizer state (which parameters train and their shapes, the
+# sequences trained on): resuming with other values fails deep inside torch, or silently continues another run.
+# Each script records those it has.
+MODEL_SHAPING_FLAGS = ("base_model", "max_seq_length", "freeze_layers", "lora_r", "lora_alpha", "lora_target",
+                       "qlora")
 
 
 def check_output_dir(output_dir: str | Path, overwrite: bool) -> bool:
@@ -46,33 +64,169 @@ def clear_finished_run(output_dir: str | Path) -> None:
                 output_dir)
 
 
-def is_complete_checkpoint(path: Path) -> bool:
-    """A checkpoint is complete once the Trainer wrote trainer_state.json (its last file) and it parses."""
-    state = path / "trainer_state.json"
-    if not state.is_file() or not (path / "optimizer.pt").is_file() or not (path / "scheduler.pt").is_file():
-        return False
+def first_line(err: BaseException, limit: int = 120) -> str:
+    """An exception's message on one short line (torch's load errors run to several sentences)."""
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def torch_file_problem(path: Path, checkpoint: Path) -> str | None:
+    """Why ``path`` does not load as the Trainer loads it (cpu, weights_only); None when it does.
+
+    Memory-mapped: a truncated file fails at once (its zip directory is at the end) without reading a
+    multi-GB optimizer state into memory.
+    """
+    import torch
+
+    try:
+        torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:  # noqa: BLE001 - whatever fails to load makes the checkpoint unusable: say what
+        return f"{path.relative_to(checkpoint)} does not load ({first_line(err)})"
+    return None
+
+
+def safetensors_problem(path: Path, checkpoint: Path) -> str | None:
+    """Why a safetensors file is unreadable; its header and the size it promises are checked, no tensor is read."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            handle.keys()
+    except Exception as err:  # noqa: BLE001 - truncated, empty or not safetensors at all
+        return f"{path.relative_to(checkpoint)} is unreadable ({first_line(err)})"
+    return None
+
+
+def weight_files(checkpoint: Path) -> tuple[list[Path], str | None]:
+    """The checkpoint's weight files (shards named by an index included), or why they cannot be listed."""
+    files = [checkpoint / name for name in WEIGHT_FILES if (checkpoint / name).is_file()]
+    for index in (checkpoint / name for name in WEIGHT_INDEXES):
+        if not index.is_file():
+            continue
+        try:
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return [], f"{index.name} does not parse"
+        missing = [shard for shard in shards if not (checkpoint / shard).is_file()]
+        if missing:
+            return [], f"{index.name} names {missing[0]}, which is missing"
+        files += [checkpoint / shard for shard in shards]
+    # sentence-transformers modules keep their own weights in numbered folders (2_Dense/model.safetensors)
+    files += [p for p in sorted(checkpoint.glob("*/*.safetensors")) if p not in files]
+    if not any(p.parent == checkpoint for p in files):
+        return [], f"no model weights ({' / '.join(WEIGHT_FILES[:2])})"
+    return files, None
+
+
+def checkpoint_problem(path: str | Path) -> str | None:
+    """Why ``path`` cannot be resumed from, in a few words; None when it can.
+
+    Complete means what ``Trainer.train(resume_from_checkpoint=...)`` loads does load: trainer_state.json
+    (written last) parses, optimizer.pt and scheduler.pt load, and the weights are present and readable.
+    A SIGKILL during a save, a full disk or a copy cut short leave a checkpoint that fails one of these.
+    """
+    path = Path(path)
+    state = path / TRAINER_STATE
+    if not state.is_file():
+        return f"no {TRAINER_STATE} (interrupted while saving)"
     try:
         json.loads(state.read_text())
-    except (OSError, ValueError):
-        return False
-    return True
+    except (OSError, ValueError) as err:
+        return f"{TRAINER_STATE} does not parse ({first_line(err)})"
+    for name in TRAINER_FILES:
+        if not (path / name).is_file():
+            return f"no {name}"
+    files, problem = weight_files(path)
+    if problem:
+        return problem
+    for file in [path / name for name in TRAINER_FILES] + files:
+        problem = (safetensors_problem if file.suffix == ".safetensors" else torch_file_problem)(file, path)
+        if problem:
+            return problem
+    return None
 
 
-def find_resumable_checkpoint(output_dir: str | Path) -> Path | None:
-    """Newest complete ``checkpoint-N`` in ``output_dir``; half-written ones are skipped with a warning."""
-    output_dir = Path(output_dir)
-    if not output_dir.is_dir():
-        return None
+def is_complete_checkpoint(path: Path) -> bool:
+    """True when the Trainer can resume from ``path`` (see :func:`checkpoint_problem`)."""
+    return checkpoint_problem(path) is None
+
+
+def numbered_checkpoints(output_dir: Path) -> list[Path]:
+    """The ``checkpoint-N`` folders of ``output_dir``, newest (highest N) first."""
     candidates = []
     for child in output_dir.iterdir():
         suffix = child.name[len(CHECKPOINT_PREFIX):]
         if child.is_dir() and child.name.startswith(CHECKPOINT_PREFIX) and suffix.isdigit():
             candidates.append((int(suffix), child))
-    for _, path in sorted(candidates, reverse=True):
-        if is_complete_checkpoint(path):
+    return [path for _, path in sorted(candidates, reverse=True)]
+
+
+def find_resumable_checkpoint(output_dir: str | Path, quiet: bool = False) -> Path | None:
+    """Newest complete ``checkpoint-N`` in ``output_dir``; each one skipped is logged with the reason (unless quiet)."""
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return None
+    for path in numbered_checkpoints(output_dir):
+        problem = checkpoint_problem(path)
+        if problem is None:
             return path
-        logger.warning("Skipping incomplete checkpoint %s (interrupted while saving)", path)
+        if not quiet:
+            logger.warning("Skipping checkpoint %s: %s", path, problem)
     return None
+
+
+def checkpoint_step(path: str | Path | None) -> int | None:
+    """The N of ``checkpoint-N`` (None for another name)."""
+    suffix = Path(path).name[len(CHECKPOINT_PREFIX):] if path else ""
+    return int(suffix) if suffix.isdigit() else None
+
+
+def model_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The values of the model-shaping flags this script has (:data:`MODEL_SHAPING_FLAGS`)."""
+    return {name: getattr(args, name) for name in MODEL_SHAPING_FLAGS if hasattr(args, name)}
+
+
+def write_model_settings(checkpoint: str | Path, settings: dict[str, Any]) -> None:
+    write_json(Path(checkpoint) / MODEL_SETTINGS_FILE, settings)
+
+
+def same_setting(name: str, recorded: Any, current: Any) -> bool:
+    """Equal values; a local base model also counts as the same when both paths are the same folder."""
+    if isinstance(recorded, (list, tuple)) and isinstance(current, (list, tuple)):
+        return list(recorded) == list(current)
+    if recorded == current:
+        return True
+    if name == "base_model" and isinstance(recorded, str) and isinstance(current, str):
+        a, b = Path(recorded).expanduser(), Path(current).expanduser()
+        return a.exists() and b.exists() and a.resolve() == b.resolve()
+    return False
+
+
+def flag_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, (list, tuple)):
+        return " ".join(map(str, value))
+    return str(value)
+
+
+def check_model_settings(checkpoint: str | Path, settings: dict[str, Any]) -> None:
+    """Refuse, in one line, to resume a checkpoint trained with other model-shaping flags.
+
+    Otherwise a changed --lora_r is a 440-line size-mismatch traceback, and a changed --max_seq_length or
+    --freeze_layers silently continues another run. Checkpoints without the record (older runs) are accepted.
+    """
+    record = Path(checkpoint) / MODEL_SETTINGS_FILE
+    try:
+        recorded = json.loads(record.read_text())
+    except (OSError, ValueError):
+        return
+    for name, value in settings.items():
+        if name in recorded and not same_setting(name, recorded[name], value):
+            raise UserError(f"--resume_from_checkpoint: {checkpoint} was trained with --{name} "
+                            f"{flag_value(recorded[name])}, this run has --{name} {flag_value(value)}; pass the same "
+                            f"--{name} to resume it, another --output_dir, or --resume_from_checkpoint none to start "
+                            f"over")
 
 
 def warn_if_process_count_changed(checkpoint: str | Path | None, processes: int) -> None:
@@ -104,8 +258,9 @@ def resolve_resume(resume: str, output_dir: str | Path, overwrite_finished: bool
     path = Path(resume)
     if not path.is_dir():
         raise UserError(f"--resume_from_checkpoint: no such checkpoint directory: {path}")
-    if not is_complete_checkpoint(path):
-        raise UserError(f"--resume_from_checkpoint: {path} is not a complete checkpoint (no trainer_state.json, "
-                        f"optimizer.pt or scheduler.pt)")
+    problem = checkpoint_problem(path)
+    if problem:
+        raise UserError(f"--resume_from_checkpoint: {path} is not a complete checkpoint: {problem} (pass another "
+                        f"checkpoint, auto for the newest complete one, or none to start fresh)")
     return str(path)
 

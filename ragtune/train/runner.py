@@ -29,19 +29,26 @@ from ragtune.core.redaction import shown_in
 from ragtune.train.arguments import default_output_dir
 from ragtune.train.callbacks import (
     InterruptCheckpointCallback,
+    ModelSettingsCallback,
     SamplerEpochCallback,
-    SaveBestCheckpointCallback,
-    early_stopping_callbacks,
+    StopNow,
+    TrainingInterrupted,
+    best_model_callbacks,
     exit_after_interrupt,
+    exit_on_second_interrupt,
+    save_interrupted_step,
 )
 from ragtune.train.checkpoints import (
     FINISHED_MARKER,
+    check_model_settings,
     check_output_dir,
     clear_finished_run,
+    model_settings,
     resolve_resume,
     warn_if_process_count_changed,
 )
 from ragtune.train.distributed import compute_on_main_and_share, is_main_process, local_rank_is_main
+from ragtune.train.generator.lora import warn_if_adapter_unchanged
 from ragtune.train.outputs import dev_metrics_from_history, plot_training_curves, show_card_data_masked
 from ragtune.train.training_args import Precision, resolve_precision, trainer_kwargs
 
@@ -133,8 +140,11 @@ class TrainingRun:
         Building it starts the distributed state under ``accelerate launch``; every rank then resumes
         from the checkpoint the main process found. When resuming, the start-of-training dev evaluation is
         skipped: the base model's dev metrics are already in the restored history, and a second evaluation
-        would count against early stopping's patience.
+        would count against early stopping's patience. A checkpoint trained with other model-shaping flags
+        (``--lora_r``, ``--max_seq_length``, the base model...) is refused here, in one line.
         """
+        if self.found_checkpoint is not None:
+            check_model_settings(self.found_checkpoint, model_settings(self.args))
         precision = resolve_precision(self.args.precision)
         kwargs = trainer_kwargs(self.args, precision, has_dev, self.metric_key, str(self.output_dir),
                                 eval_on_start=self.found_checkpoint is None,
@@ -152,9 +162,10 @@ class TrainingRun:
         return compute_on_main_and_share(fn)
 
     def trainer_callbacks(self, has_dev: bool) -> list[TrainerCallback]:
-        """Interruption checkpoints, save-best, early stopping, sampler epochs, then the caller's callbacks."""
-        return [self.interrupt, SaveBestCheckpointCallback(), *early_stopping_callbacks(self.args, has_dev),
-                SamplerEpochCallback(), *self.extra_callbacks]
+        """Interruption checkpoints, early stopping and save-best, the model settings recorded in each checkpoint,
+        sampler epochs, then the caller's callbacks."""
+        return [self.interrupt, *best_model_callbacks(self.args, has_dev),
+                ModelSettingsCallback(model_settings(self.args)), SamplerEpochCallback(), *self.extra_callbacks]
 
     def log_summary(self, title: str, plan: TrainingPlan, *, model: str, steps: int, fields: dict[str, Any],
                     batch_note: str = "") -> None:
@@ -186,19 +197,27 @@ class TrainingRun:
         """Train (resuming where the plan says); the exit code when interrupted (checkpoint saved), else None.
 
         This is the run's first write to the output dir: a finished run there is cleared only now
-        (--overwrite_output_dir), after the script has validated its data, flags and model.
+        (--overwrite_output_dir), after the script has validated its data, flags and model. A signal during
+        an evaluation stops it and saves the step it followed (none before the first step); a second Ctrl-C
+        stops at once without saving (exit 130). Either way one line says where a rerun continues.
         """
         if self.overwrites_finished_run and plan.resume_from is None and is_main_process():
             clear_finished_run(self.output_dir)
         show_card_data_masked(trainer.model)  # checkpoints' cards: no personal value unmasked (--pii warn)
         self.interrupt.install()
         try:
-            trainer.train(resume_from_checkpoint=plan.resume_from)
+            try:
+                trainer.train(resume_from_checkpoint=plan.resume_from)
+            except TrainingInterrupted:
+                save_interrupted_step(trainer)
+            self.interrupt.synchronize(trainer.args.device)  # a signal after the last step: every rank or none stops
+            if self.interrupt.received:
+                return exit_after_interrupt(self.interrupt, str(self.output_dir), trainer.state.global_step)
+        except StopNow:
+            return exit_on_second_interrupt(str(self.output_dir))
         finally:
             self.interrupt.uninstall()
-        self.interrupt.synchronize(trainer.args.device)  # a signal after the last step: every rank or none stops
-        if self.interrupt.received:
-            return exit_after_interrupt(self.interrupt, str(self.output_dir))
+        warn_if_adapter_unchanged(trainer.model)
         return None
 
     # ------------------------------------------------------------------ after training

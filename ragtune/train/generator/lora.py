@@ -112,6 +112,25 @@ def add_lora(model: Any, r: int, alpha: int, dropout: float, targets: Sequence[s
     return get_peft_model(model, config)
 
 
+def adapter_is_unchanged(model: Any) -> bool | None:
+    """True when every LoRA B matrix is zero: peft starts B at zero, so the adapter still adds nothing to its base.
+
+    None for a model without LoRA layers. An unchanged adapter comes from a best checkpoint trained at the first
+    warm-up step's learning rate of 0, or from a learning rate too small to move a weight.
+    """
+    lora_b = [param for name, param in model.named_parameters() if "lora_B" in name]
+    if not lora_b:
+        return None
+    return not any(bool(param.detach().any()) for param in lora_b)
+
+
+def warn_if_adapter_unchanged(model: Any) -> None:
+    """Warn when the final adapter equals its base model (see :func:`adapter_is_unchanged`)."""
+    if adapter_is_unchanged(model):
+        logger.warning("The final adapter equals its base model: every LoRA B matrix is still zero, so it answers "
+                       "exactly like the base. Train longer or check --lr and --warmup_steps")
+
+
 def torch_dtype(precision_name: str):
     import torch
 

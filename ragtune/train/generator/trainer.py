@@ -15,7 +15,6 @@ from typing import Any
 
 from transformers import Trainer
 
-from ragtune.train.distributed import compute_on_main_and_share
 from ragtune.train.generator.evaluator import DevAnswerEvaluator
 
 
@@ -37,7 +36,7 @@ class GeneratorTrainer(Trainer):
                                          metric_key_prefix)
         if self.answer_evaluator is not None and len(self.answer_evaluator):
             model = self.accelerator.unwrap_model(self.model)
-            metrics = compute_on_main_and_share(lambda: self.answer_evaluator(model))
+            metrics = self.answer_evaluator.shared_metrics(model)  # an interrupt raises on every rank
             output.metrics.update({f"{metric_key_prefix}_{k}": v for k, v in metrics.items()})
         return output
 
