@@ -44,13 +44,15 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ragtune.audit import AuditResult, add_audit_args, run_audit
+from ragtune.audit import AuditResult, add_audit_args, run_audit, write_audit_report
 from ragtune.core.cli import add_weight_rule_arg, new_parser
 from ragtune.core.data import SAMPLE_CORPUS, SAMPLE_TEST, Corpus, LabelledQuery, load_corpus, load_queries
 from ragtune.core.errors import UserError, run_main
 from ragtune.core.io import setup_logging
 from ragtune.core.metrics import CONTEXT_METRICS, DEFAULT_KS, RANKING_METRICS
 from ragtune.core.model_specs import ModelSpec, assign_labels, is_gguf, resolve_model
+from ragtune.core.output_lock import OutputDirLock
+from ragtune.core.output_paths import check_args_paths
 from ragtune.core.ranking import tie_ranks
 from ragtune.evaluate.heldout import load_test_queries
 from ragtune.evaluate.judge import Judge
@@ -259,6 +261,9 @@ def validate_args(args: argparse.Namespace) -> None:
     check_llm_flags(args)
     check_hub_flags(args)
     check_generator_files(args)
+    check_args_paths(args, outputs=("output_dir", "cache_dir", "audit_report"))
+    if Path(args.output_dir).exists() and not Path(args.output_dir).is_dir():
+        raise UserError(f"--output_dir {args.output_dir} exists and is not a directory")
 
 
 def check_numbers(args: argparse.Namespace) -> None:
@@ -359,7 +364,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     # Data and models are checked (and the data audited) before anything heavy runs or is written.
     data = load_data(args)
-    output_dir, cache_dir = prepare_folders(args)
+    with OutputDirLock(args.output_dir):  # one run per output folder
+        return evaluate(args, data, started)
+
+
+def evaluate(args: argparse.Namespace, data: EvaluationData, started: float) -> int:
+    """Retrieval, then generation and judging, reports and publishing: everything that writes --output_dir."""
+    output_dir, cache_dir = prepare_folders(args, data.audit)
     logger.info("Data: corpus %s (%d passages), test queries %s (%d, %d relevant pairs); k = %s; cache %s",
                 data.corpus.source, len(data.corpus), args.test_data, len(data.queries),
                 sum(len(q.relevant_ids) for q in data.queries), args.k, cache_dir)
@@ -408,8 +419,7 @@ def load_data(args: argparse.Namespace) -> EvaluationData:
     assign_labels(reranker_specs)
     check_baseline(args, embedding_specs)
     audit = run_audit(corpus, train_queries, queries, policy=args.pii,
-                      sources={"corpus": str(args.corpus), "train": str(args.train_data), "test": str(args.test_data)},
-                      report_path=args.audit_report)
+                      sources={"corpus": str(args.corpus), "train": str(args.train_data), "test": str(args.test_data)})
     return EvaluationData(audit.corpus, audit.test, audit.train, embedding_specs, reranker_specs, audit)
 
 
@@ -425,12 +435,11 @@ def check_baseline(args: argparse.Namespace, embedding_specs: Sequence[ModelSpec
                         f"label, alone or as '<label> + bm25 (rrf)' ...); the models here: {', '.join(labels)}")
 
 
-def prepare_folders(args: argparse.Namespace) -> tuple[Path, Path]:
-    """The output folder and the cache folder (default: <output_dir>/.cache), created."""
+def prepare_folders(args: argparse.Namespace, audit: AuditResult) -> tuple[Path, Path]:
+    """The run's first writes (the output folder is locked): the cache folder (default: <output_dir>/.cache) and
+    the audit report."""
     output_dir = Path(args.output_dir)
-    if output_dir.exists() and not output_dir.is_dir():
-        raise UserError(f"--output_dir {output_dir} exists and is not a directory")
-    output_dir.mkdir(parents=True, exist_ok=True)
+    write_audit_report(audit, args.audit_report)
     cache_dir = Path(args.cache_dir) if args.cache_dir else output_dir / ".cache"
     cache_dir.mkdir(parents=True, exist_ok=True)
     return output_dir, cache_dir

@@ -27,13 +27,13 @@ from transformers import DataCollatorForSeq2Seq, TrainingArguments
 from ragtune.core.answer_metrics import REFERENCE_ANSWER_METRICS
 from ragtune.core.errors import run_main
 from ragtune.generation.chat import end_of_turn_ids
-from ragtune.generation.inference import generation_config_for, load_tokenizer
+from ragtune.generation.inference import base_load_code, generation_config_for, load_tokenizer
 from ragtune.retrieval.encoding import load_embedding_model
 from ragtune.train.generator.arguments import build_parser as kind_parser
 from ragtune.train.generator.arguments import validate_args
 from ragtune.train.generator.data import load_generator_data
 from ragtune.train.generator.evaluator import base_and_final_dev_metrics, dev_evaluator
-from ragtune.train.generator.lora import add_lora, count_parameters, load_base_for_training
+from ragtune.train.generator.lora import add_lora, count_parameters, load_base_for_training, warn_if_adapter_unchanged
 from ragtune.train.generator.memory import estimate_run_memory, warn_if_over_gpu
 from ragtune.train.generator.merge import merge_adapter
 from ragtune.train.generator.outputs import describe_run, metrics_table, write_adapter_card
@@ -98,6 +98,7 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence = ()) -> int:
     interrupted = run.train(trainer, plan)
     if interrupted is not None:
         return interrupted
+    warn_if_adapter_unchanged(trainer.model)
 
     # The Trainer has loaded the best adapter (load_best_model_at_end): it is the final one.
     before, after = base_and_final_dev_metrics(trainer, evaluator, model)
@@ -123,8 +124,8 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence = ()) -> int:
     table = (f"Dev answer metrics ({len(evaluator)} held-out queries, greedy):\n{metrics_table(before, after)}"
              if evaluator and len(evaluator) else "")
     code = run.finish(trainer, plan, save=save, metrics=metrics, table=table, curve_metrics=REFERENCE_ANSWER_METRICS)
-    logger.info("Saved the LoRA adapter to %s: PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(%r), "
-                "%r)", args.output_dir, args.base_model, args.output_dir)
+    logger.info("Saved the LoRA adapter to %s: PeftModel.from_pretrained(%s, %r)", args.output_dir,
+                base_load_code(args.base_model), args.output_dir)
     return code
 
 

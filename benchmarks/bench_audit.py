@@ -24,8 +24,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ragtune.audit import (find_duplicate_passages, find_leakage, near_duplicate_queries, run_audit,  # noqa: E402
-                           scan_pii)
+from ragtune.audit import find_duplicate_passages, find_leakage, near_duplicate_queries, run_audit, scan_pii  # noqa: E402
 from ragtune.core.data import Corpus, LabelledQuery  # noqa: E402
 
 ONSETS = ["", "b", "c", "ch", "d", "đ", "g", "gi", "h", "k", "kh", "l", "m", "n", "ng", "nh", "ph", "qu", "r", "s",

@@ -38,8 +38,8 @@ from typing import Any, Sequence  # noqa: E402
 from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss  # noqa: E402
 
 from ragtune.core.data import Corpus, load_corpus, load_queries, query_folds  # noqa: E402
-from ragtune.train.embedder.examples import TrainingExamples
 from ragtune.core.metrics import mean_metrics, query_metrics  # noqa: E402
+from ragtune.train.embedder.examples import TrainingExamples
 
 logger = logging.getLogger("bench_embedding_batches")
 METRICS = ("hit", "recall", "mrr", "ndcg")
@@ -135,10 +135,10 @@ def train(variant: str, base: str, corpus, train_queries, args, out: str):
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
     from sentence_transformers.sentence_transformer.training_args import SentenceTransformerTrainingArguments
 
-    from ragtune.train.embedder.trainer import EmbeddingTrainer
-    from ragtune.train.embedder.examples import build_training_examples
     from ragtune.core.models import freeze_bottom_layers
     from ragtune.retrieval.negatives import mine_candidates
+    from ragtune.train.embedder.examples import build_training_examples
+    from ragtune.train.embedder.trainer import EmbeddingTrainer
 
     model = SentenceTransformer(base, device="cpu")
     model.max_seq_length = args.max_seq_length

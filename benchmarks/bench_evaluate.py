@@ -103,11 +103,11 @@ def bench_naive(data_dir: Path, repeats: int) -> dict:
     from sentence_transformers import SentenceTransformer
 
     from ragtune.core.data import load_corpus, load_queries
-    from ragtune.retrieval.embedding_store import EmbeddingModelHandle, EmbeddingRun, passage_store, query_embeddings
+    from ragtune.core.metrics import RANKING_METRICS
     from ragtune.core.model_specs import resolve_model
     from ragtune.core.ranking import dense_top_k, tie_ranks
     from ragtune.evaluate.systems import System, score_system
-    from ragtune.core.metrics import RANKING_METRICS
+    from ragtune.retrieval.embedding_store import EmbeddingModelHandle, EmbeddingRun, passage_store, query_embeddings
 
     corpus = load_corpus(data_dir / "CLB_PROPTIT.csv")
     queries = load_queries(data_dir / "train_data_proptit.xlsx", corpus, flag="--test_data")
@@ -180,10 +180,10 @@ def synthetic(n_passages: int, n_queries: int, words_per_passage: int, seed: int
 
 def scale_child(n_passages: int, n_queries: int, max_seq_length: int, words: int, batch_size: int,
                 chunk_size: int) -> dict:
-    from ragtune.retrieval.embedding_store import EmbeddingModelHandle, EmbeddingRun, passage_store, query_embeddings
     from ragtune.core.model_specs import resolve_model
     from ragtune.core.ranking import dense_top_k, tie_ranks
     from ragtune.evaluate.systems import System, score_system
+    from ragtune.retrieval.embedding_store import EmbeddingModelHandle, EmbeddingRun, passage_store, query_embeddings
 
     corpus, queries = synthetic(n_passages, n_queries, words)
     spec = resolve_model(minilm_path(), "--embedding_models")
@@ -214,9 +214,9 @@ def topk_child(n_passages: int, n_queries: int, dim: int, chunk_size: int) -> di
     import numpy as np
 
     from ragtune.core.data import Corpus, LabelledQuery
-    from ragtune.retrieval.embedding_store import EmbeddingStore
     from ragtune.core.ranking import dense_top_k, tie_ranks
     from ragtune.evaluate.systems import System, score_system
+    from ragtune.retrieval.embedding_store import EmbeddingStore
 
     rng = np.random.default_rng(0)
     corpus = Corpus(ids=[str(i) for i in range(n_passages)], texts=[""] * n_passages)

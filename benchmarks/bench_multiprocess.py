@@ -16,7 +16,8 @@ no checkpoints, so the timed part is training. Reported per run:
 
 - train s: the Trainer's train_runtime (the training loop only);
 - samples/s: training rows (query, positive, hard negative) actually trained, counted from each
-  rank's loss (the RAGTUNE_DEBUG_DIR test hook), divided by train s. Fewer than steps x 8 rows: the
+  rank's loss (recorded by tests/launch_script.py, the test-only launcher that runs the script's main()
+  with observing callbacks), divided by train s. Fewer than steps x 8 rows: the
   labels keep some global batches below 8 rows (no passage relevant to another query of the batch);
 - wall s: the whole command: process start, model load, mining, training, saving.
 
@@ -59,17 +60,18 @@ def run(processes: int, batch_size: int, args: argparse.Namespace) -> dict:
     data = Path(args.data_dir)
     threads = args.threads_per_process or max(1, (os.cpu_count() or 1) // processes)
     with tempfile.TemporaryDirectory() as tmp:
-        debug = Path(tmp) / "debug"
+        record = Path(tmp) / "record"
         cmd = [sys.executable, "-m", "accelerate.commands.launch",
                "--config_file", str(REPO / "accelerate_config.yaml"),
                "--num_processes", str(processes), "--num_cpu_threads_per_process", str(threads),
                "--main_process_port", str(free_port()),
-               str(REPO / "fine_tune_bge_m3.py"), *MODEL_FLAGS,
+               str(REPO / "tests" / "launch_script.py"), "fine_tune_bge_m3.py", "--record", str(record), "--",
+               *MODEL_FLAGS,
                "--base_model", minilm_path(), "--corpus", str(data / "CLB_PROPTIT.csv"),
                "--train_data", str(data / "train_data_proptit.xlsx"), "--output_dir", str(Path(tmp) / "out"),
                "--batch_size", str(batch_size), "--max_steps", str(args.max_steps),
                "--max_seq_length", str(args.max_seq_length)]
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "RAGTUNE_DEBUG_DIR": str(debug)}
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
         load_before = os.getloadavg()[0]
         start = time.perf_counter()
         result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
@@ -81,8 +83,10 @@ def run(processes: int, batch_size: int, args: argparse.Namespace) -> dict:
         if not runtime:
             sys.exit("no train_runtime in the Trainer's log:\n" + result.stderr[-3000:])
         rows = 0
-        for dump in debug.glob("fine_tune_bge_m3.rank*.json"):
+        for dump in record.glob("train.rank*.json"):
             rows += sum(r["local_rows"] for r in json.loads(dump.read_text())["loss_records"])
+        if not rows:
+            sys.exit(f"no training rows recorded in {record}: the launcher's recording failed")
     train = float(runtime[-1])
     return {"processes": processes, "batch_size": batch_size, "threads": threads, "rows": rows, "train_s": train,
             "samples_per_s": rows / train, "wall_s": wall, "load": (load_before, load_after)}

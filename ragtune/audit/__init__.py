@@ -4,9 +4,10 @@ Modules: ``pii`` (detection, masking, redaction), ``leakage`` and ``duplicates``
 text folded by ``text``), ``report`` (the markdown report and the log table). This package holds the one
 call every script makes::
 
-    result = run_audit(corpus, train, test, policy=args.pii, sources={...}, report_path=args.audit_report)
+    result = run_audit(corpus, train, test, policy=args.pii, sources={...})
     corpus, train, test = result.corpus, result.train, result.test   # redacted copies under --pii redact
     metrics["data_audit"] = result.summary()                        # JSON-safe, masked only
+    write_audit_report(result, args.audit_report)                   # at the run's first write
 
 Call it after the data is loaded and flags are validated, before anything is written: under
 ``--pii error`` it raises :class:`~ragtune.core.errors.UserError` (exit 2) and writes nothing.
@@ -31,6 +32,7 @@ from ragtune.audit.report import pii_table_lines, render_markdown
 from ragtune.audit.result import AuditResult
 from ragtune.core.data import Corpus, LabelledQuery
 from ragtune.core.errors import UserError
+from ragtune.core.io import write_text
 
 __all__ = [
     "PII_POLICIES",
@@ -50,6 +52,7 @@ __all__ = [
     "pii_publish_refusal",
     "run_audit",
     "scan_pii",
+    "write_audit_report",
 ]
 
 logger = logging.getLogger(__name__)
@@ -109,9 +112,12 @@ def scan_pii(corpus: Corpus, named: Mapping[str, Sequence[LabelledQuery]], sourc
 
 
 def run_audit(corpus: Corpus, train: Sequence[LabelledQuery], test: Sequence[LabelledQuery] = (), *,
-              policy: str = "warn", sources: Mapping[str, str] | None = None,
-              report_path: str | Path | None = None) -> AuditResult:
-    """Audit corpus + queries; see the module docstring. ``sources`` maps "corpus"/"train"/"test" to file names."""
+              policy: str = "warn", sources: Mapping[str, str] | None = None) -> AuditResult:
+    """Audit corpus + queries; see the module docstring. ``sources`` maps "corpus"/"train"/"test" to file names.
+
+    Writes nothing: the caller writes the report (:func:`write_audit_report`) at its first write, so that a run
+    that fails later in its checks leaves no report behind.
+    """
     if policy not in PII_POLICIES:
         raise UserError(f"--pii must be one of {', '.join(PII_POLICIES)}, got {policy!r}")
     mask_shown_data(policy)  # from now on, every log line, card and report masks personal values (unless off)
@@ -140,12 +146,15 @@ def run_audit(corpus: Corpus, train: Sequence[LabelledQuery], test: Sequence[Lab
                                                          (("train", result.train), ("test", result.test)) if v})
     result.seconds = time.perf_counter() - started
     _log(result)
-    if report_path is not None:
-        report_path = Path(report_path)
-        report_path.parent.mkdir(parents=True, exist_ok=True)
-        report_path.write_text(render_markdown(result) + "\n", encoding="utf-8")
-        logger.info("audit report written to %s", report_path)
     return result
+
+
+def write_audit_report(result: AuditResult, path: str | Path | None) -> None:
+    """The audit as markdown at ``path`` (``--audit_report``; nothing when None), written atomically."""
+    if path is None:
+        return
+    write_text(path, render_markdown(result) + "\n")
+    logger.info("audit report written to %s", path)
 
 
 def _counts_text(counts: Mapping[str, int]) -> str:

@@ -13,15 +13,19 @@ import json
 import logging
 from typing import Sequence
 
-from ragtune.audit import add_audit_args, find_leakage, run_audit
+from ragtune.audit import add_audit_args, find_leakage, run_audit, write_audit_report
+from ragtune.core.cli import new_parser
 from ragtune.core.data import load_corpus, load_queries, split_queries
 from ragtune.core.errors import run_main
+from ragtune.core.io import write_json
+from ragtune.core.output_paths import check_args_paths
 
 logger = logging.getLogger("ragtune")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m ragtune.audit", description=__doc__.splitlines()[0])
+    parser = new_parser(__doc__.splitlines()[0])
+    parser.prog = "python -m ragtune.audit"
     parser.add_argument("--corpus", required=True, help="Passages (CSV/XLSX/JSONL).")
     parser.add_argument("--train_data", required=True, help="Training queries (CSV/XLSX/JSONL).")
     parser.add_argument("--test_data", default=None, help="Held-out queries checked for leakage from --train_data.")
@@ -35,15 +39,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     args = build_parser().parse_args(argv)
+    check_args_paths(args, outputs=("report", "summary_json"))
     corpus = load_corpus(args.corpus, "--corpus")
     train = load_queries(args.train_data, corpus, "--train_data")
     test = load_queries(args.test_data, corpus, "--test_data") if args.test_data else []
     sources = {"corpus": args.corpus, "train": args.train_data}
     if args.test_data:
         sources["test"] = args.test_data
-    result = run_audit(corpus, train, test, policy=args.pii, sources=sources, report_path=args.report)
+    result = run_audit(corpus, train, test, policy=args.pii, sources=sources)
     summary = result.summary()
     if args.dev_ratio > 0:
         fit, dev = split_queries(result.train, args.dev_ratio, args.seed)
@@ -52,9 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 "leaked_dev_queries": len({p.test_index for p in leaked}), "pairs": len(leaked)}
         logger.info("a %.0f%% dev split (seed %d) would leak %d of %d dev queries", 100 * args.dev_ratio, args.seed,
                     summary["dev_split"]["leaked_dev_queries"], len(dev))
+    write_audit_report(result, args.report)
     if args.summary_json:
-        with open(args.summary_json, "w", encoding="utf-8") as handle:
-            json.dump(summary, handle, ensure_ascii=False, indent=2)
+        write_json(args.summary_json, summary)
     print(json.dumps(summary, ensure_ascii=False, indent=2))
     return 0
 

@@ -76,5 +76,6 @@ class BM25Index:
         return sparse.csr_matrix((vals, (rows, cols)), shape=(len(queries), self.weights.shape[0]))
 
     def scores(self, queries: Sequence[str]) -> np.ndarray:
-        """Dense (queries x documents) score matrix; use :meth:`top_k` for large corpora."""
+        """Dense (queries x documents) score matrix (a few hundred passages per query here: no need for sparse top-k;
+        :func:`ragtune.core.ranking.bm25_top_k` ranks it)."""
         return np.asarray((self.query_matrix(queries) @ self.weights).todense())

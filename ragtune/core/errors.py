@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 logger = logging.getLogger("ragtune")
 
 USER_ERROR_EXIT_CODE = 2
+INTERRUPTED_EXIT_CODE = 130
 
 
 class UserError(Exception):
@@ -28,4 +29,9 @@ def run_main(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[
         # Without configured handlers, logging's last-resort handler still prints it to stderr.
         logger.error("error: %s", err)
         sys.exit(USER_ERROR_EXIT_CODE)
+    except KeyboardInterrupt:
+        # Ctrl-C outside training (loading, mining, evaluation): nothing half-written is kept as finished
+        # (files are written atomically, metrics.json last), so one line and the shell's code for SIGINT.
+        logger.warning("Interrupted (Ctrl-C): stopped; rerun the same command to start again or resume")
+        sys.exit(INTERRUPTED_EXIT_CODE)
     sys.exit(code or 0)

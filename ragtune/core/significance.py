@@ -24,6 +24,8 @@ from typing import Sequence
 import numpy as np
 
 DEFAULT_RESAMPLES = 10_000
+# Below this many queries a bootstrap interval is rough (with one query it has zero width and means nothing).
+FEW_QUERIES = 10
 # Resamples drawn per block: bounds memory at block x queries floats however many queries there are.
 _BLOCK = 1_000
 
@@ -80,6 +82,16 @@ def compare(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, co
     """
     mean_difference, low, high = paired_bootstrap_ci(a, b, confidence, n_resamples, seed)
     p_value = randomization_test(a, b, n_resamples, seed)
+    queries = int(np.asarray(a).size)
     return {"mean_difference": mean_difference, "ci_low": low, "ci_high": high, "confidence": confidence,
-            "p_value": p_value, "significant": bool(p_value < alpha), "queries": int(np.asarray(a).size),
-            "resamples": n_resamples}
+            "p_value": p_value, "significant": bool(p_value < alpha), "queries": queries,
+            "resamples": n_resamples, "caveat": few_queries_caveat(queries)}
+
+
+def few_queries_caveat(queries: int) -> str | None:
+    """What a reader must know about an interval from too few queries (None when there are enough)."""
+    if queries <= 1:
+        return "one query: the interval has zero width and the p-value is 1 by construction; they say nothing"
+    if queries < FEW_QUERIES:
+        return f"only {queries} queries: the interval and p-value are rough"
+    return None

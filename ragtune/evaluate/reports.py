@@ -132,7 +132,8 @@ def significance_markdown(payload: dict[str, Any], baseline: str) -> list[str]:
             rows.append([s["name"], value, fmt_significance(significance[s["name"]])])
     return [f"`{metric}` against `{baseline}` on the same {first['queries']} queries. Δ: mean paired difference; "
             f"[95% CI]: percentile bootstrap over queries ({first['resamples']} resamples); p: two-sided paired "
-            "randomisation test; `*`: p < 0.05. On a few dozen queries a difference without `*` may be noise.", "",
+            "randomisation test; `*`: p < 0.05. On a few dozen queries a difference without `*` may be noise."
+            + (f" **Caution, {first['caveat']}.**" if first.get("caveat") else ""), "",
             _md_table(["system", metric, "Δ [95% CI] p"], rows), ""]
 
 
@@ -349,6 +350,8 @@ def console_table(systems: Sequence[dict[str, Any]], k: int, names: Sequence[str
     if significance:
         table += (f"\n* p < 0.05 against {baseline} (paired randomisation test; 95% CIs in results.md): "
                   "differences without * may be noise on this many queries.")
+        caveat = next(iter(significance.values())).get("caveat")
+        table += f"\nCaution, {caveat}." if caveat else ""
     return table
 
 

@@ -29,6 +29,7 @@ __all__ = [
     "load_tokenizer",
     "prompt_ids_for",
     "split_gguf",
+    "base_load_code",
 ]
 
 logger = logging.getLogger(__name__)
@@ -46,8 +47,13 @@ def split_gguf(name: str) -> tuple[str, dict[str, Any]]:
     return name, {}
 
 
-def load_tokenizer(name: str, flag: str = "--base_model", chat_template_file: str | None = None):
-    """The model's tokenizer, with a chat template (its own, or ``--chat_template FILE``) and a pad token."""
+def load_tokenizer(name: str, flag: str = "--base_model", chat_template_file: str | None = None,
+                   template_flag: str | None = "--chat_template"):
+    """The model's tokenizer, with a chat template (its own, or ``--chat_template FILE``) and a pad token.
+
+    ``template_flag``: the script's flag for a template file (named in the advice when the model has none);
+    None for a script without one (evaluate_rag.py uses the template the model or adapter folder saved).
+    """
     from transformers import AutoTokenizer
 
     folder, extra = split_gguf(name)
@@ -56,17 +62,50 @@ def load_tokenizer(name: str, flag: str = "--base_model", chat_template_file: st
     except Exception as err:  # noqa: BLE001 - any failure to load is the user's model
         raise explain_load_failure(name, err, flag) from err
     if chat_template_file:
-        path = Path(chat_template_file)
-        if not path.is_file():
-            raise UserError(f"--chat_template: file not found: {path}")
-        tokenizer.chat_template = path.read_text(encoding="utf-8")
+        tokenizer.chat_template = read_chat_template(chat_template_file, template_flag or "--chat_template")
     if not getattr(tokenizer, "chat_template", None):
+        advice = (f"pass a Jinja template with {template_flag} FILE" if template_flag else
+                  "fine-tune it with fine_tune_generator.py --chat_template FILE, whose adapter folder keeps it")
         raise UserError(f"{flag}: {name} has no chat template (a base model, not an instruct/chat one?); use its "
-                        f"-Instruct variant or pass a Jinja template with --chat_template FILE")
+                        f"-Instruct variant or {advice}")
+    check_chat_template(tokenizer, f"{template_flag} {chat_template_file}" if chat_template_file else f"{flag} {name}")
     if tokenizer.pad_token is None:
         # Padding is masked out of attention and labels, so any token serves; eos is always there.
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     return tokenizer
+
+
+def base_load_code(base_model: str) -> str:
+    """The Python that loads ``base_model`` as transformers needs it (a GGUF file: its folder + ``gguf_file``):
+    the final log line and the adapter card print it, so it must run as printed."""
+    folder, extra = split_gguf(base_model) if is_gguf(base_model) else (base_model, {})
+    kwargs = "".join(f", {key}={value!r}" for key, value in extra.items())
+    return f"AutoModelForCausalLM.from_pretrained({folder!r}{kwargs})"
+
+
+def read_chat_template(path: str, flag: str) -> str:
+    """A ``--chat_template`` file's Jinja text; a missing or empty file is the user's error, said as such."""
+    file = Path(path)
+    if not file.is_file():
+        raise UserError(f"{flag}: file not found: {file}")
+    text = file.read_text(encoding="utf-8")
+    if not text.strip():
+        raise UserError(f"{flag}: {file} is empty (give a Jinja chat template, e.g. the ChatML one of Qwen2.5)")
+    return text
+
+
+def check_chat_template(tokenizer: Any, source: str) -> None:
+    """Render a user turn and an answer once, so that a broken template (Jinja syntax, a template that raises)
+    fails here in one line naming its source, not as a traceback in the middle of building examples. (No system
+    turn: some valid templates refuse one, and --system_prompt '' trains without it.)"""
+    probe = [{"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}]
+    try:
+        tokenizer.apply_chat_template(probe, tokenize=False)
+    except Exception as err:  # noqa: BLE001 - jinja2's TemplateSyntaxError, TemplateError, or what the template raises
+        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+        line = getattr(err, "lineno", None)
+        raise UserError(f"{source}: the chat template cannot be rendered ({type(err).__name__}"
+                        f"{f' at line {line}' if line else ''}: {detail})") from err
 
 
 def load_causal_lm(name: str, dtype: Any = None, flag: str = "--base_model", **kwargs: Any):
@@ -123,8 +162,8 @@ def load_generator(base: str, adapter: str | None = None, device: str | None = N
     if adapter_dir is not None and not (adapter_dir / "adapter_config.json").is_file():
         raise UserError(f"{adapter_flag}: {adapter} is not a peft adapter folder (no adapter_config.json)")
     has_tokenizer = adapter_dir is not None and any((adapter_dir / f).is_file() for f in TOKENIZER_FILES)
-    tokenizer = (load_tokenizer(str(adapter_dir), adapter_flag) if has_tokenizer
-                 else load_tokenizer(base, base_flag))
+    tokenizer = (load_tokenizer(str(adapter_dir), adapter_flag, template_flag=None) if has_tokenizer
+                 else load_tokenizer(base, base_flag, template_flag=None))
     model = load_causal_lm(base, dtype=dtype, flag=base_flag)
     if adapter_dir is not None:
         from peft import PeftModel

@@ -38,7 +38,7 @@ def rag_messages(question: str, contexts: Sequence[str], system_prompt: str | No
 
 
 def trained_system_prompt(adapter_dir: str | None) -> str | None:
-    """The system prompt an adapter was trained with (its metrics.json config), else the default.
+    """The system prompt an adapter was trained with (its metrics.json config; "" when none), else the default.
 
     evaluate_rag.py builds its generator prompts with this, so a --system_prompt used in training
     is used in evaluation too.
@@ -46,5 +46,5 @@ def trained_system_prompt(adapter_dir: str | None) -> str | None:
     if adapter_dir:
         config = saved_metrics(adapter_dir).get("config")
         if isinstance(config, dict) and "system_prompt" in config:
-            return config["system_prompt"] or None
+            return config["system_prompt"] or ""  # trained without one: "" (None would mean the default)
     return DEFAULT_SYSTEM_PROMPT

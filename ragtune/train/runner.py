@@ -19,12 +19,14 @@ from typing import Any, Callable, Sequence, TypeVar
 
 from transformers import TrainerCallback
 
-from ragtune.audit import run_audit
+from ragtune.audit import AuditResult, run_audit, write_audit_report
 from ragtune.audit.report import pii_summary_line
 from ragtune.core.cli import args_to_config
 from ragtune.core.data import Corpus, LabelledQuery, load_corpus, load_queries, split_queries
 from ragtune.core.io import setup_logging, write_json
 from ragtune.core.model_card import add_card_section
+from ragtune.core.output_lock import OutputDirLock
+from ragtune.core.output_paths import check_args_paths
 from ragtune.core.redaction import shown_in
 from ragtune.train.arguments import default_output_dir
 from ragtune.train.callbacks import (
@@ -48,7 +50,6 @@ from ragtune.train.checkpoints import (
     warn_if_process_count_changed,
 )
 from ragtune.train.distributed import compute_on_main_and_share, is_main_process, local_rank_is_main
-from ragtune.train.generator.lora import warn_if_adapter_unchanged
 from ragtune.train.outputs import dev_metrics_from_history, plot_training_curves, show_card_data_masked
 from ragtune.train.training_args import Precision, resolve_precision, trainer_kwargs
 
@@ -102,12 +103,21 @@ class TrainingRun:
         self.metric_prefix = metric_prefix
         self.metric_key = metric_prefix + args.metric_for_best_model
         self.extra_callbacks = list(callbacks)
+        # Nothing the run reads may be overwritten; one run per output dir (the lock is the only file written
+        # before train(), and it goes with the process).
+        check_args_paths(args, outputs=("output_dir", "audit_report"))
+        self.lock = OutputDirLock(self.output_dir)
+        if local_rank_is_main():
+            self.lock.acquire()
         # Read-only checks: nothing in the output dir is touched until train().
         self.overwrites_finished_run = check_output_dir(self.output_dir, args.overwrite_output_dir)
         self.found_checkpoint = resolve_resume(args.resume_from_checkpoint, self.output_dir,
                                                self.overwrites_finished_run)
+        if self.found_checkpoint is not None:  # other --lora_r, --max_seq_length, base model...: one line, now
+            check_model_settings(self.found_checkpoint, model_settings(args))
         self.interrupt = InterruptCheckpointCallback()
         self.audit_summary: dict[str, Any] | None = None
+        self.audit_result: AuditResult | None = None
 
     # ------------------------------------------------------------------ before training
 
@@ -129,9 +139,9 @@ class TrainingRun:
         """
         result = run_audit(corpus, train, dev, policy=self.args.pii,
                            sources={"corpus": str(self.args.corpus), "train": str(self.args.train_data),
-                                    "test": f"{self.args.train_data} (dev split)"},
-                           report_path=self.args.audit_report)
+                                    "test": f"{self.args.train_data} (dev split)"})
         self.audit_summary = result.summary()
+        self.audit_result = result
         return result.corpus, result.train, result.test
 
     def plan(self, cls: type, *, has_dev: bool, find_unused_parameters: bool = False, **extra: Any) -> TrainingPlan:
@@ -140,11 +150,8 @@ class TrainingRun:
         Building it starts the distributed state under ``accelerate launch``; every rank then resumes
         from the checkpoint the main process found. When resuming, the start-of-training dev evaluation is
         skipped: the base model's dev metrics are already in the restored history, and a second evaluation
-        would count against early stopping's patience. A checkpoint trained with other model-shaping flags
-        (``--lora_r``, ``--max_seq_length``, the base model...) is refused here, in one line.
+        would count against early stopping's patience.
         """
-        if self.found_checkpoint is not None:
-            check_model_settings(self.found_checkpoint, model_settings(self.args))
         precision = resolve_precision(self.args.precision)
         kwargs = trainer_kwargs(self.args, precision, has_dev, self.metric_key, str(self.output_dir),
                                 eval_on_start=self.found_checkpoint is None,
@@ -203,6 +210,8 @@ class TrainingRun:
         """
         if self.overwrites_finished_run and plan.resume_from is None and is_main_process():
             clear_finished_run(self.output_dir)
+        if self.audit_result is not None and is_main_process():
+            write_audit_report(self.audit_result, self.args.audit_report)
         show_card_data_masked(trainer.model)  # checkpoints' cards: no personal value unmasked (--pii warn)
         self.interrupt.install()
         try:
@@ -212,12 +221,13 @@ class TrainingRun:
                 save_interrupted_step(trainer)
             self.interrupt.synchronize(trainer.args.device)  # a signal after the last step: every rank or none stops
             if self.interrupt.received:
+                self.lock.release()
                 return exit_after_interrupt(self.interrupt, str(self.output_dir), trainer.state.global_step)
         except StopNow:
+            self.lock.release()
             return exit_on_second_interrupt(str(self.output_dir))
         finally:
             self.interrupt.uninstall()
-        warn_if_adapter_unchanged(trainer.model)
         return None
 
     # ------------------------------------------------------------------ after training
@@ -259,6 +269,7 @@ class TrainingRun:
         dev = metrics.get("dev_metrics") or {}
         warn_if_not_above_base(dev.get("before") or {}, dev.get("after") or {}, self.args.metric_for_best_model,
                                self.model_kind)
+        self.lock.release()
         return 0
 
 

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-from conftest import REPO
+from conftest import REPO, error_lines
 from planted_pii import PLANTED, assert_nothing_leaks
 
 
@@ -67,7 +67,7 @@ def test_cli_error_exits_2_with_one_line_and_writes_nothing(tmp_path):
     proc = _cli("--corpus", str(files[0]), "--train_data", str(files[1]), "--pii", "error", "--report", str(report),
                 "--summary_json", str(tmp_path / "summary.json"), cwd=tmp_path)
     assert proc.returncode == 2
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("ERROR")]
+    errors = error_lines(proc.stderr)
     assert len(errors) == 1 and "--pii error" in errors[0] and "Traceback" not in proc.stderr
     assert proc.stdout == ""
     assert_nothing_leaks(proc.stderr)

@@ -179,9 +179,9 @@ def test_saved_depths_are_applied_as_chosen(models, saved_run, tmp_path, caplog)
     """A dense weight saved with depth 10 fuses the top 10 of each source, exactly as the training scripts'
     first stage fuses; a reranker weight saved with depth 12 reranks and fuses the top 12, whatever --rerank_top_n
     (and a weight chosen against another first stage than the hybrid it fuses with is flagged)."""
-    import evaluate_rag
     from sentence_transformers import SentenceTransformer
 
+    import evaluate_rag
     from ragtune.retrieval.first_stage import FirstStage, HybridFusion
 
     dense = with_fusion(models["st_a"], tmp_path / "dense-d10", first_stage="hybrid", dense_weight=0.5, depth=10)

@@ -329,3 +329,17 @@ def test_bad_language_or_license_is_a_user_error(tmp_path):
     assert proc.returncode == 2 and "--language: 'vi,en' is not a language code" in proc.stderr
     proc = run_script("evaluate_rag.py", "--embedding_models", "--license", "Apache 2", "--output_dir", str(tmp_path))
     assert proc.returncode == 2 and "--license: 'Apache 2' is not a Hub license id" in proc.stderr
+
+
+def test_a_single_test_query_gets_a_caution_not_a_bare_zero_width_interval(models, tmp_path):
+    frame = load_queries(SAMPLE_TEST, load_corpus(SAMPLE_CORPUS))[:1]
+    one = tmp_path / "one.csv"
+    with open(one, "w", encoding="utf-8", newline="") as handle:
+        csv.writer(handle).writerows([["Query", "Ground truth document"],
+                                      [frame[0].query, ", ".join(frame[0].relevant_ids)]])
+    out = tmp_path / "eval"
+    result = run_script("evaluate_rag.py", "--test_data", str(one), "--embedding_models", str(models["st_a"]),
+                        "--no_hybrid", "--max_seq_length", "64", "--output_dir", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "**Caution, one query: the interval has zero width" in (out / "results.md").read_text(encoding="utf-8")
+    assert "Caution, one query" in result.stdout

@@ -179,9 +179,25 @@ def bad_files(tmp_path_factory) -> dict[str, Path]:
                                              {"role": "assistant", "content": "Chào bạn."}]}) + "\n"
                     + json.dumps({"messages": [{"role": "user", "content": "Chỉ có câu hỏi"}]}) + "\n",
                     encoding="utf-8")
+    def chat_file(name: str, *roles: str) -> Path:
+        path = folder / name
+        turns = [{"role": role, "content": f"{role} {i}"} for i, role in enumerate(roles)]
+        path.write_text(json.dumps({"messages": [{"role": "user", "content": "Hỏi"},
+                                                 {"role": "assistant", "content": "Đáp"}]}) + "\n"
+                        + json.dumps({"messages": turns}) + "\n", encoding="utf-8")
+        return path
+
+    broken_template = folder / "broken.jinja"
+    broken_template.write_text("{% for m in messages %}{{ m['content'] }}", encoding="utf-8")  # no endfor
+    empty_template = folder / "empty.jinja"
+    empty_template.write_text("\n", encoding="utf-8")
     from tiny_models import build_tiny_causal_lm
 
     return {"BLANK": blank, "CHAT": chat,
+            "USER_LAST": chat_file("user_last.jsonl", "user", "assistant", "user"),
+            "ASSISTANT_FIRST": chat_file("assistant_first.jsonl", "assistant", "user", "assistant"),
+            "SYSTEM_MIDDLE": chat_file("system_middle.jsonl", "user", "system", "assistant"),
+            "BROKEN_TEMPLATE": broken_template, "EMPTY_TEMPLATE": empty_template,
             "NO_TEMPLATE": build_tiny_causal_lm(folder / "no-template", "qwen2", chat_template=None)}
 
 
@@ -189,6 +205,13 @@ def bad_files(tmp_path_factory) -> dict[str, Path]:
     (["--train_data", "BLANK"], "blank_answer.csv row 3: missing or blank answer"),
     (["--train_data", "CHAT"], "chat.jsonl line 2: no assistant turn"),
     (["--base_model", "NO_TEMPLATE"], "has no chat template"),
+    (["--train_data", "USER_LAST"], "user_last.jsonl line 2: message 3 is a user turn after the last answer"),
+    (["--train_data", "ASSISTANT_FIRST"], "assistant_first.jsonl line 2: message 1 is an assistant turn; the "
+                                          "conversation must start with a user turn"),
+    (["--train_data", "SYSTEM_MIDDLE"], "system_middle.jsonl line 2: message 2 is a system turn"),
+    (["--chat_template", "BROKEN_TEMPLATE"], "broken.jinja: the chat template cannot be rendered "
+                                             "(TemplateSyntaxError"),
+    (["--chat_template", "EMPTY_TEMPLATE"], "empty.jinja is empty"),
     (["--lora_r", "0"], "--lora_r must be at least 1, got 0"),
     (["--qlora"], "--qlora needs a CUDA GPU"),
     (["--lora_target", "q_proj", "query"], "--lora_target: query not among this model's linear modules: down_proj"),

@@ -120,21 +120,35 @@ def load_chat_examples(path: str | Path, system_prompt: str | None, flag: str = 
                 raise UserError(f"{where}: message {i + 1} must be {{\"role\": one of {', '.join(ROLES)}, "
                                 f"\"content\": text}}")
             turns.append({"role": message["role"], "content": message["content"]})
-        last = max((i for i, m in enumerate(turns) if m["role"] == "assistant"), default=None)
-        if last is None:
-            raise UserError(f"{where}: no assistant turn (the answer to train on)")
+        check_turn_order(turns, where)
+        last = len(turns) - 1
         if _is_blank(turns[last]["content"]):
             raise UserError(f"{where}: the last assistant turn is blank")
         history = turns[:last]
-        users = [m for m in history if m["role"] == "user"]
-        if not users:
-            raise UserError(f"{where}: no user turn before the assistant's answer")
+        users = [m for m in history if m["role"] == "user"]  # never empty after check_turn_order
         if system_prompt and not any(m["role"] == "system" for m in history):
             history.insert(0, {"role": "system", "content": system_prompt})
         examples.append(GeneratorExample(question=normalize_text(users[-1]["content"]),
                                          answer=turns[last]["content"].strip(), source=f"{path} line {line}",
                                          history=history))
     return examples
+
+
+def check_turn_order(turns: Messages, where: str) -> None:
+    """A system turn only first, then a user turn, and the assistant's answer last: anything else would be
+    trained on silently wrong (a user turn after the answer dropped, an answer to no question)."""
+    for i, turn in enumerate(turns):
+        if turn["role"] == "system" and i > 0:
+            raise UserError(f"{where}: message {i + 1} is a system turn; a system turn may only come first")
+    first = 1 if turns[0]["role"] == "system" else 0
+    if first < len(turns) and turns[first]["role"] != "user":
+        raise UserError(f"{where}: message {first + 1} is an {turns[first]['role']} turn; the conversation must "
+                        f"start with a user turn (after an optional system turn)")
+    if not any(m["role"] == "assistant" for m in turns):
+        raise UserError(f"{where}: no assistant turn (the answer to train on)")
+    if turns[-1]["role"] != "assistant":
+        raise UserError(f"{where}: message {len(turns)} is a {turns[-1]['role']} turn after the last answer; each "
+                        f"line must end with the assistant's answer (the turn trained on)")
 
 
 def load_instruction_examples(path: str | Path, system_prompt: str | None,
@@ -250,7 +264,21 @@ def load_generator_data(train_data: str, corpus_path: str, dev_ratio: float, see
                              system_prompt, seed + 1, train_data)
     return GeneratorData(train, dev, "rag", (
         f"queries {train_data} ({len(queries)}) + corpus {corpus.source} ({len(corpus)} passages), "
-        f"{num_distractors} distractor(s) per prompt from {'the embedding model' if embedding_model else 'BM25'}"))
+        f"{distractors_shown(train + dev, num_distractors)} per prompt from "
+        f"{'the embedding model' if embedding_model else 'BM25'}"))
+
+
+def distractors_shown(examples: Sequence[GeneratorExample], asked: int) -> str:
+    """What prompts really hold ("2 distractor(s)"), with a warning when the candidates could not supply
+    --num_distractors (a small corpus, or fewer non-relevant passages than asked among the retrieved ones)."""
+    counts = [len(e.contexts or []) - sum(e.labelled or []) for e in examples if not e.unanswerable]
+    low, high = (min(counts), max(counts)) if counts else (asked, asked)
+    if low >= asked:
+        return f"{asked} distractor(s)"
+    logger.warning("--num_distractors %d: only %s non-relevant passage(s) per prompt could be drawn from the retrieved "
+                   "candidates; prompts hold fewer contexts than asked", asked,
+                   low if low == high else f"{low}-{high}")
+    return f"{low if low == high else f'{low}-{high}'} distractor(s) (of {asked} asked)"
 
 
 def audit_examples(train: list[GeneratorExample], dev: list[GeneratorExample], audit: Audit

@@ -8,6 +8,7 @@ from typing import Any
 from ragtune.core.answer_metrics import REFERENCE_ANSWER_METRICS
 from ragtune.core.model_card import write_card
 from ragtune.core.model_specs import is_gguf
+from ragtune.generation.inference import base_load_code
 
 
 def metrics_table(before: dict[str, float], after: dict[str, float]) -> str:
@@ -32,8 +33,7 @@ def write_adapter_card(output_dir: str | Path, base_model: str, before: dict[str
     data = ModelCardData(base_model=None if gguf else base_model, library_name="peft", language=["vi"],
                          tags=["lora", "rag", "ragtune", "text-generation"], pipeline_tag="text-generation",
                          model_name=Path(output_dir).name, eval_results=results or None)
-    load_base = (f"AutoModelForCausalLM.from_pretrained({str(Path(base_model).parent)!r}, "
-                 f"gguf_file={Path(base_model).name!r})" if gguf else f"AutoModelForCausalLM.from_pretrained({base_model!r})")
+    load_base = base_load_code(base_model)
     table = "\n".join(["| metric | base model | fine-tuned |", "|---|---|---|"] + [
         f"| {name} | {before.get(name, float('nan')):.4f} | {after.get(name, float('nan')):.4f} |"
         for name in REFERENCE_ANSWER_METRICS])

@@ -22,6 +22,7 @@ from ragtune.audit import (
     mask_text,
     pii_publish_refusal,
     run_audit,
+    write_audit_report,
 )
 from ragtune.audit.pii import PROVINCE_CODES
 from ragtune.core.data import Corpus, LabelledQuery
@@ -135,8 +136,9 @@ def _test() -> list[LabelledQuery]:
 def test_warn_logs_a_masked_table_and_counts(caplog, tmp_path):
     report = tmp_path / "audit.md"
     with caplog.at_level(logging.INFO, logger="ragtune"):
-        result = run_audit(_corpus(), _train(), _test(), policy="warn", report_path=report,
+        result = run_audit(_corpus(), _train(), _test(), policy="warn",
                            sources={"corpus": "corpus.csv", "train": "train.csv", "test": "test.csv"})
+        write_audit_report(result, report)
     assert result.pii_counts == {"email": 1, "phone": 2, "bank_account": 1}
     assert not result.redacted and result.corpus.texts == _corpus().texts
     rows = {(f.file, f.row, f.field, f.kind) for f in result.pii_findings}
@@ -173,12 +175,10 @@ def test_redact_numbers_placeholders_per_kind_in_order_of_appearance():
     assert result.corpus.texts == ["Email [EMAIL_1] và [EMAIL_2]", "Lại là [EMAIL_1], SĐT [SĐT_1]"]
 
 
-def test_error_policy_raises_before_writing(tmp_path):
-    report = tmp_path / "out" / "audit.md"
+def test_error_policy_raises():
     with pytest.raises(UserError, match=r"--pii error: 4 personal value\(s\)") as err:
-        run_audit(_corpus(), _train(), policy="error", report_path=report)
+        run_audit(_corpus(), _train(), policy="error")
     assert_nothing_leaks(str(err.value))
-    assert not report.exists() and not report.parent.exists()
 
 
 def test_off_skips_the_scan_but_not_leakage():

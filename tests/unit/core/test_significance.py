@@ -67,3 +67,11 @@ def test_seeded_and_validated():
         compare(a, b[:-1])
     with pytest.raises(ValueError):
         compare([], [])
+
+
+def test_too_few_queries_come_with_a_caveat():
+    """One test query: a zero-width interval and p = 1 that say nothing; the report must say so."""
+    one = compare([1.0], [0.0])
+    assert one["ci_low"] == one["ci_high"] and "one query" in one["caveat"]
+    assert "only 5 queries" in compare([1, 0, 1, 1, 0], [0, 0, 1, 0, 0])["caveat"]
+    assert compare(np.ones(12), np.zeros(12))["caveat"] is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from ragtune.evaluate.answers import answer_messages
 from ragtune.generation.chat import end_of_turn_ids
 from ragtune.generation.inference import load_tokenizer, prompt_ids_for
 from ragtune.generation.prompt import DEFAULT_SYSTEM_PROMPT, format_user_message, rag_messages, trained_system_prompt
@@ -24,7 +25,8 @@ def test_the_system_prompt_an_adapter_was_trained_with_is_used(tmp_path):
     (tmp_path / "metrics.json").write_text(json.dumps({"config": {"system_prompt": "Trả lời ngắn."}}))
     assert trained_system_prompt(str(tmp_path)) == "Trả lời ngắn."
     (tmp_path / "metrics.json").write_text(json.dumps({"config": {"system_prompt": ""}}))
-    assert trained_system_prompt(str(tmp_path)) is None  # trained without one: evaluated without one
+    # Trained with --system_prompt '': evaluate_rag.py's prompt has no system turn either (issue 17, item 5).
+    assert [m["role"] for m in answer_messages("Ai?", ["một"], trained_system_prompt(str(tmp_path)))] == ["user"]
 
 
 def test_prompt_ids_end_with_the_assistant_turn_and_thinking_off(tiny_qwen2, tiny_qwen3):

@@ -162,3 +162,22 @@ def test_memory_estimate_counts_the_lora_parameters_peft_creates(tiny_qwen2):
                             gradient_checkpointing=True)
     assert lora["weights"] == pytest.approx(7.616e9 * 2 / 1024 ** 3)
     assert qlora["weights"] < lora["weights"] / 2.5 and qlora["lora_state"] == lora["lora_state"]
+
+
+def test_more_distractors_than_the_corpus_holds_are_reported_as_what_prompts_hold(tmp_path, caplog):
+    """--num_distractors 50 on a 10-passage corpus: the summary says how many prompts really hold, with a warning."""
+    import logging
+
+    import pandas as pd
+
+    corpus = tmp_path / "corpus.csv"
+    pd.DataFrame({"STT": range(1, 11), "Văn bản": [f"Đoạn văn số {i} về câu lạc bộ." for i in range(1, 11)]}
+                 ).to_csv(corpus, index=False)
+    train = tmp_path / "train.csv"
+    pd.DataFrame({"Query": [f"Câu hỏi {i} về đoạn {i}?" for i in range(1, 6)], "Ground truth document": range(1, 6),
+                  "Ground truth answer": [f"Đáp án {i}." for i in range(1, 6)]}).to_csv(train, index=False)
+    with caplog.at_level(logging.WARNING):
+        data = load_generator_data(str(train), str(corpus), 0.0, 42, 50, None, 0.0, "")
+    assert {len(e.contexts) for e in data.train} == {10}  # 1 labelled + the 9 others
+    assert "9 distractor(s) (of 50 asked) per prompt" in data.description
+    assert "--num_distractors 50: only 9 non-relevant passage(s) per prompt" in caplog.text
