@@ -44,7 +44,7 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence = ()) -> int:
     validate_args(args)
 
     # Data and model: everything is checked before anything is written.
-    data = run.load_labelled_data()
+    data = run.load_labelled_data(expanded=True)  # --expansions: the model is a first stage
     model = load_embedding_model(args)
     plan = run.plan(SentenceTransformerTrainingArguments, has_dev=bool(data.dev), find_unused_parameters=True)
 

@@ -36,7 +36,7 @@ from ragtune.train.generator.evaluator import base_and_final_dev_metrics, dev_ev
 from ragtune.train.generator.lora import add_lora, count_parameters, load_base_for_training, warn_if_adapter_unchanged
 from ragtune.train.generator.memory import estimate_run_memory, warn_if_over_gpu
 from ragtune.train.generator.merge import merge_adapter
-from ragtune.train.generator.outputs import describe_run, metrics_table, write_adapter_card
+from ragtune.train.generator.outputs import describe_run, dev_example_rows, metrics_table, write_adapter_card
 from ragtune.train.generator.tokenize import ExampleTokenizer, show_trained_part, to_dataset, tokenize_examples
 from ragtune.train.generator.trainer import GeneratorTrainer
 from ragtune.train.runner import TrainingRun
@@ -59,7 +59,9 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence = ()) -> int:
     # Data: everything is checked before anything is written. Every rank builds the same (seeded) examples.
     data = load_generator_data(args.train_data, args.corpus, args.dev_ratio, args.seed, args.num_distractors,
                                args.system_prompt or None, args.unanswerable_ratio, args.unanswerable_answer,
-                               load_embedding_model(args.embedding_model), audit=run.audit)
+                               load_embedding_model(args.embedding_model), audit=run.audit,
+                               expander=run.first_stage_expander(args.embedding_model))
+    run.dev_rows = dev_example_rows(data.dev)
     has_dev = bool(data.dev)
     plan = run.plan(
         TrainingArguments, has_dev=has_dev, per_device_eval_batch_size=args.batch_size, label_names=["labels"],

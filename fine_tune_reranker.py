@@ -67,7 +67,7 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence = ()) -> int:
         data.train, data.dev, data.corpus, embedding_model, args.hard_negative_source,
         tuple(args.hard_negative_range), num_hard, args.rerank_top_n, first_stage=args.first_stage,
         saved_fusion=HybridFusion.saved(args.embedding_model), metric=args.metric_for_best_model,
-        rule=args.weight_rule))
+        rule=args.weight_rule, expander=run.first_stage_expander(args.embedding_model)))
     embedding_model = None  # not needed while training: give its memory back
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from ragtune.core.bm25 import BM25Index
 from ragtune.core.data import Corpus, LabelledQuery
@@ -98,10 +98,13 @@ class FirstStage:
 
     The corpus is indexed and encoded once; the same index and passage embeddings serve every caller.
     ``kind`` defaults to dense when an embedding model is given, else BM25; ``fusion`` is the hybrid's.
+    ``expander`` (``--expansions``, :mod:`ragtune.core.expansions`) rewrites every query this first stage sees,
+    so mining, dev metrics and weight choices all retrieve as the evaluated and deployed pipeline does.
     """
 
     def __init__(self, corpus: Corpus, embedding_model=None, kind: str | None = None,
-                 fusion: HybridFusion = HybridFusion(), batch_size: int = 32) -> None:
+                 fusion: HybridFusion = HybridFusion(), batch_size: int = 32,
+                 expander: Callable[[str], str] | None = None) -> None:
         kind = kind or ("dense" if embedding_model is not None else "bm25")
         if kind in ("dense", "hybrid") and embedding_model is None:
             raise UserError(f"--first_stage {kind} needs --embedding_model (the reranker itself cannot retrieve)")
@@ -110,6 +113,7 @@ class FirstStage:
         self.name = kind
         self.fusion = fusion
         self.batch_size = batch_size
+        self.expander = expander
         self.tie = tie_ranks(corpus.ids)
         self.bm25 = BM25Index(corpus.texts)
         self.passage_embeddings = None
@@ -119,12 +123,16 @@ class FirstStage:
 
     def runs(self, texts: Sequence[str], k: int, kind: str | None = None) -> list[Run]:
         """Per query text, the top ``k`` passages with their scores ({id: score}) of this first stage (or ``kind``)."""
-        kind = kind or self.name
+        if self.expander is not None:
+            texts = [self.expander(text) for text in texts]
+        return self._retrieve(texts, k, kind or self.name)
+
+    def _retrieve(self, texts: Sequence[str], k: int, kind: str) -> list[Run]:
         if not texts:
             return []
         if kind == "hybrid":
             depth = self.fusion.candidates(len(self.corpus))
-            fused = self.fusion.fuse(self.runs(texts, depth, "dense"), self.runs(texts, depth, "bm25"),
+            fused = self.fusion.fuse(self._retrieve(texts, depth, "dense"), self._retrieve(texts, depth, "bm25"),
                                      len(self.corpus))
             return [{pid: run[pid] for pid in ranking(run)[:k]} for run in fused]
         if kind == "bm25":

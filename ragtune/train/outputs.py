@@ -4,9 +4,35 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
-from ragtune.core.redaction import shown_in
+from ragtune.core.data import LabelledQuery
+from ragtune.core.io import write_text
+from ragtune.core.redaction import shown, shown_in
+
+DEV_QUERIES_FILE = "dev_queries.csv"
+
+
+def dev_query_rows(queries: Sequence[LabelledQuery]) -> list[dict[str, Any]]:
+    """The held-out dev queries as rows of the sample data's format (row: where each sits in --train_data)."""
+    return [{"row": q.row, "Query": q.query, "Ground truth document": ", ".join(q.relevant_ids),
+             **({"Ground truth answer": q.answer} if q.answer else {})} for q in queries]
+
+
+def write_dev_queries(output_dir: str | Path, rows: Sequence[dict[str, Any]]) -> None:
+    """``dev_queries.csv``: the queries this run held out, so that a later evaluation can leave them out (or use
+    them), instead of scoring the model on what it was selected on. Texts shown as everywhere (masked under
+    --pii warn); a spreadsheet-friendly UTF-8 CSV with a byte-order mark."""
+    import csv
+    import io
+
+    columns = list(dict.fromkeys(key for row in rows for key in row)) or ["row", "Query", "Ground truth document"]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({key: shown(value) if isinstance(value, str) else value for key, value in row.items()})
+    write_text(Path(output_dir) / DEV_QUERIES_FILE, "\ufeff" + buffer.getvalue())
 
 
 def show_card_data_masked(model: Any) -> None:

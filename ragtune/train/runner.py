@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
@@ -23,6 +23,7 @@ from ragtune.audit import AuditResult, run_audit, write_audit_report
 from ragtune.audit.report import pii_summary_line
 from ragtune.core.cli import args_to_config
 from ragtune.core.data import Corpus, LabelledQuery, load_corpus, load_queries, split_queries
+from ragtune.core.expansions import QueryExpander, load_expansions, load_saved
 from ragtune.core.io import setup_logging, write_json
 from ragtune.core.model_card import add_card_section
 from ragtune.core.output_lock import OutputDirLock
@@ -50,7 +51,13 @@ from ragtune.train.checkpoints import (
     warn_if_process_count_changed,
 )
 from ragtune.train.distributed import compute_on_main_and_share, is_main_process, local_rank_is_main
-from ragtune.train.outputs import dev_metrics_from_history, plot_training_curves, show_card_data_masked
+from ragtune.train.outputs import (
+    dev_metrics_from_history,
+    dev_query_rows,
+    plot_training_curves,
+    show_card_data_masked,
+    write_dev_queries,
+)
 from ragtune.train.training_args import Precision, resolve_precision, trainer_kwargs
 
 logger = logging.getLogger(__name__)
@@ -106,6 +113,7 @@ class TrainingRun:
         # Nothing the run reads may be overwritten; one run per output dir (the lock is the only file written
         # before train(), and it goes with the process).
         check_args_paths(args, outputs=("output_dir", "audit_report"))
+        self.expander = load_expansions(args.expansions) if getattr(args, "expansions", None) else None
         self.lock = OutputDirLock(self.output_dir)
         if local_rank_is_main():
             self.lock.acquire()
@@ -118,16 +126,31 @@ class TrainingRun:
         self.interrupt = InterruptCheckpointCallback()
         self.audit_summary: dict[str, Any] | None = None
         self.audit_result: AuditResult | None = None
+        self.dev_rows: list[dict[str, Any]] | None = None  # dev_queries.csv, written with the first write
 
     # ------------------------------------------------------------------ before training
 
-    def load_labelled_data(self) -> LabelledData:
-        """``--corpus`` and ``--train_data`` read and checked, split by ``--dev_ratio``, audited."""
+    def load_labelled_data(self, expanded: bool = False) -> LabelledData:
+        """``--corpus`` and ``--train_data`` read and checked, split by ``--dev_ratio``, audited.
+
+        ``expanded``: the train and dev queries as a first stage sees them (``--expansions``): the embedding model
+        is a first stage, so it trains and is evaluated on them, as the pipeline will query it.
+        """
         corpus = load_corpus(self.args.corpus)
         queries = load_queries(self.args.train_data, corpus)
         train, dev = split_queries(queries, self.args.dev_ratio, self.args.seed)
         corpus, train, dev = self.audit(corpus, train, dev)
+        self.dev_rows = dev_query_rows(dev)
+        if expanded and self.expander is not None:
+            train, dev = ([replace(q, query=self.expander(q.query)) for q in part] for part in (train, dev))
         return LabelledData(corpus, queries, train, dev)
+
+    def first_stage_expander(self, embedding_model: str | None) -> QueryExpander | None:
+        """The map a first stage built on ``embedding_model`` applies: --expansions, else the one that model was
+        trained with (its query_expansions.csv), as evaluation and prediction choose it."""
+        if self.expander is not None or not embedding_model:
+            return self.expander
+        return load_saved(embedding_model)
 
     def audit(self, corpus: Corpus, train: list[LabelledQuery], dev: list[LabelledQuery]
               ) -> tuple[Corpus, list[LabelledQuery], list[LabelledQuery]]:
@@ -212,6 +235,8 @@ class TrainingRun:
             clear_finished_run(self.output_dir)
         if self.audit_result is not None and is_main_process():
             write_audit_report(self.audit_result, self.args.audit_report)
+        if self.dev_rows is not None and is_main_process():
+            write_dev_queries(self.output_dir, self.dev_rows)
         show_card_data_masked(trainer.model)  # checkpoints' cards: no personal value unmasked (--pii warn)
         self.interrupt.install()
         try:
@@ -247,6 +272,8 @@ class TrainingRun:
         if not is_main_process():
             return 0
         save(str(self.output_dir))
+        if self.expander is not None:  # every later step (evaluation, prediction) applies the same map
+            self.expander.save(self.output_dir)
         if self.audit_summary is not None:
             add_card_section(self.output_dir / "README.md", "Data audit", audit_card_lines(self.audit_summary))
         plot_training_curves(trainer.state.log_history, self.metric_prefix, self.output_dir / "training_curves.png",
@@ -262,6 +289,7 @@ class TrainingRun:
             "processes": plan.world_size,
             "wall_time_s": round(time.time() - self.started, 1),
             "data_audit": self.audit_summary,
+            "query_expansions": self.expander.summary() if self.expander is not None else None,
             "config": args_to_config(self.args),
         }))
         if table:

@@ -192,9 +192,10 @@ def check_answers(queries: Sequence[LabelledQuery], path: str | Path, flag: str 
 
 
 def retrieve_distractors(queries: Sequence[LabelledQuery], corpus: Corpus, embedding_model=None,
-                         depth: int = 30) -> list[list[str]]:
-    """Per query, non-relevant passages in retrieval order (BM25, or the embedding model when given)."""
-    stage = FirstStage(corpus, embedding_model)
+                         depth: int = 30, expander: Callable[[str], str] | None = None) -> list[list[str]]:
+    """Per query, non-relevant passages in retrieval order (BM25, or the embedding model when given), retrieved
+    for the query as the first stage sees it (``expander``: --expansions); the prompt keeps the question as asked."""
+    stage = FirstStage(corpus, embedding_model, expander=expander)
     return mine_candidates(queries, stage, stage.name, (1, min(depth, len(corpus)))).per_query
 
 
@@ -236,7 +237,8 @@ Audit = Callable[[Corpus, list[LabelledQuery], list[LabelledQuery]],
 
 def load_generator_data(train_data: str, corpus_path: str, dev_ratio: float, seed: int, num_distractors: int,
                         system_prompt: str | None, unanswerable_ratio: float, unanswerable_answer: str,
-                        embedding_model=None, audit: Audit | None = None) -> GeneratorData:
+                        embedding_model=None, audit: Audit | None = None,
+                        expander: Callable[[str], str] | None = None) -> GeneratorData:
     """Read and check the data, split it, build the examples; raises UserError on any bad row.
 
     ``audit`` (the runner's data audit) sees the corpus and the train/dev queries with their answers
@@ -255,7 +257,7 @@ def load_generator_data(train_data: str, corpus_path: str, dev_ratio: float, see
     train_queries, dev_queries = split_queries(queries, dev_ratio, seed)
     if audit is not None:
         corpus, train_queries, dev_queries = audit(corpus, train_queries, dev_queries)
-    candidates = retrieve_distractors(train_queries + dev_queries, corpus, embedding_model)
+    candidates = retrieve_distractors(train_queries + dev_queries, corpus, embedding_model, expander=expander)
     train = build_rag_examples(train_queries, corpus, candidates[:len(train_queries)], num_distractors,
                                system_prompt, seed, train_data, unanswerable_ratio, unanswerable_answer)
     # Dev prompts look like training prompts (same distractor count), without unanswerable ones: dev

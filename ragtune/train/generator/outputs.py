@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from ragtune.core.answer_metrics import REFERENCE_ANSWER_METRICS
 from ragtune.core.model_card import write_card
 from ragtune.core.model_specs import is_gguf
 from ragtune.generation.inference import base_load_code
+from ragtune.train.generator.data import GeneratorExample
 
 
 def metrics_table(before: dict[str, float], after: dict[str, float]) -> str:
@@ -90,3 +91,8 @@ def describe_run(args: Any, data: Any, counts: Any, train: tuple[int, int], dev:
                                  f"{memory['total']:.1f} GiB per process",
         },
     }
+
+
+def dev_example_rows(examples: Sequence[GeneratorExample]) -> list[dict[str, Any]]:
+    """The held-out dev examples for dev_queries.csv: where each came from, its question and reference answer."""
+    return [{"source": e.source, "Query": e.question, "Ground truth answer": e.answer} for e in examples]

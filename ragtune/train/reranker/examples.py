@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import random
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from datasets import Dataset
 
@@ -140,14 +140,17 @@ class MinedData:
 def mine_and_retrieve(train_queries: Sequence[LabelledQuery], dev_queries: Sequence[LabelledQuery], corpus: Corpus,
                       embedding_model, source: str, rank_range: tuple[int, int], num_hard: int, top_n: int,
                       first_stage: str | None = None, saved_fusion: HybridFusion | None = None,
-                      metric: str = DEFAULT_METRIC, rule: str = DEFAULT_WEIGHT_RULE) -> MinedData:
+                      metric: str = DEFAULT_METRIC, rule: str = DEFAULT_WEIGHT_RULE,
+                      expander: Callable[[str], str] | None = None) -> MinedData:
     """Hard negatives of the training queries and the dev queries' first-stage candidates, from one first stage.
 
     ``first_stage`` (``--first_stage``) picks the dev retriever and, when given, the mining source too.
     A hybrid fuses as the embedding script chose and saved (``saved_fusion``, applied exactly as chosen),
-    else with a dense weight chosen here on the dev queries by ``rule``; both mining and dev use it.
+    else with a dense weight chosen here on the dev queries by ``rule``; both mining and dev use it. The first
+    stage sees the queries expanded (``expander``: --expansions); the reranker scores them as asked.
     """
-    stage = FirstStage(corpus, embedding_model, kind=first_stage, fusion=saved_fusion or HybridFusion())
+    stage = FirstStage(corpus, embedding_model, kind=first_stage, fusion=saved_fusion or HybridFusion(),
+                       expander=expander)
     fusion = None
     if stage.name == "hybrid":
         if saved_fusion is None:

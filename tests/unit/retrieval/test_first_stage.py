@@ -58,3 +58,17 @@ def test_first_stage_top_k_is_a_prefix_of_any_deeper_top_k(tiny_st):
     for kind in ("bm25", "dense", "hybrid"):
         deep, shallow = stage.rankings(texts, 30, kind), stage.rankings(texts, 7, kind)
         assert [row[:7] for row in deep] == shallow
+
+
+def test_an_expander_rewrites_every_query_the_first_stage_sees():
+    """--expansions: BM25, dense and hybrid retrieve for the expanded query, exactly as for a pre-expanded text."""
+    from ragtune.core.data import SAMPLE_CORPUS, load_corpus
+    from ragtune.core.expansions import QueryExpander
+
+    corpus = load_corpus(SAMPLE_CORPUS)
+    expander = QueryExpander([("clb", "câu lạc bộ robotics")])
+    queries = ["CLB thành lập năm nào?", "Ai là chủ nhiệm clb?"]
+    expanded = FirstStage(corpus, expander=expander)
+    plain = FirstStage(corpus)
+    assert expanded.runs(queries, 10) == plain.runs([expander(q) for q in queries], 10)
+    assert expanded.runs(queries, 10) != plain.runs(queries, 10)
