@@ -16,6 +16,7 @@ Existing output files are replaced only with ``--overwrite``; an output that wou
 
 from __future__ import annotations
 
+import argparse
 import codecs
 import io
 import json
@@ -26,9 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from ragtune.audit import add_audit_args, run_audit
+from ragtune.audit import add_audit_args, run_audit, write_audit_report
 from ragtune.audit.leakage import near_duplicate_groups
-from ragtune.audit.report import render_markdown
 from ragtune.core.cli import new_parser
 from ragtune.core.data import (
     QUERY_COLUMNS,
@@ -44,7 +44,8 @@ from ragtune.core.data import (
     read_text,
 )
 from ragtune.core.errors import UserError, run_main
-from ragtune.core.io import write_text
+from ragtune.core.output_lock import OutputDirLock
+from ragtune.core.output_paths import check_args_paths
 
 logger = logging.getLogger("ragtune.split")
 
@@ -240,9 +241,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.pii == "redact":
         raise UserError("--pii redact: python -m ragtune.split writes the rows as they are; use --pii warn or error "
                         "here, and --pii redact in the script that trains on them")
+    check_args_paths(args, outputs=("output_dir", "report"))
     query_file = read_query_file(args.train_data)
     train_path, test_path = output_paths(query_file.path, args.output_dir)
     check_outputs((train_path, test_path), query_file.path, args.overwrite)
+    with OutputDirLock(args.output_dir):
+        return split_and_write(args, query_file, train_path, test_path)
+
+
+def split_and_write(args: argparse.Namespace, query_file: QueryFile, train_path: Path, test_path: Path) -> int:
+    """The split, the audit (--pii error stops here, before anything is written), the two files and the summary."""
     corpus = load_corpus(args.corpus) if args.corpus else Corpus(ids=[], texts=[])
     groups = near_duplicate_groups([q.query for q in query_file.queries])
     train_rows, test_rows = split_groups(groups, len(query_file), args.test_ratio, args.seed)
@@ -253,8 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sources["corpus"] = args.corpus
     result = run_audit(corpus, train, test, policy=args.pii, sources=sources)  # --pii error: exits 2 here
     query_file.write([(train_rows, train_path), (test_rows, test_path)])
-    if args.report is not None:
-        write_text(args.report, render_markdown(result) + "\n")
+    write_audit_report(result, args.report)
     groups = [group for group in groups if len(group) > 1]
     summary = {"split": {"input": str(query_file.path), "rows": len(query_file), "test_ratio": args.test_ratio,
                          "seed": args.seed, "train": str(train_path), "train_rows": len(train_rows),
