@@ -29,3 +29,18 @@ def test_an_empty_or_missing_template_file_is_named_as_such(tmp_path):
         read_chat_template(str(tmp_path / "empty.jinja"), "--chat_template")
     with pytest.raises(UserError, match="--chat_template: file not found"):
         read_chat_template(str(tmp_path / "missing.jinja"), "--chat_template")
+
+
+def test_the_advice_for_a_model_without_a_chat_template_names_flags_the_script_has(tmp_path):
+    """fine_tune_generator.py has --chat_template; evaluate_rag.py does not, so it must not advise it."""
+    from tiny_models import build_tiny_causal_lm
+
+    from ragtune.generation.inference import load_tokenizer
+
+    folder = build_tiny_causal_lm(tmp_path / "no-template", "qwen2", chat_template=None)
+    with pytest.raises(UserError, match="pass a Jinja template with --chat_template FILE"):
+        load_tokenizer(str(folder), "--base_model")
+    with pytest.raises(UserError, match="has no chat template") as err:
+        load_tokenizer(str(folder), "--generator_local", template_flag=None)
+    assert "pass a Jinja template with" not in str(err.value)
+    assert "fine_tune_generator.py --chat_template FILE" in str(err.value)
