@@ -1,0 +1,69 @@
+"""The commands users copy: every command of the README's code blocks and of the Colab notebook parses with the
+flags the scripts really have (a renamed or removed flag breaks this test, not a user's run)."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import re
+import shlex
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPTS = {"fine_tune_bge_m3.py": "fine_tune_bge_m3", "fine_tune_reranker.py": "fine_tune_reranker",
+           "fine_tune_generator.py": "fine_tune_generator", "evaluate_rag.py": "evaluate_rag",
+           "predict_rag.py": "predict_rag", "-m ragtune.split": "ragtune.split", "-m ragtune.audit": "ragtune.audit.__main__",
+           "-m ragtune.app": "ragtune.app"}
+
+
+def readme_commands() -> list[str]:
+    """Each `python ...` command of the README's bash blocks, continuation lines joined."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+        for command in block.replace("\\\n", " ").splitlines():
+            command = command.split(" #")[0].strip()
+            if command.startswith("python ") and "pytest" not in command:
+                commands.append(command)
+    return commands
+
+
+def notebook_commands() -> list[str]:
+    notebook = json.loads((REPO / "notebooks" / "neorag_t4.ipynb").read_text(encoding="utf-8"))
+    assert notebook["nbformat"] == 4
+    lines = [line.strip() for cell in notebook["cells"] if cell["cell_type"] == "code"
+             for line in "".join(cell["source"]).splitlines()]
+    return [line[1:] for line in lines if line.startswith("!python ")]
+
+
+def parse(command: str) -> None:
+    words = shlex.split(command.replace("{DATA}", "/data").replace('"$MINILM"', "/models/minilm"))
+    assert words[0] == "python", command
+    key = " ".join(words[1:3]) if words[1] == "-m" else words[1]
+    assert key in SCRIPTS, f"unknown script in {command!r}"
+    sys.path.insert(0, str(REPO))
+    try:
+        module = importlib.import_module(SCRIPTS[key])
+    finally:
+        sys.path.remove(str(REPO))
+    args = words[3:] if words[1] == "-m" else words[2:]
+    try:
+        module.build_parser().parse_args(args)
+    except SystemExit as exit_:
+        pytest.fail(f"{command!r} does not parse (exit {exit_.code})")
+
+
+def test_the_readme_and_the_notebook_hold_the_chain():
+    readme, notebook = readme_commands(), notebook_commands()
+    for step in ("-m ragtune.split", "fine_tune_bge_m3.py", "fine_tune_reranker.py", "fine_tune_generator.py",
+                 "evaluate_rag.py", "predict_rag.py"):
+        assert any(step in c for c in readme), step
+        assert any(step in c for c in notebook), step
+
+
+@pytest.mark.parametrize("command", readme_commands() + notebook_commands())
+def test_every_documented_command_parses(command):
+    parse(command)
