@@ -27,9 +27,11 @@ every log and report), duplicate passages, and with --train_data the test querie
 of training queries; the metrics are then also reported without those leaked queries.
 
 Reports in --output_dir: results.json, results.md, results.png, per_query.csv (answers.csv with a
-generator). With --push_to_hub, the best fine-tuned embedding model / reranker is published with a
-model card carrying these numbers; a model whose metrics.json records unredacted personal information
-in its training data is refused unless --allow_pii.
+generator), and systems.json: what rebuilds each system exactly (predict_rag.py --from DIR --system NAME).
+Every system is ranked by the RAG pipeline (ragtune.pipeline) that predict_rag.py runs. With --push_to_hub,
+the best fine-tuned embedding model / reranker is published with a model card carrying these numbers; a
+model whose metrics.json records unredacted personal information in its training data is refused unless
+--allow_pii.
 """
 
 from __future__ import annotations
@@ -38,22 +40,20 @@ import argparse
 import logging
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
-
-import numpy as np
 
 from ragtune.audit import AuditResult, add_audit_args, run_audit, write_audit_report
 from ragtune.core.cli import add_weight_rule_arg, new_parser
 from ragtune.core.data import SAMPLE_CORPUS, SAMPLE_TEST, Corpus, LabelledQuery, load_corpus, load_queries
 from ragtune.core.errors import UserError, run_main
+from ragtune.core.expansions import QueryExpander, load_expansions
 from ragtune.core.io import setup_logging
 from ragtune.core.metrics import CONTEXT_METRICS, DEFAULT_KS, RANKING_METRICS
 from ragtune.core.model_specs import ModelSpec, assign_labels, is_gguf, resolve_model
 from ragtune.core.output_lock import OutputDirLock
 from ragtune.core.output_paths import check_args_paths
-from ragtune.core.ranking import tie_ranks
 from ragtune.evaluate.heldout import load_test_queries
 from ragtune.evaluate.judge import Judge
 from ragtune.evaluate.llm_stages import run_llm_stages
@@ -61,19 +61,19 @@ from ragtune.evaluate.publishing import publish
 from ragtune.evaluate.reports import Report
 from ragtune.evaluate.systems import (
     FusionWeights,
-    RerankerFusion,
-    RerankScores,
     System,
-    bm25_system,
-    dense_system,
-    embedding_handle,
-    fused_rerank_system,
+    bm25_spec,
+    dense_spec,
     fusion_depth,
-    hybrid_systems,
-    rerank_systems,
+    hybrid_specs,
+    pipeline_system,
+    rerank_spec,
     score_system,
     selection_metric,
 )
+from ragtune.generation.generators import GeneratorSettings
+from ragtune.pipeline import PipelineParts, RAGPipeline
+from ragtune.pipeline.spec import RerankerFusion, best_system, choose_expansions, write_systems
 from ragtune.retrieval.embedding_store import EmbeddingModelHandle
 
 logger = logging.getLogger("evaluate_rag")
@@ -149,6 +149,11 @@ def add_system_args(parser: argparse.ArgumentParser) -> None:
                               "its prompts (fine_tune_bge_m3.py does) keeps them, as it was trained.")
     systems.add_argument("--passage_prompt", default=None,
                          help="Passage prompt (e.g. 'passage: ') for models that saved none.")
+    systems.add_argument("--expansions", default=None, metavar="FILE",
+                         help="Query expansion map (CSV: abbreviation, expansion) applied to the queries every first "
+                              "stage sees, BM25's included. Default: each system applies the map saved with its "
+                              "embedding model (else its reranker), if any; this file overrides a saved map (with a "
+                              "warning when they differ).")
     systems.add_argument("--max_seq_length", type=int, default=None,
                          help="Tokens per input for the embedding models (default: each model's own).")
     systems.add_argument("--reranker_max_length", type=int, default=None,
@@ -377,6 +382,7 @@ def evaluate(args: argparse.Namespace, data: EvaluationData, started: float) -> 
 
     systems, handles = retrieve(args, data, cache_dir)
     report = retrieval_report(args, data, systems, output_dir)
+    write_systems_file(args, data, systems, output_dir)
     logger.info("Retrieval metrics written to %s (%.1fs)", output_dir, time.perf_counter() - started)
 
     judge = None
@@ -401,6 +407,16 @@ class EvaluationData:
     embedding_specs: list[ModelSpec]
     reranker_specs: list[ModelSpec]
     audit: AuditResult
+    expander: QueryExpander | None = None  # --expansions
+    expansion_maps: dict[tuple[str, ...], QueryExpander | None] = field(default_factory=dict)
+
+    def expansions_for(self, *models: Any) -> QueryExpander | None:
+        """The query expansion map of a system made of ``models`` (ragtune.pipeline.spec.choose_expansions),
+        chosen once per combination (its warnings said once)."""
+        key = tuple(model.name for model in models)
+        if key not in self.expansion_maps:
+            self.expansion_maps[key] = choose_expansions(self.expander, models)
+        return self.expansion_maps[key]
 
 
 def load_data(args: argparse.Namespace) -> EvaluationData:
@@ -418,9 +434,10 @@ def load_data(args: argparse.Namespace) -> EvaluationData:
     assign_labels(embedding_specs)
     assign_labels(reranker_specs)
     check_baseline(args, embedding_specs)
+    expander = load_expansions(args.expansions) if args.expansions else None
     audit = run_audit(corpus, train_queries, queries, policy=args.pii,
                       sources={"corpus": str(args.corpus), "train": str(args.train_data), "test": str(args.test_data)})
-    return EvaluationData(audit.corpus, audit.test, audit.train, embedding_specs, reranker_specs, audit)
+    return EvaluationData(audit.corpus, audit.test, audit.train, embedding_specs, reranker_specs, audit, expander)
 
 
 def check_baseline(args: argparse.Namespace, embedding_specs: Sequence[ModelSpec]) -> None:
@@ -450,80 +467,77 @@ def retrieve(args: argparse.Namespace, data: EvaluationData,
     """Every system's ranked lists, deep enough for every k, the reranker and the answers; and the embedding
     handles (the first one stays loaded when answers are generated: it embeds questions for response relevancy).
 
-    With hybrids, BM25 and the dense models are retrieved as deep as every fusion needs (its depth, not the
-    reports'): the metrics at --k read the top of the same lists.
+    Each system is a RAG pipeline (ragtune.pipeline, what predict_rag.py runs); they share one PipelineParts, so
+    BM25 and each dense model run once for all of them. With hybrids, every list is retrieved as deep as every
+    fusion needs (its depth, not the reports'): the metrics at --k read the top of the same lists.
     """
-    corpus, queries = data.corpus, data.queries
     depth = max(max(args.k), args.rerank_top_n if data.reranker_specs else 0, max(args.answer_k))
     hybrid = args.hybrid and bool(data.embedding_specs)
     if hybrid:
         depth = max(depth, fusion_depth(data.embedding_specs, data.reranker_specs, args.rerank_top_n))
-    tie_rank = tie_ranks(corpus.ids)
-    weights = FusionWeights(corpus, data.train_queries, data.reranker_specs, depth, args.rerank_top_n, tie_rank,
-                            cache_dir, args.chunk_size, selection_metric(args.main_metric), args.device,
-                            args.batch_size, rule=args.weight_rule)
-    systems, bm25 = [], None
-    if args.bm25 or hybrid:
-        bm25 = bm25_system(corpus, queries, depth, tie_rank, args.chunk_size)
+    parts = PipelineParts(data.corpus, cache_dir, args.device, args.batch_size, args.chunk_size)
+    weights = FusionWeights(parts, data.train_queries, depth, args.rerank_top_n, selection_metric(args.main_metric),
+                            rule=args.weight_rule)
+    systems = []
+    if args.bm25:
+        bm25 = pipeline_system(RAGPipeline(bm25_spec(data.expander), parts), data.queries, depth)
         logger.info("BM25: done in %.1fs", bm25.info["seconds"])
-        if args.bm25:
-            systems.append(bm25)
-        else:
-            logger.info("--no_bm25: BM25 is left out of the reports but still scored for the hybrid systems "
-                        "(--no_hybrid leaves them out too)")
-    dense, hybrids, handles = embedding_systems(args, data, bm25 if hybrid else None, weights, depth, tie_rank,
-                                                cache_dir)
+        systems.append(bm25)
+    elif hybrid:
+        logger.info("--no_bm25: BM25 is left out of the reports but still scored for the hybrid systems "
+                    "(--no_hybrid leaves them out too)")
+    dense, hybrids, handles = embedding_systems(args, data, parts, weights, depth, hybrid)
     systems += dense + hybrids
     weighted = [s for s in hybrids if s.info["fusion"] == "weighted"]
     for spec in data.reranker_specs:
-        systems += reranked_systems(args, data, spec, dense, weighted, weights, cache_dir)
+        systems += reranked_systems(args, data, parts, spec, dense, weighted, weights, depth)
     return systems, handles
 
 
-def embedding_systems(args: argparse.Namespace, data: EvaluationData, bm25: System | None, weights: FusionWeights,
-                      depth: int, tie_rank: np.ndarray,
-                      cache_dir: Path) -> tuple[list[System], list[System], list[EmbeddingModelHandle]]:
-    """Each embedding model's dense system and, given ``bm25``, its two hybrids with BM25; and the model handles."""
-    corpus, queries = data.corpus, data.queries
+def embedding_systems(args: argparse.Namespace, data: EvaluationData, parts: PipelineParts, weights: FusionWeights,
+                      depth: int, hybrid: bool) -> tuple[list[System], list[System], list[EmbeddingModelHandle]]:
+    """Each embedding model's dense system and, with ``hybrid``, its two hybrids with BM25; and the model handles."""
     dense, hybrids, handles = [], [], []
     for spec in data.embedding_specs:
-        handle = embedding_handle(spec, args.max_seq_length, args.batch_size, args.device, args.query_prompt,
-                                  args.passage_prompt)
-        system = dense_system(handle, corpus, queries, depth, tie_rank, cache_dir, args.chunk_size,
-                              corpus.fingerprint())
+        model = parts.add_encoder(spec, args.max_seq_length, args.query_prompt, args.passage_prompt)
+        system_spec = dense_spec(model, data.expansions_for(model))
+        system = pipeline_system(RAGPipeline(system_spec, parts), data.queries, depth)
         dense.append(system)
-        handles.append(handle)
+        handles.append(parts.encoder(model))
         logger.info("%s: done in %.1fs (passage embeddings %s)", spec.label, system.info["seconds"],
                     "from the cache" if system.info["passage_embeddings_cached"] else "encoded")
-        if bm25 is not None:
-            hybrids += hybrid_systems(system, bm25, corpus.ids, depth, weights.dense_fusion(spec, handle))
+        if hybrid:
+            for hybrid_spec in hybrid_specs(system_spec, weights.dense_fusion(system_spec)):
+                hybrids.append(pipeline_system(RAGPipeline(hybrid_spec, parts), data.queries, depth))
         if len(handles) > 1 or not (args.generator_base_url or args.generator_local):
-            handle.release()  # only the first model is kept: it embeds questions for response relevancy
+            handles[-1].release()  # only the first model is kept: it embeds questions for response relevancy
     return dense, hybrids, handles
 
 
-def reranked_systems(args: argparse.Namespace, data: EvaluationData, spec: ModelSpec, dense: list[System],
-                     weighted: list[System], weights: FusionWeights, cache_dir: Path) -> list[System]:
+def reranked_systems(args: argparse.Namespace, data: EvaluationData, parts: PipelineParts, spec: ModelSpec,
+                     dense: list[System], weighted: list[System], weights: FusionWeights, depth: int) -> list[System]:
     """One reranker on every dense system, and on every weighted hybrid alone and fused with the hybrid's score.
 
     The fused system reranks and fuses the top N its weight was chosen at (the reranker's saved depth), which
     may differ from --rerank_top_n.
     """
-    corpus, queries = data.corpus, data.queries
-    scorer = RerankScores(spec, args.reranker_max_length, cache_dir)
-    systems = rerank_systems(dense, scorer, corpus, queries, args.rerank_top_n, args.device, args.batch_size)
-    reranked = rerank_systems(weighted, scorer, corpus, queries, args.rerank_top_n, args.device, args.batch_size,
-                              kind="hybrid_rerank")
-    for i, (first_stage, system) in enumerate(zip(weighted, reranked)):
-        chosen = weights.reranker_fusion(spec, scorer, first_stage)
+    reranker = parts.add_reranker(spec, args.reranker_max_length)
+
+    def ranked(first: System, fused: RerankerFusion | None = None) -> System:
+        expander = data.expansions_for(first.spec.embedding, reranker)
+        system_spec = rerank_spec(first.spec, reranker, args.rerank_top_n, expander, fused=fused)
+        return pipeline_system(RAGPipeline(system_spec, parts), data.queries, depth)
+
+    systems = [ranked(first) for first in dense]
+    for i, first in enumerate(weighted):
+        systems.append(ranked(first))
+        chosen = weights.reranker_fusion(reranker, first.spec, data.expansions_for(first.spec.embedding, reranker))
         if i == 0:
             tell_reranker_fusion(spec, chosen, args.rerank_top_n)
-        at_depth = system
-        if chosen.depth != args.rerank_top_n:
-            (at_depth,) = rerank_systems([first_stage], scorer, corpus, queries, chosen.depth, args.device,
-                                         args.batch_size, kind="hybrid_rerank")
-        systems += [system, fused_rerank_system(first_stage, at_depth, corpus.ids, chosen)]
+        systems.append(ranked(first, chosen))
+    scorer = parts.reranker(reranker)
     logger.info("Reranker %s: %d pairs scored, the rest from the cache", spec.label, scorer.computed)
+    scorer.release()
     return systems
 
 
@@ -568,6 +582,19 @@ def baseline_system(args: argparse.Namespace, systems: Sequence[System]) -> str:
         if found is not None:
             return found
     return names[0]
+
+
+def write_systems_file(args: argparse.Namespace, data: EvaluationData, systems: Sequence[System],
+                       output_dir: Path) -> None:
+    """systems.json: what rebuilds each system exactly, and which is best by --main_metric (predict_rag.py --from)."""
+    generator = GeneratorSettings.from_flags(args)
+    corpus = {"path": str(Path(args.corpus).resolve()), "passages": len(data.corpus),
+              "fingerprint": data.corpus.fingerprint(), "pii": args.pii}
+    best = best_system([s.name for s in systems], [s.metrics.get(args.main_metric) for s in systems])
+    write_systems(output_dir, [s.spec for s in systems], corpus, args.main_metric, best,
+                  generator.record() if generator else None,
+                  {"batch_size": args.batch_size, "chunk_size": args.chunk_size, "k": args.k,
+                   "answer_k": args.answer_k})
 
 
 def print_results(report: Report, output_dir: Path) -> None:

@@ -1,9 +1,9 @@
-"""Answer generation from retrieved contexts, answer metrics, and the judge prompts those metrics use.
+"""Answers generated from each system's contexts, their metrics, and the judge prompts those metrics use.
 
-Generators: any OpenAI-compatible endpoint, or a local transformers causal LM (optionally with a
-LoRA adapter loaded with peft). Both run greedy / temperature 0 and go through the same disk
-cache as the judge, so a rerun generates nothing. (The context metrics' prompts are in
-:mod:`ragtune.evaluate.judge`.)
+The generators and their prompt are the RAG pipeline's (:mod:`ragtune.generation.generators`: a local causal
+LM, optionally with a LoRA adapter, or any OpenAI-compatible endpoint), so evaluate_rag.py measures the answers
+predict_rag.py gives. Greedy / temperature 0, through the same disk cache as the judge: a rerun generates
+nothing. (The context metrics' prompts are in :mod:`ragtune.evaluate.judge`.)
 
 Metrics (per query, then the mean; BLEU at corpus level):
   string_presence     1 if the normalised reference answer occurs in the normalised generated answer
@@ -19,39 +19,25 @@ Metrics (per query, then the mean; BLEU at corpus level):
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from ragtune.core.answer_metrics import bleu4, rouge_l, string_presence
-from ragtune.core.errors import UserError
-from ragtune.core.model_specs import file_digest, folder_fingerprint, is_gguf
 from ragtune.evaluate.judge import Judge, judge_messages
-from ragtune.evaluate.llm_cache import CachedLLM, LLMCache
-from ragtune.evaluate.llm_client import Messages
 from ragtune.evaluate.llm_parsing import parse_claims, parse_questions
 from ragtune.evaluate.systems import add_per_query_metrics
-from ragtune.generation.prompt import DEFAULT_SYSTEM_PROMPT, rag_messages, trained_system_prompt
+from ragtune.generation.generators import answer_messages
+from ragtune.generation.prompt import Messages
 
 logger = logging.getLogger(__name__)
 
 ANSWER_METRICS = ("string_presence", "rouge_l", "bleu4", "groundedness", "response_relevancy", "noise_sensitivity")
 JUDGED_ANSWER_METRICS = ("groundedness", "response_relevancy", "noise_sensitivity")
 
-# ---------------------------------------------------------------------------- prompts
-
-
-def answer_messages(question: str, contexts: Sequence[str], system_prompt: str | None = None) -> Messages:
-    """The generator's prompt: ragtune.generation.prompt's, the one fine_tune_generator.py trains on.
-
-    ``system_prompt`` None means the default (Vietnamese) one; a local adapter brings the one it was
-    trained with (LocalGenerator.system_prompt).
-    """
-    return rag_messages(question, contexts, DEFAULT_SYSTEM_PROMPT if system_prompt is None else system_prompt)
+# ---------------------------------------------------------------------------- judge prompts
 
 
 def _numbered_contexts(contexts: Sequence[str]) -> str:
@@ -83,93 +69,6 @@ def noise_prompt(question: str, reference: str, answer: str, contexts: Sequence[
         f"Contexts:\n{_numbered_contexts(contexts)}\n\nAnswer: {answer}\n\n"
         'Reply with JSON: {"claims": [{"claim": "...", "correct": 1, "supported_by": [1]}, ...]}; '
         '{"claims": []} if the answer makes no claim.')
-
-
-# ---------------------------------------------------------------------------- generators
-
-
-class EndpointGenerator:
-    """Answers from an OpenAI-compatible endpoint, through the disk cache, in parallel."""
-
-    def __init__(self, llm: CachedLLM, judge_pool: Judge) -> None:
-        self.llm = llm
-        self.pool = judge_pool
-        self.model_id = llm.model_id
-
-    def generate(self, prompts: Sequence[Messages]) -> list[str]:
-        jobs = [lambda m=m: self.llm.ask(m, "generate") for m in prompts]
-        return [(a or "").strip() for a in self.pool.run_all(jobs, "generate")]
-
-
-class LocalGenerator:
-    """A local transformers causal LM (a folder or a .gguf file, plus an optional peft LoRA adapter).
-
-    Loading and generation are ragtune.generation.inference's, as in fine_tune_generator.py's dev
-    evaluation: the adapter's tokenizer and chat template, thinking off (Qwen3), greedy decoding
-    that stops at the end-of-turn tokens, and the system prompt the adapter was trained with.
-    """
-
-    def __init__(self, path: str, adapter: str | None, cache: LLMCache, max_new_tokens: int = 256,
-                 batch_size: int = 4, device: str | None = None) -> None:
-        self.path = Path(path).expanduser()
-        gguf = is_gguf(self.path)
-        if gguf and not self.path.is_file():
-            raise UserError(f"--generator_local: GGUF file not found: {path}")
-        if not gguf and (not self.path.is_dir() or not (self.path / "config.json").exists()):
-            raise UserError(f"--generator_local: {path} is not a model folder (no config.json) nor a .gguf file")
-        self.adapter = Path(adapter).expanduser() if adapter else None
-        if self.adapter is not None and not (self.adapter / "adapter_config.json").exists():
-            raise UserError(f"--generator_adapter: {adapter} is not a peft adapter folder (no adapter_config.json)")
-        if gguf:
-            digest = hashlib.sha256()
-            file_digest(self.path, digest)
-            ident = f"local:gguf:{digest.hexdigest()[:16]}"
-        else:
-            ident = f"local:{folder_fingerprint(self.path)}"
-        if self.adapter is not None:
-            ident += f"+lora:{folder_fingerprint(self.adapter)}"
-        self.model_id = ident
-        self.system_prompt = trained_system_prompt(str(self.adapter) if self.adapter else None)
-        self.cache = cache
-        self.max_new_tokens = max_new_tokens
-        self.batch_size = max(1, batch_size)
-        self.device = device
-        self.requests = 0
-        self._model = None
-        self._tokenizer = None
-
-    def _load(self) -> None:
-        if self._model is None:
-            # Imported here, as in generate: ragtune.generation.inference imports torch and transformers (seconds),
-            # which an evaluation whose answers are all cached never needs.
-            from ragtune.generation.inference import load_generator
-
-            self._model, self._tokenizer = load_generator(str(self.path), str(self.adapter) if self.adapter else None,
-                                                          device=self.device)
-
-    def generate(self, prompts: Sequence[Messages]) -> list[str]:
-        from tqdm.auto import tqdm
-
-        from ragtune.generation.inference import generate_from_messages  # torch, transformers: see _load
-
-        params = {"temperature": 0.0, "max_tokens": self.max_new_tokens}
-        keys = [LLMCache.key(self.model_id, m, params) for m in prompts]
-        answers: list[str | None] = [self.cache.get(k) for k in keys]
-        todo = [i for i, a in enumerate(answers) if a is None]
-        if todo:
-            self._load()
-            model, tokenizer = self._model, self._tokenizer
-            limit = getattr(model.config, "max_position_embeddings", None) or 2048
-            max_input = max(16, int(limit) - self.max_new_tokens)
-            for start in tqdm(range(0, len(todo), self.batch_size), desc="generate (local)", leave=False):
-                batch = todo[start:start + self.batch_size]
-                texts = generate_from_messages(model, tokenizer, [prompts[i] for i in batch], self.max_new_tokens,
-                                               self.batch_size, max_input_tokens=max_input)
-                for i, text in zip(batch, texts):
-                    answers[i] = text
-                    self.cache.put(keys[i], text, {"model": self.model_id, "kind": "generate"})
-                self.requests += len(batch)
-        return [a or "" for a in answers]
 
 
 # ---------------------------------------------------------------------------- evaluation

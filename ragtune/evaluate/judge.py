@@ -3,7 +3,7 @@
 Judgements are made per (query, passage), not per (system, k): a passage retrieved by five systems at
 ranks 2, 3 and 6 is judged once, and every system's context precision/recall at every k is computed
 from those verdicts. The answer metrics' prompts are in :mod:`ragtune.evaluate.answers`; the HTTP client,
-the cache and the parsers in :mod:`ragtune.evaluate.llm_client`, :mod:`ragtune.evaluate.llm_cache`,
+the cache and the parsers in :mod:`ragtune.generation.llm_client`, :mod:`ragtune.generation.llm_cache`,
 :mod:`ragtune.evaluate.llm_parsing`.
 
 Failures: an answer that cannot be parsed is asked again once, with a reminder of the format; if
@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from ragtune.core.metrics import rank_weighted_precision
-from ragtune.evaluate.llm_cache import CachedLLM
-from ragtune.evaluate.llm_client import Messages
 from ragtune.evaluate.llm_parsing import ParseError, excerpt, parse_index_list, parse_string_list, parse_verdict
+from ragtune.generation.llm_cache import CachedLLM
+from ragtune.generation.prompt import Messages
 
 
 def split_sentences(text: str) -> list[str]:

@@ -11,15 +11,11 @@ import json
 import re
 from typing import Any, Sequence
 
+from ragtune.generation.llm_client import excerpt
+
 
 class ParseError(ValueError):
     """The model's answer does not have the requested format."""
-
-
-def excerpt(text: str, limit: int = 120) -> str:
-    """One line of at most ``limit`` characters, for messages."""
-    text = re.sub(r"\s+", " ", text).strip()
-    return text[:limit] + ("..." if len(text) > limit else "")
 
 
 _THINK = re.compile(r"<think>.*?</think>", re.S | re.I)

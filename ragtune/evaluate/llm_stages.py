@@ -13,12 +13,13 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ragtune.core.errors import UserError
-from ragtune.evaluate.answers import EndpointGenerator, LocalGenerator, evaluate_answers
+from ragtune.evaluate.answers import evaluate_answers
 from ragtune.evaluate.judge import Judge
-from ragtune.evaluate.llm_cache import CachedLLM, LLMCache
-from ragtune.evaluate.llm_client import OpenAIChatClient, openai_key_for
 from ragtune.evaluate.reports import Report
 from ragtune.evaluate.systems import add_per_query_metrics
+from ragtune.generation.generators import EndpointOptions, GeneratorSettings, build_generator
+from ragtune.generation.llm_cache import CachedLLM, LLMCache
+from ragtune.generation.llm_client import OpenAIChatClient, openai_key_for
 from ragtune.retrieval.embedding_store import EmbeddingModelHandle
 
 logger = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ def run_llm_stages(args: argparse.Namespace, report: Report, handles: Sequence[E
             judge = Judge(CachedLLM(client, cache, args.judge_max_tokens), workers=args.judge_workers)
             judge_contexts(args, report, judge, client.url)
         if args.generator_base_url or args.generator_local:
-            generate_answers(args, report, handles, cache, judge, retry)
+            generate_answers(args, report, handles, cache, judge)
     except UserError as err:
         report.write()
         raise UserError(f"{err} (results computed so far are saved in {report.output_dir}; cached answers are "
@@ -72,7 +73,7 @@ def judge_contexts(args: argparse.Namespace, report: Report, judge: Judge, url: 
 
 
 def generate_answers(args: argparse.Namespace, report: Report, handles: Sequence[EmbeddingModelHandle],
-                     cache: LLMCache, judge: Judge | None, retry: dict[str, Any]) -> None:
+                     cache: LLMCache, judge: Judge | None) -> None:
     """An answer per (system, --answer_k, query) from the system's contexts, with its metrics."""
     names = [s.name for s in report.systems]
     if args.answer_systems:
@@ -83,12 +84,9 @@ def generate_answers(args: argparse.Namespace, report: Report, handles: Sequence
         chosen = [s for s in report.systems if s.name in args.answer_systems]
     else:
         chosen = list(report.systems)
-    if args.generator_local:
-        generator = LocalGenerator(args.generator_local, args.generator_adapter, cache, args.generator_max_new_tokens,
-                                   device=args.device)
-    else:
-        llm = CachedLLM(server_client(args, "generator", retry), cache, args.generator_max_new_tokens)
-        generator = EndpointGenerator(llm, Judge(llm, workers=args.judge_workers))
+    # Built as the RAG pipeline builds it (predict_rag.py), from the settings systems.json records.
+    generator = build_generator(GeneratorSettings.from_flags(args), cache, args.device,
+                                EndpointOptions.from_flags(args, workers=args.judge_workers))
     embed = None
     if judge is not None and handles:
         embed = handles[0].encode_queries

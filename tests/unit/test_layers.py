@@ -1,6 +1,7 @@
 """The package's layers, checked on the source (pure AST: nothing of ragtune is imported).
 
-ragtune.core is the bottom layer; retrieval, generation and audit sit on core only; train sits below evaluate.
+ragtune.core is the bottom layer; retrieval, generation and audit sit on core only; the pipeline (a chosen RAG
+system as one object) sits on core, retrieval and generation; train sits below evaluate and never uses the pipeline.
 Every import counts, also the lazy ones inside functions (they are dependencies all the same). Private names
 stay in their module, the import graph has no cycle, no function grows past 80 lines unless the allow-list
 below says why, and test hooks read from the environment belong in the tests, not in the product.
@@ -30,10 +31,11 @@ ALLOWED = {
     "ragtune.retrieval": {"ragtune.core", "ragtune.retrieval"},
     "ragtune.generation": {"ragtune.core", "ragtune.generation"},
     "ragtune.audit": {"ragtune.core", "ragtune.audit"},
+    "ragtune.pipeline": {"ragtune.core", "ragtune.retrieval", "ragtune.generation", "ragtune.pipeline"},
 }
 # On top of ALLOWED: imports no module of a layer may make.
 FORBIDDEN = {
-    "ragtune.train": {"ragtune.evaluate"},
+    "ragtune.train": {"ragtune.evaluate", "ragtune.pipeline"},
 }
 
 
@@ -367,9 +369,22 @@ def test_core_imports_only_core():
     assert not found, "ragtune.core may import only ragtune.core:\n" + "\n".join(found)
 
 
-def test_train_never_imports_evaluate():
+def test_train_never_imports_evaluate_or_the_pipeline():
     found = layer_violations(package_modules(), ("ragtune.train",))
-    assert not found, "ragtune.train may not import ragtune.evaluate:\n" + "\n".join(found)
+    assert not found, "ragtune.train may not import ragtune.evaluate or ragtune.pipeline:\n" + "\n".join(found)
+
+
+def test_pipeline_imports_only_core_retrieval_generation_and_itself():
+    modules = package_modules()
+    assert {"ragtune.pipeline.rag", "ragtune.pipeline.spec", "ragtune.pipeline.stages"} <= set(modules)
+    found = layer_violations(modules, ("ragtune.pipeline",))
+    assert not found, ("ragtune.pipeline may import only ragtune.core, retrieval, generation and itself:\n"
+                       + "\n".join(found))
+
+
+def test_evaluate_builds_its_systems_through_the_pipeline():
+    targets = {i.target for i in package_modules()["ragtune.evaluate.systems"].imports}
+    assert {"ragtune.pipeline.rag", "ragtune.pipeline.stages"} <= targets
 
 
 def test_retrieval_generation_and_audit_import_only_core_and_themselves():

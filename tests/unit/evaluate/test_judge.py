@@ -12,8 +12,6 @@ from fake_openai import FakeOpenAI, closed_port_url
 
 from ragtune.core.errors import UserError
 from ragtune.evaluate.judge import Judge, split_sentences
-from ragtune.evaluate.llm_cache import CachedLLM, LLMCache
-from ragtune.evaluate.llm_client import EndpointError, OpenAIChatClient, chat_url
 from ragtune.evaluate.llm_parsing import (
     ParseError,
     extract_json,
@@ -22,6 +20,8 @@ from ragtune.evaluate.llm_parsing import (
     parse_questions,
     parse_verdict,
 )
+from ragtune.generation.llm_cache import CachedLLM, LLMCache
+from ragtune.generation.llm_client import EndpointError, OpenAIChatClient, chat_url
 
 # ---------------------------------------------------------------------------- parsing
 
@@ -174,9 +174,8 @@ def test_client_error_is_not_retried():
 
 
 def test_local_generator_with_lora_is_cached(tiny_gpt2, tmp_path, monkeypatch):
-    import ragtune.evaluate.answers
     import ragtune.generation.inference
-    from ragtune.evaluate.answers import LocalGenerator, answer_messages
+    from ragtune.generation.generators import LocalGenerator, answer_messages
 
     folder, adapter = tiny_gpt2
     cache = LLMCache(tmp_path / "cache.jsonl")
@@ -192,9 +191,8 @@ def test_local_generator_with_lora_is_cached(tiny_gpt2, tmp_path, monkeypatch):
         loaded.append(args)
         raise AssertionError("the generator was loaded although every answer was cached")
 
-    # Where LocalGenerator finds the loader: ragtune.generation.inference's (or its own import of it).
+    # Where LocalGenerator finds the loader: ragtune.generation.inference's (imported when it loads).
     monkeypatch.setattr(ragtune.generation.inference, "load_generator", no_loading)
-    monkeypatch.setattr(ragtune.evaluate.answers, "load_generator", no_loading, raising=False)
     again = LocalGenerator(str(folder), str(adapter), LLMCache(tmp_path / "cache.jsonl"), max_new_tokens=6)
     assert again.generate(prompts) == first
     assert again.requests == 0 and loaded == []  # nothing loaded, nothing generated

@@ -4,21 +4,31 @@ vLLM, Ollama, llama.cpp and OpenAI all do. urllib, not the ``openai`` package: o
 dependency. Connection errors, timeouts, 429 and 5xx are retried with exponential backoff; a server
 that stays down, refuses the request or does not speak the protocol raises :class:`EndpointError`
 (a :class:`UserError`: one line, exit 2).
+
+In the generation layer because a generator may be such a server (the RAG pipeline's, so evaluate_rag.py's and
+predict_rag.py's); the evaluation's LLM judge uses it too.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 
 from ragtune.core.errors import UserError
-from ragtune.evaluate.llm_parsing import excerpt
+from ragtune.generation.prompt import Messages
 
-Messages = list[dict[str, str]]
+__all__ = ["EndpointError", "Messages", "OpenAIChatClient", "chat_url", "excerpt", "openai_key_for"]
+
+
+def excerpt(text: str, limit: int = 120) -> str:
+    """One line of at most ``limit`` characters, for messages."""
+    text = re.sub(r"\s+", " ", text).strip()
+    return text[:limit] + ("..." if len(text) > limit else "")
 
 
 class EndpointError(UserError):

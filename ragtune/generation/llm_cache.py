@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from ragtune.evaluate.llm_client import Messages
+from ragtune.generation.prompt import Messages
 
 
 class LLMCache:
