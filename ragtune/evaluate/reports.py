@@ -1,4 +1,4 @@
-"""Evaluation reports: results.json, results.md, a PNG chart, per_query.csv, answers.csv.
+"""Evaluation reports: results.json, results.md, a PNG chart, per_query.csv, answers.csv, results.html.
 
 :class:`Report` holds everything evaluate_rag.py has computed so far; ``write`` rewrites every file
 from it, so the reports are complete after each stage (retrieval, judge, answers, publishing) and
@@ -25,6 +25,7 @@ from ragtune.core.io import write_json, write_text
 from ragtune.core.metrics import RANKING_METRICS, first_hit_rank, split_metric_key
 from ragtune.core.redaction import redact_config, shown, shown_in
 from ragtune.core.significance import compare
+from ragtune.evaluate.html_report import HTML_FILE, write_results_html
 
 # Row order of the tables: ranking metrics, context metrics, LLM context metrics, answer metrics.
 METRIC_ORDER = (*RANKING_METRICS, "context_precision", "context_recall", "llm_context_precision", "llm_context_recall",
@@ -476,6 +477,8 @@ class Report:
         plot_chart(self.output_dir / "results.png", payload["systems"], self.main_k)
         if self.answer_records:
             write_answers_csv(self.output_dir / "answers.csv", self.answer_records)
+        write_results_html(self.output_dir / HTML_FILE, payload, self.queries, self.systems, self.corpus,
+                           self.answer_records, max(self.args.k), getattr(self.args, "seed", None) or 0)
 
     def console_table(self) -> str:
         """The final table the script prints: every system at the main metric's k."""

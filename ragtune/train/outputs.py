@@ -74,34 +74,77 @@ def dev_metrics_from_history(log_history: list[dict[str, Any]], prefix: str) -> 
     return points
 
 
+def smoothed(values: Sequence[float]) -> list[float]:
+    """TensorBoard's debiased exponential moving average, its factor set by the number of points (none for 5 or
+    fewer, 0.5 for 10, 0.9 for 50, at most 0.95): a loss logged every few steps is noisy enough to hide its trend."""
+    factor = min(0.95, max(0.0, 1.0 - 5.0 / max(1, len(values))))
+    out, running, weight = [], 0.0, 0.0
+    for value in values:
+        running = factor * running + (1 - factor) * value
+        weight = factor * weight + (1 - factor)
+        out.append(running / weight)
+    return out
+
+
 def plot_training_curves(log_history: list[dict[str, Any]], prefix: str, path: str | Path,
-                         metric_names: tuple[str, ...] = ("ndcg@5", "mrr@5", "recall@5", "hit@5")) -> Path:
-    """PNG of training loss and dev metrics against optimizer steps."""
+                         metric_names: tuple[str, ...] = ("ndcg@5", "mrr@5", "recall@5", "hit@5"), *,
+                         best_step: int | None = None, reference: dict[str, float] | None = None,
+                         reference_label: str = "BM25") -> Path:
+    """PNG of what a run did, against optimizer steps: the training loss (smoothed, the raw loss faint behind it),
+    the learning rate, and the dev metrics with the best checkpoint's step marked and ``reference`` (BM25's dev
+    value of each metric, where the run computed it) as a dashed line: the bar a fine-tuned model must clear."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    losses = [(e["step"], e["loss"]) for e in log_history if "loss" in e and "step" in e]
-    dev = dev_metrics_from_history(log_history, prefix)
-    fig, (ax_loss, ax_dev) = plt.subplots(1, 2, figsize=(11, 4))
-    if losses:
-        ax_loss.plot(*zip(*losses), marker=".", color="tab:red")
-    ax_loss.set(title="training loss", xlabel="step", ylabel="loss")
-    for name in metric_names:
-        series = [(step, values[name]) for step, values in dev if name in values]
-        if series:
-            ax_dev.plot(*zip(*series), marker="o", label=name)
-    ax_dev.set(title="dev metrics", xlabel="step", ylim=(0, 1.02))
-    if dev:
-        ax_dev.legend(loc="lower right")
-    for ax in (ax_loss, ax_dev):
+    fig, (ax_loss, ax_lr, ax_dev) = plt.subplots(1, 3, figsize=(15, 4), gridspec_kw={"width_ratios": [4, 3, 5]})
+    _plot_loss(ax_loss, [(e["step"], e["loss"]) for e in log_history if "loss" in e and "step" in e])
+    rates = [(e["step"], e["learning_rate"]) for e in log_history if "learning_rate" in e and "step" in e]
+    if rates:
+        ax_lr.plot(*zip(*rates), color="tab:purple")
+        ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+    ax_lr.set(title="learning rate", xlabel="step")
+    _plot_dev(ax_dev, dev_metrics_from_history(log_history, prefix), metric_names, best_step, reference or {},
+              reference_label)
+    for ax in (ax_loss, ax_lr, ax_dev):
         ax.grid(alpha=0.3)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _plot_loss(ax: Any, losses: list[tuple[int, float]]) -> None:
+    if losses:
+        steps, values = zip(*losses)
+        ax.plot(steps, values, color="tab:red", alpha=0.25, linewidth=1, label="raw")
+        ax.plot(steps, smoothed(values), color="tab:red", linewidth=2, label="smoothed")
+        ax.legend(loc="upper right")
+    ax.set(title="training loss", xlabel="step", ylabel="loss")
+
+
+def _plot_dev(ax: Any, dev: list[tuple[int, dict[str, float]]], metric_names: Sequence[str], best_step: int | None,
+              reference: dict[str, float], reference_label: str) -> None:
+    """Dev metrics per evaluation; the best checkpoint's step (a vertical line, each metric's value starred);
+    each metric's reference value as a dashed line of its colour."""
+    for name in metric_names:
+        series = [(step, values[name]) for step, values in dev if name in values]
+        if not series:
+            continue
+        line, = ax.plot(*zip(*series), marker="o", markersize=3, label=name)
+        best = [value for step, value in series if step == best_step]
+        if best:
+            ax.plot([best_step], best, marker="*", markersize=14, color=line.get_color(), markeredgecolor="black")
+        if name in reference:
+            ax.axhline(reference[name], color=line.get_color(), linestyle="--", linewidth=1, alpha=0.8,
+                       label=f"{reference_label} {name}")
+    if best_step is not None and dev:
+        ax.axvline(best_step, color="black", linestyle=":", linewidth=1, label=f"best checkpoint (step {best_step})")
+    ax.set(title="dev metrics", xlabel="step", ylim=(0, 1.02))
+    if dev:
+        ax.legend(loc="lower right", fontsize=7)
 
 
 def format_metrics_table(columns: dict[str, dict[str, float]], names: tuple[str, ...], ks: tuple[int, ...]) -> str:

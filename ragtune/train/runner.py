@@ -277,7 +277,8 @@ class TrainingRun:
         if self.audit_summary is not None:
             add_card_section(self.output_dir / "README.md", "Data audit", audit_card_lines(self.audit_summary))
         plot_training_curves(trainer.state.log_history, self.metric_prefix, self.output_dir / "training_curves.png",
-                             curve_metrics)
+                             curve_metrics, best_step=trainer.state.best_global_step,
+                             reference=(metrics.get("dev_metrics") or {}).get("bm25"))  # where the script has it
         state = trainer.state
         write_json(self.output_dir / FINISHED_MARKER, shown_in({  # dev answers: personal values masked
             "base_model": self.args.base_model,
