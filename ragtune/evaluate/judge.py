@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import re
 import threading
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from ragtune.core.metrics import rank_weighted_precision
 from ragtune.evaluate.llm_parsing import ParseError, excerpt, parse_index_list, parse_string_list, parse_verdict
+from ragtune.generation.generators import run_in_threads
 from ragtune.generation.llm_cache import CachedLLM
 from ragtune.generation.prompt import Messages
 
@@ -149,24 +149,7 @@ class Judge:
 
     def run_all(self, jobs: Sequence[Callable[[], Any]], desc: str) -> list[Any]:
         """Run the jobs on a thread pool (order kept); the first EndpointError stops everything."""
-        from tqdm.auto import tqdm
-
-        if not jobs:
-            return []
-        results: list[Any] = [None] * len(jobs)
-        with ThreadPoolExecutor(max_workers=self.workers) as pool, \
-                tqdm(total=len(jobs), desc=desc, disable=None if self.progress is None else not self.progress,
-                     leave=False) as bar:
-            futures = {pool.submit(job): i for i, job in enumerate(jobs)}
-            try:
-                for future in as_completed(futures):
-                    results[futures[future]] = future.result()
-                    bar.update(1)
-            except BaseException:
-                for future in futures:
-                    future.cancel()
-                raise
-        return results
+        return run_in_threads(jobs, self.workers, desc, self.progress)
 
     def failure_rate(self) -> float:
         return len(self.failures) / self.asked if self.asked else 0.0
