@@ -24,7 +24,7 @@ from ragtune.audit.report import pii_summary_line
 from ragtune.core.io import write_json, write_text
 from ragtune.core.metrics import RANKING_METRICS, first_hit_rank, split_metric_key
 from ragtune.core.redaction import redact_config, shown, shown_in
-from ragtune.core.significance import compare
+from ragtune.core.significance import compare, holm_adjust
 from ragtune.evaluate.html_report import HTML_FILE, write_results_html
 
 # Row order of the tables: ranking metrics, context metrics, LLM context metrics, answer metrics.
@@ -119,23 +119,40 @@ def fmt_significance(entry: dict[str, Any]) -> str:
             f"{fmt_p(entry['p_value'])}" + ("*" if entry["significant"] else ""))
 
 
+def fmt_holm(entry: dict[str, Any]) -> str:
+    """``p=0.064``: the Holm-corrected p-value, ``*`` when it stays below 0.05."""
+    return fmt_p(entry["p_holm"]) + ("*" if entry["p_holm"] < 0.05 else "")
+
+
+def with_holm(significance: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each entry with ``p_holm``: its p-value Holm-corrected across every system compared with the baseline (with
+    one comparison, the p-value itself), so that "p < 0.05" keeps its meaning when many systems are tried."""
+    names = list(significance)
+    adjusted = holm_adjust([float(significance[name]["p_value"]) for name in names])
+    return {name: {**significance[name], "p_holm": p} for name, p in zip(names, adjusted)}
+
+
 def significance_markdown(payload: dict[str, Any], baseline: str) -> list[str]:
     """results.md: every system's main metric with its paired difference against the baseline."""
     significance = payload["significance"]
     metric = payload["config"]["main_metric"]
     first = next(iter(significance.values()))
+    several = int(len(significance) > 1 and all("p_holm" in e for e in significance.values()))
     rows = []
     for s in payload["systems"]:
         value = fmt(s["metrics"].get(metric))
         if s["name"] == baseline:
-            rows.append([s["name"] + " (base)", value, ""])
+            rows.append([s["name"] + " (base)", value, ""] + [""] * several)
         elif s["name"] in significance:
-            rows.append([s["name"], value, fmt_significance(significance[s["name"]])])
+            entry = significance[s["name"]]
+            rows.append([s["name"], value, fmt_significance(entry)] + [fmt_holm(entry)] * several)
+    holm_note = (f" p (Holm): corrected for the {len(significance)} systems compared with `{baseline}` (`*`: < 0.05 "
+                 "after correction)." if several else "")
     return [f"`{metric}` against `{baseline}` on the same {first['queries']} queries. Δ: mean paired difference; "
             f"[95% CI]: percentile bootstrap over queries ({first['resamples']} resamples); p: two-sided paired "
             "randomisation test; `*`: p < 0.05. On a few dozen queries a difference without `*` may be noise."
-            + (f" **Caution, {first['caveat']}.**" if first.get("caveat") else ""), "",
-            _md_table(["system", metric, "Δ [95% CI] p"], rows), ""]
+            + holm_note + (f" **Caution, {first['caveat']}.**" if first.get("caveat") else ""), "",
+            _md_table(["system", metric, "Δ [95% CI] p"] + ["p (Holm)"] * several, rows), ""]
 
 
 def results_markdown(payload: dict[str, Any], baseline: str | None) -> str:
@@ -332,28 +349,53 @@ def _spreadsheet_csv(path: Path) -> Iterator[IO[str]]:
 
 def console_table(systems: Sequence[dict[str, Any]], k: int, names: Sequence[str] = ("hit", "recall", "precision",
                                                                                       "map", "mrr", "ndcg"),
-                  significance: dict[str, dict[str, Any]] | None = None, baseline: str | None = None) -> str:
-    """One row per system; with ``significance``, a last column: the difference against the baseline on the
-    main metric, its p-value, and ``*`` when p < 0.05."""
-    headers = ["system"] + [f"{n}@{k}" for n in names]
-    rows = [[s["name"]] + [fmt(s["metrics"].get(f"{n}@{k}")) for n in names] for s in systems]
+                  significance: dict[str, dict[str, Any]] | None = None, baseline: str | None = None,
+                  main_metric: str | None = None) -> str:
+    """One row per system, best first on ``main_metric`` (the winner and the baseline marked), the answer and judge
+    metrics as columns when they were computed; with ``significance``, a last column: the difference against the
+    baseline on the main metric, its p-value (Holm-corrected when several systems are compared), ``*`` below 0.05."""
+    if main_metric:
+        systems = ranked_by(systems, main_metric)
+    keys = [f"{n}@{k}" for n in names] + llm_metric_keys(systems)
+    headers = ["system", ""] + keys
+    winner = systems[0]["name"] if main_metric and systems else None
+    rows = [[s["name"], ", ".join(mark for mark, on in (("winner", s["name"] == winner),
+                                                         ("baseline", s["name"] == baseline)) if on)]
+            + [fmt(s["metrics"].get(key)) for key in keys] for s in systems]
+    holm = bool(significance) and len(significance) > 1 and all("p_holm" in e for e in significance.values())
     if significance:
         metric = next(iter(significance.values()))["metric"]
         headers.append(f"Δ {metric} (p)")
         for row, s in zip(rows, systems):
             entry = significance.get(s["name"])
+            p = None if entry is None else entry["p_holm"] if holm else entry["p_value"]
             row.append("base" if s["name"] == baseline else "" if entry is None else
-                       f"{entry['mean_difference']:+.4f} ({fmt_p(entry['p_value'])})"
-                       + ("*" if entry["significant"] else ""))
+                       f"{entry['mean_difference']:+.4f} ({fmt_p(p)})" + ("*" if p < 0.05 else ""))
     widths = [max(len(str(r[i])) for r in rows + [headers]) for i in range(len(headers))]
     line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths))  # noqa: E731
     table = "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows])
     if significance:
-        table += (f"\n* p < 0.05 against {baseline} (paired randomisation test; 95% CIs in results.md): "
+        corrected = f"Holm-corrected over the {len(significance)} systems compared; " if holm else ""
+        table += (f"\n* p < 0.05 against {baseline} (paired randomisation test; {corrected}95% CIs in results.md): "
                   "differences without * may be noise on this many queries.")
         caveat = next(iter(significance.values())).get("caveat")
         table += f"\nCaution, {caveat}." if caveat else ""
     return table
+
+
+def ranked_by(systems: Sequence[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
+    """Best first on ``metric`` (lowest first for a lower-is-better one); systems without it last, in their order."""
+    sign = 1 if split_metric_key(metric)[0] in LOWER_IS_BETTER else -1
+    return sorted(systems, key=lambda s: (s["metrics"].get(metric) is None, sign * (s["metrics"].get(metric) or 0)))
+
+
+def llm_metric_keys(systems: Sequence[dict[str, Any]]) -> list[str]:
+    """The LLM-judged context metrics and the answer metrics any system has (``rouge_l@5``...), in report order."""
+    llm_names = METRIC_ORDER[METRIC_ORDER.index("llm_context_precision"):]
+    present = {key for s in systems for key, value in s["metrics"].items() if value is not None}
+    keyed = [(llm_names.index(split_metric_key(key)[0]), split_metric_key(key)[1] or 0, key) for key in present
+             if split_metric_key(key)[0] in llm_names]
+    return [key for _, _, key in sorted(keyed)]
 
 
 class Report:
@@ -438,7 +480,7 @@ class Report:
             if key not in self._compared:  # payload() is built several times per run; resampling is not free
                 self._compared[key] = compare(a, b, seed=seed)
             out[system.name] = {"baseline": base.name, "metric": metric, **self._compared[key]}
-        return out
+        return with_holm(out) if out else out
 
     def payload(self) -> dict[str, Any]:
         """results.json's content."""
@@ -484,7 +526,7 @@ class Report:
         """The final table the script prints: every system at the main metric's k."""
         payload = self.payload()
         return console_table(payload["systems"], self.main_k, significance=payload.get("significance"),
-                             baseline=self.baseline)
+                             baseline=self.baseline, main_metric=self.args.main_metric)
 
     def leak_line(self) -> str:
         """One console line: the main metric of every system without the leaked test queries."""

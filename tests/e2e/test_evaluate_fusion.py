@@ -104,13 +104,14 @@ def test_significance_against_the_baseline(saved_run, capsys):
 
 
 def test_console_table_marks_significant_differences(saved_run, capsys):
-    from ragtune.evaluate.reports import console_table
+    from ragtune.evaluate.reports import console_table, fmt_p
 
     results = saved_run["results"]
     table = console_table(results["systems"], 5, significance=results["significance"], baseline="dense-w0")
     lines = {line.split("  ")[0]: line for line in table.splitlines()}
     assert "Δ ndcg@5 (p)" in table.splitlines()[0]
-    assert lines["bm25"].rstrip().endswith("(p<0.001)*")
+    # Several systems are compared with dense-w0: the console shows the Holm-corrected p-value.
+    assert lines["bm25"].rstrip().endswith(f"({fmt_p(results['significance']['bm25']['p_holm'])})*")
     assert lines["dense-w1"].rstrip().endswith("+0.0000 (p=1.000)")
     assert lines["dense-w0"].rstrip().endswith("base")
 
