@@ -57,7 +57,7 @@ from ragtune.core.output_paths import check_args_paths
 from ragtune.evaluate.heldout import load_test_queries
 from ragtune.evaluate.judge import Judge
 from ragtune.evaluate.llm_stages import run_llm_stages
-from ragtune.evaluate.publishing import publish
+from ragtune.evaluate.publishing import base_answer_metrics, publish
 from ragtune.evaluate.reports import Report
 from ragtune.evaluate.systems import (
     FusionWeights,
@@ -241,6 +241,9 @@ def add_hub_args(parser: argparse.ArgumentParser) -> None:
     hub.add_argument("--hub_reranker_repo", default=None, metavar="USER/NAME",
                      help="Repo for the best later --reranker_models entry (or the only one), judged on top of the "
                           "best embedding model.")
+    hub.add_argument("--hub_generator_repo", default=None, metavar="USER/NAME",
+                     help="Repo for the --generator_adapter LoRA adapter; its card compares the test answers with "
+                          "the base model's (generated too, on the best answered system's contexts).")
     hub.add_argument("--public", action="store_true", help="Create public repos (default: private).")
     hub.add_argument("--hub_token", default=None,
                      help="Hub token (default: $HF_TOKEN or the `hf auth login` cache). Never printed or saved.")
@@ -332,13 +335,16 @@ def check_llm_flags(args: argparse.Namespace) -> None:
 def check_hub_flags(args: argparse.Namespace) -> None:
     """With --push_to_hub, a repo for each kind published and a model to put there; a valid language and license."""
     if args.push_to_hub:
-        if not args.hub_embedding_repo and not args.hub_reranker_repo:
-            raise UserError("--push_to_hub: say what to publish with --hub_embedding_repo and/or --hub_reranker_repo")
+        if not args.hub_embedding_repo and not args.hub_reranker_repo and not args.hub_generator_repo:
+            raise UserError("--push_to_hub: say what to publish with --hub_embedding_repo, --hub_reranker_repo "
+                            "and/or --hub_generator_repo")
+        if args.hub_generator_repo and not (args.generator_local and args.generator_adapter):
+            raise UserError("--hub_generator_repo: give the adapter as --generator_adapter on --generator_local")
         if args.hub_embedding_repo and not args.embedding_models:
             raise UserError("--hub_embedding_repo: no --embedding_models to publish")
         if args.hub_reranker_repo and not args.reranker_models:
             raise UserError("--hub_reranker_repo: no --reranker_models to publish")
-    elif args.hub_embedding_repo or args.hub_reranker_repo or args.dry_run:
+    elif args.hub_embedding_repo or args.hub_reranker_repo or args.hub_generator_repo or args.dry_run:
         logger.warning("--hub_embedding_repo/--hub_reranker_repo/--dry_run have no effect without --push_to_hub")
     for code in args.language:
         if not re.fullmatch(r"[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*", code):
@@ -391,7 +397,8 @@ def evaluate(args: argparse.Namespace, data: EvaluationData, started: float) -> 
     print_results(report, output_dir)
     check_judge_failures(args, judge, output_dir)
     if args.push_to_hub:
-        publish(args, report)
+        base_answers = base_answer_metrics(args, report, cache_dir) if args.hub_generator_repo else None
+        publish(args, report, base_answers)
     logger.info("Done in %.1fs: %s", time.perf_counter() - started, output_dir / "results.md")
     return 0
 

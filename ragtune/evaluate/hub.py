@@ -42,13 +42,18 @@ from ragtune.core.redaction import redact_config, redact_text, shown
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-KINDS = ("embedding", "reranker")
-PIPELINE_TAGS = {"embedding": "sentence-similarity", "reranker": "text-ranking"}
-TASKS = {"embedding": ("information-retrieval", "Information Retrieval"), "reranker": ("text-ranking", "Reranking")}
+KINDS = ("embedding", "reranker", "generator")
+PIPELINE_TAGS = {"embedding": "sentence-similarity", "reranker": "text-ranking", "generator": "text-generation"}
+TASKS = {"embedding": ("information-retrieval", "Information Retrieval"), "reranker": ("text-ranking", "Reranking"),
+         "generator": ("text-generation", "Answer generation")}
 TAGS = {
     "embedding": ["sentence-transformers", "sentence-similarity", "feature-extraction", "retrieval", "ragtune"],
     "reranker": ["sentence-transformers", "cross-encoder", "reranker", "text-ranking", "ragtune"],
+    "generator": ["peft", "lora", "text-generation", "rag", "ragtune"],
 }
+LIBRARIES = {"generator": "peft"}  # the others: sentence-transformers
+WHAT = {"embedding": "an embedding model for retrieval", "reranker": "a cross-encoder reranker",
+        "generator": "a LoRA adapter (peft) answering from retrieved passages"}
 # Metrics compared with the base model in the card body, in this order.
 MAIN_METRICS = ("ndcg", "mrr", "map", "recall", "hit")
 
@@ -92,7 +97,7 @@ class PublishRequest:
 
     model_dir: Path
     repo_id: str
-    kind: Literal["embedding", "reranker"]
+    kind: Literal["embedding", "reranker", "generator"]
     base_model: str
     metrics: dict[str, float]            # this run's metrics of the model being pushed ("ndcg@5", "mrr@3", ...)
     baseline_metrics: dict[str, float]   # the base model's, same keys
@@ -298,6 +303,10 @@ def _usage_section(request: PublishRequest) -> str:
                 f'query_embeddings = model.encode_query(["câu hỏi của người dùng"])\n'
                 f'passage_embeddings = model.encode_document(["đoạn văn thứ nhất", "đoạn văn thứ hai"])\n'
                 f'scores = model.similarity(query_embeddings, passage_embeddings)\n')
+    elif request.kind == "generator":
+        code = (f'from peft import AutoPeftModelForCausalLM\nfrom transformers import AutoTokenizer\n\n'
+                f'model = AutoPeftModelForCausalLM.from_pretrained("{repo}")  # the base model, then this adapter\n'
+                f'tokenizer = AutoTokenizer.from_pretrained("{repo}")\n')
     else:
         code = (f'from sentence_transformers import CrossEncoder\n\n'
                 f'model = CrossEncoder("{repo}")\n'
@@ -328,7 +337,7 @@ def build_model_card(request: PublishRequest, token: str | None = None):
         language=list(request.language) if request.language else None,
         license=request.license or None,
         base_model=request.base_model if base_model_is_hub_id else None,
-        library_name="sentence-transformers",
+        library_name=LIBRARIES.get(kind, "sentence-transformers"),
         pipeline_tag=PIPELINE_TAGS[kind],
         tags=list(TAGS[kind]),
         model_name=name,
@@ -336,7 +345,7 @@ def build_model_card(request: PublishRequest, token: str | None = None):
     )
     base_ref = (f"[{request.base_model}](https://huggingface.co/{request.base_model})" if base_model_is_hub_id
                 else f"`{request.base_model}`")
-    what = "an embedding model for retrieval" if kind == "embedding" else "a cross-encoder reranker"
+    what = WHAT[kind]
     sections = [
         f"# {name}\n",
         f"{what[0].upper() + what[1:]} fine-tuned from {base_ref} with ragtune on **{request.dataset_name}**.\n",

@@ -20,8 +20,12 @@ from ragtune.audit import pii_publish_refusal
 from ragtune.core.errors import UserError
 from ragtune.core.metrics import ranking_metric_keys
 from ragtune.core.model_specs import saved_metrics
+from ragtune.evaluate.answers import evaluate_answers
 from ragtune.evaluate.reports import Report, card_markdown
 from ragtune.evaluate.systems import System
+from ragtune.generation.generators import EndpointOptions, GeneratorSettings, build_generator
+from ragtune.generation.llm_cache import LLMCache
+from ragtune.generation.prompt import trained_system_prompt
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +102,7 @@ def select_for_publishing(systems: Sequence[System], embedding_models: Sequence[
     return out
 
 
-def publish(args: argparse.Namespace, report: Report) -> None:
+def publish(args: argparse.Namespace, report: Report, base_answers: dict[str, float] | None = None) -> None:
     """Publish the selected models; a problem with any of them refuses every push (nothing half-done)."""
     # Imported here: ragtune.evaluate.hub imports huggingface_hub's upload machinery (HfApi, model cards), which
     # a run that publishes nothing never needs.
@@ -138,6 +142,10 @@ def publish(args: argparse.Namespace, report: Report) -> None:
             results_markdown=card_markdown(shown, selection.baseline.name if selection.baseline else None, keys),
             training_config=training.get("config"),
             language=list(args.language), license=args.license))
+    if getattr(args, "hub_generator_repo", None):
+        adapter_problems, adapter_request = generator_request(args, report, base_answers or {}, hub)
+        problems += adapter_problems
+        requests += [adapter_request] if adapter_request else []
     if problems:
         raise UserError("not publishing anything: " + "; ".join(problems) + f" (results are in {report.output_dir})")
     logger.info("Publishing %s%s", ", ".join(f"{r.kind} {r.model_dir} -> {r.repo_id}" for r in requests),
@@ -186,3 +194,88 @@ def base_model_name(selection: Selection, training: dict[str, Any]) -> str:
 
 def _floats(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+
+
+# ------------------------------------------------------------------ the generator's LoRA adapter
+# The adapter is judged on this evaluation's test answers: the best answered system's contexts (by --main_metric),
+# at the first --answer_k, generated once with the adapter and once with its base model alone (same prompts, same
+# system prompt), so that both sides of the card are on the same test queries.
+ANSWER_CARD_METRICS = ("rouge_l", "bleu4", "string_presence")  # the first is the main answer metric
+
+
+def answer_keys(k: int) -> list[str]:
+    """The answer metrics a generator card shows, main first (``rouge_l@5``, ``bleu4@5``, ``string_presence@5``)."""
+    return [f"{name}@{k}" for name in ANSWER_CARD_METRICS]
+
+
+def answered_system(args: argparse.Namespace, report: Report) -> System | None:
+    """The system whose contexts judge the adapter: the best by --main_metric among those with answers."""
+    main = answer_keys(args.answer_k[0])[0]
+    answered = [s for s in report.systems if s.metrics.get(main) is not None]
+    return _best(answered, args.main_metric) if answered else None
+
+
+def base_answer_metrics(args: argparse.Namespace, report: Report, cache_dir: Path) -> dict[str, float]:
+    """The base generator's answer metrics on :func:`answered_system`'s contexts, the adapter left off: what the
+    adapter card compares with (generated only when --hub_generator_repo asks for a card)."""
+    system = answered_system(args, report)
+    if system is None or not args.generator_adapter:
+        return {}
+    k = args.answer_k[0]
+    base_flags = argparse.Namespace(**{**vars(args), "generator_adapter": None})
+    generator = build_generator(GeneratorSettings.from_flags(base_flags), LLMCache(cache_dir / "llm_cache.jsonl"),
+                                args.device, EndpointOptions.from_flags(base_flags, workers=args.judge_workers))
+    # The base answers with the adapter's own prompt: only the weights differ.
+    generator.system_prompt = trained_system_prompt(args.generator_adapter)
+    twin = System(system.name, system.kind, system.embedding_model, system.reranker_model, system.ranked,
+                  system.scores, per_query=[{} for _ in report.queries])
+    logger.info("Generating the base model's answers on %s's contexts for the adapter card", system.name)
+    evaluate_answers([twin], report.queries, report.corpus, [k], generator, None, None)
+    return {key: float(value) for key in answer_keys(k) if (value := twin.metrics.get(key)) is not None}
+
+
+def generator_request(args: argparse.Namespace, report: Report, base_answers: dict[str, float],
+                      hub: Any) -> tuple[list[str], Any]:
+    """The adapter's publish request, or why it is refused: no adapter or answers, a regression below the base
+    model on the main answer metric (unless --allow_regression), unredacted personal information (unless
+    --allow_pii)."""
+    repo = args.hub_generator_repo
+    adapter = Path(args.generator_adapter or "").expanduser()
+    system = answered_system(args, report)
+    if not args.generator_adapter or not (adapter / "adapter_config.json").is_file():
+        return [f"--hub_generator_repo {repo}: --generator_adapter must be a LoRA adapter folder"], None
+    if system is None or not base_answers:
+        return [f"--hub_generator_repo {repo}: no test answers to judge the adapter by (give --generator_local)"], None
+    keys = answer_keys(args.answer_k[0])
+    main = keys[0]
+    metrics = {key: float(system.metrics[key]) for key in keys if system.metrics.get(key) is not None}
+    training = saved_metrics(adapter)
+    problems = []
+    pii_reason = pii_publish_refusal(training)
+    if pii_reason:
+        if args.allow_pii:
+            logger.warning("Publishing %s although %s (--allow_pii)", adapter, pii_reason.split(";")[0])
+        else:
+            problems.append(f"generator adapter '{adapter}': {pii_reason}")
+    if metrics.get(main, float("-inf")) < base_answers.get(main, float("-inf")):
+        message = (f"generator adapter '{adapter}' scores {main} {metrics.get(main, float('nan')):.4f} below its base "
+                   f"model ({base_answers[main]:.4f}) on {system.name}'s contexts")
+        if not args.allow_regression:
+            problems.append(message + "; pass --allow_regression to publish it anyway")
+        else:
+            logger.warning("Publishing %s (--allow_regression)", message)
+    if problems:
+        return problems, None
+    base_model = (training.get("config") or {}).get("base_model_id") or training.get("base_model") or \
+        args.generator_local
+    shown = [{"name": "base model", "metrics": dict(base_answers)}, {"name": "this adapter", "metrics": metrics}]
+    return [], hub.PublishRequest(
+        model_dir=adapter, repo_id=repo, kind="generator",
+        base_model=str(base_model),
+        metrics=metrics, baseline_metrics=dict(base_answers),
+        dataset_name=args.dataset_name or Path(args.corpus).stem,
+        results_markdown=(f"Answers generated greedily from the top {args.answer_k[0]} passages of `{system.name}` "
+                          f"for each test query, by the base model alone and with this adapter.\n\n"
+                          f"{card_markdown(shown, 'base model', keys)}"),
+        language=list(args.language), license=args.license,
+        training_config=training.get("config"))
