@@ -111,7 +111,7 @@ def plot_training_curves(log_history: list[dict[str, Any]], prefix: str, path: s
         ax.grid(alpha=0.3)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -143,8 +143,8 @@ def _plot_dev(ax: Any, dev: list[tuple[int, dict[str, float]]], metric_names: Se
     if best_step is not None and dev:
         ax.axvline(best_step, color="black", linestyle=":", linewidth=1, label=f"best checkpoint (step {best_step})")
     ax.set(title="dev metrics", xlabel="step", ylim=(0, 1.02))
-    if dev:
-        ax.legend(loc="lower right", fontsize=7)
+    if dev:  # beside the axes: inside, it would hide the last evaluations (where the best checkpoint usually is)
+        ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=7)
 
 
 def format_metrics_table(columns: dict[str, dict[str, float]], names: tuple[str, ...], ks: tuple[int, ...]) -> str:
