@@ -3,11 +3,11 @@
     python -m ragtune.app --from outputs/eval --system best --host 127.0.0.1 --port 7860
 
 --from DIR --system NAME runs a system exactly as evaluate_rag.py evaluated it in DIR (predict_rag.py's rebuild,
-:class:`ragtune.pipeline.RAGPipeline`); the page switches between every system of that evaluation, sharing the
+ragtune.pipeline.RAGPipeline); the page switches between every system of that evaluation, sharing the
 models they have in common. Without --from, name the models as predict_rag.py takes them (--embedding_model,
 --reranker_model, --generator_local ...). The page binds 127.0.0.1 by default: it is for you, not the network.
 
-Web stack: Python's own ``http.server`` with one plain HTML page (inline style and script, nothing fetched) and a
+Web stack: Python's own http.server with one plain HTML page (inline style and script, nothing fetched) and a
 JSON endpoint. No dependency to install, and it serves as soon as the models are loaded; a page with one form
 needs neither a framework (Starlette/FastAPI would add uvicorn and a dozen packages) nor Gradio (hundreds of MB,
 seconds of import, and assets loaded from the network).
@@ -33,17 +33,14 @@ from ragtune.core.expansions import load_expansions
 from ragtune.core.io import setup_logging
 from ragtune.core.redaction import shown
 from ragtune.pipeline import Passage, RAGPipeline
+from ragtune.pipeline.arguments import add_generator_args, add_run_args, add_system_args, validate_pipeline_args
 from ragtune.pipeline.spec import read_evaluation
 from ragtune.predict import build_pipeline
-from ragtune.retrieval.first_stage import FIRST_STAGES
 
 logger = logging.getLogger("ragtune.app")
 
 MAX_QUESTION_CHARS = 2000
 MAX_K = 50
-# Flags that name the system's models: --from rebuilds them from the evaluation instead (as predict_rag.py).
-MODEL_FLAGS = ("embedding_model", "reranker_model", "first_stage", "dense_weight", "no_reranker_fusion",
-               "max_seq_length", "reranker_max_length")
 
 
 # ---------------------------------------------------------------------------- flags
@@ -51,93 +48,26 @@ MODEL_FLAGS = ("embedding_model", "reranker_model", "first_stage", "dense_weight
 
 def build_parser() -> argparse.ArgumentParser:
     parser = new_parser(__doc__)
+    parser.prog = "python -m ragtune.app"
     server = parser.add_argument_group("the page")
     server.add_argument("--host", default="127.0.0.1",
                         help="Address to listen on. 127.0.0.1: this machine only; 0.0.0.0 opens it to your network.")
     server.add_argument("--port", type=int, default=7860, help="Port (0: any free port; the address is logged).")
     server.add_argument("--k", type=int, default=5, help="Passages retrieved per question (and given to the "
                                                          "generator); the page can change it.")
-    system = parser.add_argument_group("the system: an evaluation's, or named models (as predict_rag.py)")
-    system.add_argument("--from", dest="from_dir", default=None, metavar="DIR",
-                        help="An evaluate_rag.py --output_dir: its systems are rebuilt from its systems.json.")
-    system.add_argument("--system", default="best",
-                        help="With --from: the system shown first (a name as in its results.md, or best).")
-    system.add_argument("--corpus", default=None,
-                        help="Passages. Default: the corpus the --from evaluation used; without --from, the sample "
-                             "corpus.")
-    system.add_argument("--expansions", default=None, metavar="FILE",
-                        help="Query expansion map for the first stage, replacing the one the system was evaluated or "
-                             "saved with.")
-    system.add_argument("--embedding_model", default=None, help="Embedding model (folder or Hub id), without --from.")
-    system.add_argument("--reranker_model", default=None, help="Cross-encoder reranker, without --from.")
-    system.add_argument("--first_stage", choices=FIRST_STAGES, default=None,
-                        help="Default: hybrid when the embedding model saved a fusion weight, dense when it saved "
-                             "none, bm25 without an embedding model.")
-    system.add_argument("--dense_weight", type=float, default=None, help="The hybrid's dense weight at depth 100.")
-    system.add_argument("--rerank_top_n", type=int, default=20, help="First-stage passages the reranker reorders.")
-    system.add_argument("--no_reranker_fusion", action="store_true",
-                        help="Rerank alone, even when the reranker saved a fusion weight.")
-    system.add_argument("--max_seq_length", type=int, default=None, help="Embedding model's tokens per input.")
-    system.add_argument("--reranker_max_length", type=int, default=None, help="Reranker's tokens per pair.")
-    add_generator_args(parser)
-    run = parser.add_argument_group("run")
-    run.add_argument("--cache_dir", default=None,
-                     help="Embeddings and reranker scores kept across starts (default: a temporary folder).")
-    run.add_argument("--batch_size", type=int, default=None, help="Encoding and reranking batch size.")
-    run.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu).")
+    add_system_args(parser)  # the same system and generator flags as predict_rag.py
+    add_generator_args(parser, workers=1)
+    add_run_args(parser, cache_help="Embeddings and reranker scores kept across starts (default: a temporary folder).")
     return parser
-
-
-def add_generator_args(parser: argparse.ArgumentParser) -> None:
-    """predict_rag.py's generator flags: with --from, the evaluation's generator unless these name another."""
-    gen = parser.add_argument_group("answer generation (optional)")
-    gen.add_argument("--generator_local", default=None, metavar="PATH",
-                     help="A local causal LM folder or .gguf file, prompted as fine_tune_generator.py trains.")
-    gen.add_argument("--generator_adapter", default=None, metavar="PATH", help="A peft LoRA adapter folder.")
-    gen.add_argument("--generator_base_url", default=None, help="OpenAI-compatible server of the generator.")
-    gen.add_argument("--generator_model", default=None, help="Generator model name on that server.")
-    gen.add_argument("--generator_api_key", default=None,
-                     help="API key (default: $OPENAI_API_KEY, sent only to an api.openai.com URL). Never saved.")
-    gen.add_argument("--generator_max_new_tokens", type=int, default=256, help="Longest generated answer.")
-    gen.add_argument("--no_generator", action="store_true",
-                     help="Retrieve only, even when the --from evaluation had a generator.")
-    gen.add_argument("--generator_workers", type=int, default=1, help="Concurrent requests to an endpoint.")
-    gen.add_argument("--endpoint_timeout", type=float, default=120.0, help="Seconds per request.")
-    gen.add_argument("--endpoint_retries", type=int, default=3, help="Retries of a failed request, with backoff.")
-    gen.add_argument("--endpoint_backoff", type=float, default=1.0, help="First backoff in seconds (doubles).")
 
 
 def validate_args(args: argparse.Namespace) -> None:
     """Every flag checked before a model is loaded."""
-    for flag in ("k", "rerank_top_n", "generator_max_new_tokens", "generator_workers"):
-        if getattr(args, flag) < 1:
-            raise UserError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
+    validate_pipeline_args(args)
     if args.k > MAX_K:
         raise UserError(f"--k must be at most {MAX_K}, got {args.k}")
     if not 0 <= args.port <= 65535:
         raise UserError(f"--port must be in 0..65535, got {args.port}")
-    if args.batch_size is not None and args.batch_size < 1:
-        raise UserError(f"--batch_size must be at least 1, got {args.batch_size}")
-    if args.dense_weight is not None and not 0.0 <= args.dense_weight <= 1.0:
-        raise UserError(f"--dense_weight must be in [0, 1], got {args.dense_weight}")
-    if args.from_dir:
-        given = [f"--{flag}" for flag in MODEL_FLAGS if getattr(args, flag) not in (None, False)]
-        if given:
-            raise UserError(f"--from {args.from_dir} rebuilds the evaluated systems: drop {', '.join(given)}")
-    elif args.system != "best":
-        raise UserError(f"--system {args.system!r} names a system of an evaluation: give --from DIR too")
-    else:
-        from ragtune.core.data import SAMPLE_CORPUS
-
-        args.corpus = args.corpus or str(SAMPLE_CORPUS)
-    if bool(args.generator_base_url) != bool(args.generator_model):
-        raise UserError("--generator_base_url and --generator_model go together")
-    if args.generator_base_url and args.generator_local:
-        raise UserError("give either --generator_base_url/--generator_model or --generator_local, not both")
-    if args.generator_adapter and not args.generator_local:
-        raise UserError("--generator_adapter is a LoRA for --generator_local; give --generator_local too")
-    if args.no_generator and (args.generator_local or args.generator_base_url):
-        raise UserError("--no_generator with --generator_local/--generator_base_url: choose one")
 
 
 # ---------------------------------------------------------------------------- the systems behind the page
