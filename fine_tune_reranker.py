@@ -98,12 +98,7 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence = ()) -> int:
                        evaluator.first_stage_metrics if evaluator else {}, bm25, before, after, fusion, fused)
     warn_if_below_bm25(bm25, {"fine-tuned reranker": after, "fused reranker": fused}, args.metric_for_best_model)
 
-    def save(output_dir: str) -> None:
-        trainer.save_model(output_dir)
-        if evaluator:
-            report.add_to_card(output_dir)
-
-    code = run.finish(trainer, plan, save=save, table=report.console_table() if evaluator else "", metrics={
+    code = run.finish(trainer, plan, save=trainer.save_model, table=report.console_table() if evaluator else "", metrics={
         "first_stage": mined.first_stage,
         "dev_metrics": report.dev_metrics(),
         "fusion": fusion,

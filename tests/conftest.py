@@ -200,11 +200,16 @@ class FakePublishRequest:
     base_model: str
     metrics: dict
     baseline_metrics: dict
-    dataset_name: str
+    dataset_name: str | None
     results_markdown: str
     training_config: dict | None = None
     language: list = field(default_factory=list)
     license: str = ""
+    main_metric: str = "ndcg@5"
+    test_queries: int | None = None
+    compared_metrics: dict = field(default_factory=dict)
+    fusion: dict | None = None
+    data_audit: dict | None = None
 
 
 @pytest.fixture

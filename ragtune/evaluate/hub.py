@@ -23,7 +23,6 @@ import fnmatch
 import json
 import logging
 import math
-import re
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -36,8 +35,23 @@ from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 from ragtune.core.errors import UserError
 from ragtune.core.metrics import split_metric_key
-from ragtune.core.model_card import card_text
+from ragtune.core.model_card import (
+    CARD_METRICS,
+    CardColumn,
+    card_text,
+    fusion_section,
+    headline,
+    is_hub_id,
+    metric_label,
+    metric_type,
+    ordered_keys,
+    portable_model_name,
+    scrub_paths,
+)
 from ragtune.core.redaction import redact_config, redact_text, shown
+from ragtune.generation.prompt import DEFAULT_SYSTEM_PROMPT
+from ragtune.train.cards import AUDIT, FUSION, audit_section
+from ragtune.train.generator.outputs import adapter_snippet, prompt_format_section
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -55,7 +69,7 @@ LIBRARIES = {"generator": "peft"}  # the others: sentence-transformers
 WHAT = {"embedding": "an embedding model for retrieval", "reranker": "a cross-encoder reranker",
         "generator": "a LoRA adapter (peft) answering from retrieved passages"}
 # Metrics compared with the base model in the card body, in this order.
-MAIN_METRICS = ("ndcg", "mrr", "map", "recall", "hit")
+MAIN_METRICS = CARD_METRICS
 
 DEFAULT_MAX_ATTEMPTS = 4
 DEFAULT_RETRY_DELAY = 2.0
@@ -98,14 +112,20 @@ class PublishRequest:
     model_dir: Path
     repo_id: str
     kind: Literal["embedding", "reranker", "generator"]
-    base_model: str
+    base_model: str                      # the Hub id it was fine-tuned from (else its folder name: no metadata)
     metrics: dict[str, float]            # this run's metrics of the model being pushed ("ndcg@5", "mrr@3", ...)
     baseline_metrics: dict[str, float]   # the base model's, same keys
-    dataset_name: str
+    dataset_name: str | None             # a Hub dataset id (the card's ``datasets``), or None
     results_markdown: str                # a markdown results table for the card body
     training_config: dict | None = None  # flags of the fine-tuning run (metrics.json "config")
     language: list[str] = field(default_factory=lambda: ["vi"])
     license: str = "apache-2.0"
+    main_metric: str = "ndcg@5"          # the headline (evaluate_rag.py's --main_metric)
+    test_queries: int | None = None      # how many queries the metrics are means over
+    # Other systems on the same queries, for the headline ({"BM25": {...}, "bm25 + model (weighted 0.3)": {...}}).
+    compared_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    fusion: dict | None = None           # the fusion weight the training run saved (metrics.json "fusion")
+    data_audit: dict | None = None       # the training run's data audit (metrics.json "data_audit")
 
 
 # ------------------------------------------------------------------ public entry point
@@ -233,23 +253,6 @@ def select_model_files(model_dir: str | Path) -> list[str]:
 
 # ------------------------------------------------------------------ model card
 
-def _metric_parts(key: str) -> tuple[str, int | None]:
-    name, k = split_metric_key(key)
-    return name.lower(), k
-
-
-def _metric_type(key: str) -> str:
-    name, k = _metric_parts(key)
-    slug = re.sub(r"[^a-z0-9]+", "_", name).strip("_") or "metric"
-    return f"{slug}_at_{k}" if k is not None else slug
-
-
-def _metric_label(key: str) -> str:
-    name, k = _metric_parts(key)
-    label = {"ndcg": "NDCG", "mrr": "MRR", "map": "MAP", "hit": "Hit", "recall": "Recall",
-             "precision": "Precision", "f1": "F1"}.get(name, key.partition("@")[0])
-    return f"{label}@{k}" if k is not None else label
-
 
 def _finite(value: Any) -> float | None:
     try:
@@ -259,38 +262,30 @@ def _finite(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _is_hub_model_id(name: str) -> bool:
-    if not name or name.startswith((".", "/", "~")) or "\\" in name or name.count("/") != 1:
-        return False
-    try:
-        validate_repo_id(name)
-    except HFValidationError:
-        return False
-    return True
-
-
-def _main_metric_keys(metrics: dict[str, float], baseline: dict[str, float]) -> list[str]:
+def _main_metric_keys(metrics: dict[str, float], baseline: dict[str, float], main_metric: str) -> list[str]:
     common = [k for k in metrics if k in baseline and _finite(metrics[k]) is not None
               and _finite(baseline[k]) is not None]
-    main = [k for k in common if _metric_parts(k)[0] in MAIN_METRICS]
+    main = [k for k in common if split_metric_key(k)[0].lower() in MAIN_METRICS]
     if not main:
         return common
     order = {name: i for i, name in enumerate(MAIN_METRICS)}
-    return sorted(main, key=lambda k: (order[_metric_parts(k)[0]], _metric_parts(k)[1] or 0))
+    ranked = sorted(main, key=lambda k: (order[split_metric_key(k)[0].lower()], split_metric_key(k)[1] or 0))
+    return ordered_keys(ranked, main_metric)
 
 
-def _delta_section(metrics: dict[str, float], baseline: dict[str, float], base_model: str) -> str:
-    keys = _main_metric_keys(metrics, baseline)
+def _delta_section(request: PublishRequest) -> str:
+    metrics, baseline = request.metrics, request.baseline_metrics
+    keys = _main_metric_keys(metrics, baseline, request.main_metric)
     if not keys:
         return ""
     rows = ["| metric | base model | fine-tuned | Δ | Δ % |", "|---|---:|---:|---:|---:|"]
     for key in keys:
         before, after = float(baseline[key]), float(metrics[key])
         pct = f"{(after - before) / before * 100:+.1f}%" if before else "–"
-        rows.append(f"| {_metric_label(key)} | {before:.4f} | {after:.4f} | {after - before:+.4f} | {pct} |")
-    headline = next((k for k in keys if _metric_parts(k)[0] == "ndcg"), keys[0])
-    before, after = float(baseline[headline]), float(metrics[headline])
-    summary = (f"{_metric_label(headline)}: {before:.4f} (base model `{base_model}`) → {after:.4f} "
+        rows.append(f"| {metric_label(key)} | {before:.4f} | {after:.4f} | {after - before:+.4f} | {pct} |")
+    headline_key = request.main_metric if request.main_metric in keys else keys[0]
+    before, after = float(baseline[headline_key]), float(metrics[headline_key])
+    summary = (f"{metric_label(headline_key)}: {before:.4f} (base model `{request.base_model}`) → {after:.4f} "
                f"({after - before:+.4f}).")
     return "### Change vs the base model\n\n" + summary + "\n\n" + "\n".join(rows) + "\n"
 
@@ -303,10 +298,8 @@ def _usage_section(request: PublishRequest) -> str:
                 f'query_embeddings = model.encode_query(["câu hỏi của người dùng"])\n'
                 f'passage_embeddings = model.encode_document(["đoạn văn thứ nhất", "đoạn văn thứ hai"])\n'
                 f'scores = model.similarity(query_embeddings, passage_embeddings)\n')
-    elif request.kind == "generator":
-        code = (f'from peft import AutoPeftModelForCausalLM\nfrom transformers import AutoTokenizer\n\n'
-                f'model = AutoPeftModelForCausalLM.from_pretrained("{repo}")  # the base model, then this adapter\n'
-                f'tokenizer = AutoTokenizer.from_pretrained("{repo}")\n')
+    elif request.kind == "generator":  # the base, this adapter, and the prompt it was trained on
+        code = adapter_snippet(repo, request.base_model, _system_prompt(request))
     else:
         code = (f'from sentence_transformers import CrossEncoder\n\n'
                 f'model = CrossEncoder("{repo}")\n'
@@ -316,50 +309,77 @@ def _usage_section(request: PublishRequest) -> str:
             "For a private repo, log in first (`hf auth login`) or set `HF_TOKEN`.\n")
 
 
+def _system_prompt(request: PublishRequest) -> str | None:
+    """The system prompt the adapter was trained with (its metrics.json config), else the default one."""
+    config = request.training_config or {}
+    return (config.get("system_prompt") or None) if "system_prompt" in config else DEFAULT_SYSTEM_PROMPT
+
+
+def _headline(request: PublishRequest) -> str:
+    """The main metric of the published model on the test queries, beside its base model's and the other systems'
+    (BM25, the hybrid...): the first thing the card says."""
+    columns = [CardColumn("this model", request.metrics, is_model=True)]
+    if request.baseline_metrics:
+        columns.append(CardColumn("base model", request.baseline_metrics))
+    columns += [CardColumn(name, values) for name, values in request.compared_metrics.items()]
+    return headline(request.main_metric, columns, request.test_queries, "test")
+
+
+def _eval_results(request: PublishRequest, task_type: str, task_name: str) -> list:
+    dataset = request.dataset_name
+    queries = f" ({request.test_queries})" if request.test_queries is not None else ""
+    keys = ordered_keys(list(request.metrics), request.main_metric)
+    return [EvalResult(task_type=task_type, task_name=task_name, dataset_type=dataset or "custom",
+                       dataset_name=dataset or f"held-out test queries{queries}", dataset_split="test",
+                       metric_type=metric_type(key), metric_name=metric_label(key), metric_value=value)
+            for key in keys if (value := _finite(request.metrics[key])) is not None]
+
+
 def build_model_card(request: PublishRequest, token: str | None = None):
     """The model card (a ``huggingface_hub.ModelCard``) and its metadata as a plain dict."""
     kind = request.kind
     name = request.repo_id.split("/")[-1]
     task_type, task_name = TASKS[kind]
-    dataset_type = request.dataset_name if _is_hub_model_id(request.dataset_name) else (
-        re.sub(r"[^A-Za-z0-9._-]+", "-", request.dataset_name).strip("-") or "custom")
-    eval_results = [
-        EvalResult(task_type=task_type, task_name=task_name, dataset_type=dataset_type,
-                   dataset_name=request.dataset_name, metric_type=_metric_type(key), metric_name=_metric_label(key),
-                   metric_value=value)
-        for key, raw in request.metrics.items() if (value := _finite(raw)) is not None
-    ]
-    base_model_is_hub_id = _is_hub_model_id(request.base_model)
+    base_model_is_hub_id = is_hub_id(request.base_model) and not Path(request.base_model).exists()
+    base_name = request.base_model if base_model_is_hub_id else portable_model_name(request.base_model)
     if not base_model_is_hub_id:
         logger.warning("%s: base model %r is not a Hub model id; it is left out of the card's base_model metadata",
-                       request.repo_id, request.base_model)
+                       request.repo_id, base_name)
     data = ModelCardData(
         language=list(request.language) if request.language else None,
         license=request.license or None,
         base_model=request.base_model if base_model_is_hub_id else None,
+        datasets=[request.dataset_name] if request.dataset_name else None,
         library_name=LIBRARIES.get(kind, "sentence-transformers"),
         pipeline_tag=PIPELINE_TAGS[kind],
         tags=list(TAGS[kind]),
         model_name=name,
-        eval_results=eval_results or None,
+        eval_results=_eval_results(request, task_type, task_name) or None,
     )
-    base_ref = (f"[{request.base_model}](https://huggingface.co/{request.base_model})" if base_model_is_hub_id
-                else f"`{request.base_model}`")
+    base_ref = (f"[{base_name}](https://huggingface.co/{base_name})" if base_model_is_hub_id
+                else f"`{base_name}` (a local model that records no Hub id)")
     what = WHAT[kind]
+    data_ref = (f"[{request.dataset_name}](https://huggingface.co/datasets/{request.dataset_name})"
+                if request.dataset_name else "a custom corpus")
+    fusion = fusion_section(kind, request.repo_id, request.fusion)
     sections = [
         f"# {name}\n",
-        f"{what[0].upper() + what[1:]} fine-tuned from {base_ref} with ragtune on **{request.dataset_name}**.\n",
+        _headline(request) + "\n",
+        f"{what[0].upper() + what[1:]} fine-tuned from {base_ref} with ragtune on {data_ref}.\n",
         "## Evaluation\n",
         request.results_markdown.strip() + "\n" if request.results_markdown.strip() else "",
-        _delta_section(request.metrics, request.baseline_metrics, request.base_model),
+        _delta_section(request),
+        prompt_format_section(_system_prompt(request)) + "\n" if request.kind == "generator" else "",
         _usage_section(request),
+        f"## {FUSION}\n\n{fusion}" if fusion else "",
+        f"## {AUDIT}\n\n{audit_section(request.data_audit)}" if request.data_audit else "",
     ]
     if request.training_config:
         config = json.dumps(redact_config(request.training_config, [token] if token else []), indent=2,
                             ensure_ascii=False, default=str)
         sections.append("## Training configuration\n\n```json\n" + config + "\n```\n")
-    body = "\n".join(s for s in sections if s)
-    card = ModelCard(shown(redact_text(card_text(data, body), [token] if token else [])))
+    body = "\n".join(s for s in sections if s.strip())
+    card = ModelCard(shown(scrub_paths(redact_text(card_text(data, body), [token] if token else []))))
     return card, card.data.to_dict()
 
 

@@ -18,10 +18,21 @@ from typing import Any, Sequence
 
 from ragtune.audit import pii_publish_refusal
 from ragtune.core.errors import UserError
-from ragtune.core.metrics import ranking_metric_keys
+from ragtune.core.metrics import ranking_metric_keys, split_metric_key
+from ragtune.core.model_card import (
+    CARD_METRICS,
+    CardColumn,
+    base_model_hub_id,
+    evaluation_table,
+    front_matter,
+    interval_note,
+    is_hub_id,
+    portable_model_name,
+)
 from ragtune.core.model_specs import saved_metrics
+from ragtune.core.significance import MeansWithQueries
 from ragtune.evaluate.answers import evaluate_answers
-from ragtune.evaluate.reports import Report, card_markdown
+from ragtune.evaluate.reports import Report
 from ragtune.evaluate.systems import System
 from ragtune.generation.generators import EndpointOptions, GeneratorSettings, build_generator
 from ragtune.generation.llm_cache import LLMCache
@@ -112,8 +123,8 @@ def publish(args: argparse.Namespace, report: Report, base_answers: dict[str, fl
     wanted = [(kind, repo) for kind, repo in (("embedding", args.hub_embedding_repo),
                                               ("reranker", args.hub_reranker_repo)) if repo]
     problems, requests = [], []
-    keys = ranking_metric_keys(args.k)
-    payload_systems = {s["name"]: s for s in report.payload()["systems"]}
+    # The card's table: the ranking metrics a reader compares (the others stay in results.md).
+    keys = [key for key in ranking_metric_keys(args.k) if split_metric_key(key)[0] in CARD_METRICS]
     for kind, repo in wanted:
         selection = selections.get(kind)
         if selection is None:
@@ -132,16 +143,22 @@ def publish(args: argparse.Namespace, report: Report, base_answers: dict[str, fl
             problems += refusals
             continue
         _warn_allowed(args, selection, pii_reason)
-        shown = [payload_systems[s.name] for s in (selection.baseline, selection.system) if s is not None]
+        columns = card_columns(report.systems, selection)
         requests.append(hub.PublishRequest(
             model_dir=model_dir, repo_id=repo, kind=kind,
-            base_model=base_model_name(selection, training),
+            base_model=published_base_model(selection, training, model_dir),
             metrics=_floats(selection.system.metrics),
-            baseline_metrics=_floats(selection.baseline.metrics) if selection.baseline else {},
-            dataset_name=args.dataset_name or Path(args.corpus).stem,
-            results_markdown=card_markdown(shown, selection.baseline.name if selection.baseline else None, keys),
+            # The base model's numbers only when it was evaluated (a single entry is compared with BM25 instead).
+            baseline_metrics=_floats(selection.baseline.metrics) if base_evaluated(selection) else {},
+            dataset_name=args.dataset_name,  # a Hub dataset id, or none: never the corpus file's name
+            results_markdown=(f"{evaluation_table(columns, keys, args.main_metric)}\n\n"
+                              f"{interval_note(len(report.queries), 'test')}"),
             training_config=training.get("config"),
-            language=list(args.language), license=args.license))
+            language=list(args.language), license=args.license,
+            main_metric=args.main_metric, test_queries=len(report.queries),
+            compared_metrics={c.label: dict(c.metrics) for c in columns if not c.is_model and not (
+                base_evaluated(selection) and c.label == _label(selection.baseline, selection))},
+            fusion=training.get("fusion"), data_audit=training.get("data_audit")))
     if getattr(args, "hub_generator_repo", None):
         adapter_problems, adapter_request = generator_request(args, report, base_answers or {}, hub)
         problems += adapter_problems
@@ -190,6 +207,48 @@ def base_model_name(selection: Selection, training: dict[str, Any]) -> str:
         if selection.kind == "embedding" and selection.baseline.embedding_model:
             return selection.baseline.embedding_model
     return selection.model
+
+
+def published_base_model(selection: Selection, training: dict[str, Any], model_dir: Path) -> str:
+    """The base model as the published card names it: the Hub id the training run was given (--base_model_id) or
+    resolved (its local card's base_model), else the one the base folder records, else the folder's name (never
+    a local path; the card then has no base_model metadata)."""
+    explicit = (training.get("config") or {}).get("base_model_id")
+    recorded = front_matter(Path(model_dir) / "README.md").get("base_model")
+    if explicit or (isinstance(recorded, str) and is_hub_id(recorded)):
+        return str(explicit or recorded)
+    base = base_model_name(selection, training)
+    hub_id, _ = base_model_hub_id(base)
+    return hub_id or portable_model_name(base)
+
+
+def card_columns(systems: Sequence[System], selection: Selection) -> list[CardColumn]:
+    """The published card's evaluation table: BM25, the baseline, the model, and the model's fused variants (the
+    hybrid with BM25, the reranker fused with its first stage), each with its per-query values (intervals)."""
+    model = selection.system
+    if selection.kind == "embedding":
+        variants = [s for s in systems if s.kind == "hybrid" and s.embedding_model == model.embedding_model]
+    else:
+        variants = [s for s in systems if s.kind in ("hybrid_rerank", "fused_rerank") and
+                    s.reranker_model == model.reranker_model and s.embedding_model == model.embedding_model]
+    shown: list[System] = []
+    for system in [*(s for s in systems if s.kind == "bm25"), selection.baseline, model, *variants]:
+        if system is not None and all(system is not s for s in shown):
+            shown.append(system)
+    return [CardColumn(_label(s, selection), MeansWithQueries(s.per_query) if s.per_query else dict(s.metrics),
+                       is_model=s is model) for s in shown]
+
+
+def base_evaluated(selection: Selection) -> bool:
+    """The baseline is the model's base (several entries of its kind), not BM25 or the first stage alone."""
+    return selection.baseline is not None and selection.is_base_comparison
+
+
+def _label(system: System | None, selection: Selection) -> str:
+    if system is None:
+        return ""
+    return system.name + (" (this model)" if system is selection.system else
+                          " (base)" if system is selection.baseline and base_evaluated(selection) else "")
 
 
 def _floats(metrics: dict[str, Any]) -> dict[str, float]:
@@ -268,14 +327,14 @@ def generator_request(args: argparse.Namespace, report: Report, base_answers: di
         return problems, None
     base_model = (training.get("config") or {}).get("base_model_id") or training.get("base_model") or \
         args.generator_local
-    shown = [{"name": "base model", "metrics": dict(base_answers)}, {"name": "this adapter", "metrics": metrics}]
+    hub_id, _ = base_model_hub_id(str(base_model))
+    columns = [CardColumn("base model", dict(base_answers)), CardColumn("this adapter", metrics, is_model=True)]
     return [], hub.PublishRequest(
         model_dir=adapter, repo_id=repo, kind="generator",
-        base_model=str(base_model),
-        metrics=metrics, baseline_metrics=dict(base_answers),
-        dataset_name=args.dataset_name or Path(args.corpus).stem,
+        base_model=hub_id or portable_model_name(str(base_model)),
+        metrics=metrics, baseline_metrics=dict(base_answers), dataset_name=args.dataset_name,
         results_markdown=(f"Answers generated greedily from the top {args.answer_k[0]} passages of `{system.name}` "
                           f"for each test query, by the base model alone and with this adapter.\n\n"
-                          f"{card_markdown(shown, 'base model', keys)}"),
-        language=list(args.language), license=args.license,
-        training_config=training.get("config"))
+                          f"{evaluation_table(columns, keys, main)}\n\n{interval_note(len(report.queries), 'test')}"),
+        training_config=training.get("config"), language=list(args.language), license=args.license,
+        main_metric=main, test_queries=len(report.queries), data_audit=training.get("data_audit"))

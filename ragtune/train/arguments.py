@@ -50,6 +50,12 @@ def add_data_args(parser: argparse.ArgumentParser, dev_ratio: float = 0.2) -> No
                        help="Share of queries held out (at the query level, seeded) for dev metrics, checkpoint "
                             "selection and early stopping; 0 trains on everything and keeps the last step.")
     group.add_argument("--seed", type=int, default=42, help="Seed for the split, negative sampling, shuffling and init.")
+    group.add_argument("--expansions", default=None, metavar="FILE",
+                       help="Query expansion map (CSV: abbreviation, expansion; e.g. clb,câu lạc bộ) applied to every "
+                            "query a first stage sees (mining, dev metrics, fusion weights; the embedding model trains "
+                            "on expanded queries) and saved with the model (query_expansions.csv), so evaluation and "
+                            "prediction apply the same map. Off by default: on the NeoRAG data it did not help "
+                            "(docs/split_and_expansions.md).")
 
 
 def add_output_args(parser: argparse.ArgumentParser, default_output_dir: str | None) -> None:

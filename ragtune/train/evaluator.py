@@ -18,11 +18,17 @@ class DevMetricsEvaluator(SentenceEvaluator):
 
     name = "dev"
 
+    def __init__(self) -> None:
+        super().__init__()
+        # compute()'s result at each step, with the per-query values it kept: the model card's intervals.
+        self.scored: dict[int, dict[str, float]] = {}
+
     def compute(self, model) -> dict[str, float]:
         raise NotImplementedError
 
     def __call__(self, model, output_path: str | None = None, epoch: float = -1, steps: int = -1) -> dict[str, float]:
         metrics = self.compute(model)
+        self.scored[steps] = metrics
         logger.info("dev @ step %s: %s", steps,
                     ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k.endswith("@5")))
         metrics = self.prefix_name_to_metrics(metrics, self.name)

@@ -20,12 +20,10 @@ from typing import Any, Callable, Sequence, TypeVar
 from transformers import TrainerCallback
 
 from ragtune.audit import AuditResult, run_audit, write_audit_report
-from ragtune.audit.report import pii_summary_line
 from ragtune.core.cli import args_to_config
 from ragtune.core.data import Corpus, LabelledQuery, load_corpus, load_queries, split_queries
 from ragtune.core.expansions import QueryExpander, load_expansions, load_saved
 from ragtune.core.io import setup_logging, write_json
-from ragtune.core.model_card import add_card_section
 from ragtune.core.output_lock import OutputDirLock
 from ragtune.core.output_paths import check_args_paths
 from ragtune.core.redaction import shown_in
@@ -41,6 +39,7 @@ from ragtune.train.callbacks import (
     exit_on_second_interrupt,
     save_interrupted_step,
 )
+from ragtune.train.cards import write_training_card
 from ragtune.train.checkpoints import (
     FINISHED_MARKER,
     check_model_settings,
@@ -274,8 +273,7 @@ class TrainingRun:
         save(str(self.output_dir))
         if self.expander is not None:  # every later step (evaluation, prediction) applies the same map
             self.expander.save(self.output_dir)
-        if self.audit_summary is not None:
-            add_card_section(self.output_dir / "README.md", "Data audit", audit_card_lines(self.audit_summary))
+        write_training_card(self.output_dir, trainer, vars(self.args), metrics, self.audit_summary)  # honest card
         plot_training_curves(trainer.state.log_history, self.metric_prefix, self.output_dir / "training_curves.png",
                              curve_metrics, best_step=trainer.state.best_global_step,
                              reference=(metrics.get("dev_metrics") or {}).get("bm25"))  # where the script has it
@@ -323,13 +321,3 @@ def warn_if_below_bm25(bm25: dict[str, float], systems: dict[str, dict[str, floa
         if metric in values and values[metric] < bm25[metric]:
             logger.warning("The %s scores below BM25 on dev %s (%.4f < %.4f): BM25 alone is the safer first stage",
                            name, metric, values[metric], bm25[metric])
-
-
-def audit_card_lines(summary: dict[str, Any]) -> str:
-    """The model card's "Data audit" section: what the training data held (counts only, never values)."""
-    leakage = summary["leakage"]
-    pii_line = pii_summary_line(summary["pii"], "redacted before training", "**not redacted**")
-    return (f"- Personal information in the training data: {pii_line}\n"
-            f"- Dev queries with a near-copy among the training queries: {leakage['leaked_test_queries']} of "
-            f"{leakage['test_queries']}\n"
-            f"- Duplicate passage groups in the corpus: {summary['duplicate_passages']['groups']}\n")

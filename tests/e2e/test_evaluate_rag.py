@@ -256,7 +256,7 @@ def test_publish_selects_the_better_model_and_never_writes_the_token(fake_hub, m
     (call,) = fake_hub.calls
     (request,) = call["requests"]
     assert request.model_dir == Path(models[better]) and request.repo_id == "me/emb" and request.kind == "embedding"
-    assert request.base_model == str(models[worse])
+    assert request.base_model == models[worse].name  # the baseline's folder name (no Hub id recorded): no path
     assert call["token"] == "hf_SECRET_token" and call["private"] is True and call["dry_run"] is True
     assert request.metrics["ndcg@5"] >= request.baseline_metrics["ndcg@5"]
     assert "ndcg@5" in request.results_markdown and "(base)" in request.results_markdown

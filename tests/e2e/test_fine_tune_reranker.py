@@ -58,7 +58,8 @@ def test_template_command_end_to_end(tiny_cross_encoder, tmp_path):
     assert dev["bm25"] == dev["first_stage"]  # BM25 is the first stage here: one column
     assert "fused (reranker weight" in result.stdout
     assert "first stage (bm25)" in result.stdout and "fine-tuned" in result.stdout
-    assert "Dev metrics: first stage, base and fine-tuned reranker" in (out / "README.md").read_text()
+    card = (out / "README.md").read_text()
+    assert "first stage (bm25)" in card and "base reranker" in card and "fused with the first stage" in card
 
     from sentence_transformers import CrossEncoder
     from transformers import AutoModelForSequenceClassification, AutoTokenizer

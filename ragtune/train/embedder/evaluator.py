@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from ragtune.core.data import Corpus, LabelledQuery
-from ragtune.core.metrics import DEFAULT_KS, TRAINING_METRICS, mean_metrics, query_metrics
+from ragtune.core.metrics import DEFAULT_KS, TRAINING_METRICS, query_metrics
 from ragtune.core.ranking import dense_top_k, tie_ranks
+from ragtune.core.significance import MeansWithQueries
 from ragtune.retrieval.encoding import encode_passages, encode_queries
 from ragtune.retrieval.first_stage import FirstStage
 from ragtune.train.evaluator import DevMetricsEvaluator
@@ -38,7 +39,7 @@ class DevRetrievalEvaluator(DevMetricsEvaluator):
         idx, _ = dense_top_k(q_emb, p_emb, max(self.ks), tie_ranks(self.corpus.ids))  # evaluate_rag.py's top-k
         per_query = [query_metrics([self.corpus.ids[i] for i in row], q.relevant_ids, self.ks, self.names)
                      for row, q in zip(idx, self.queries)]
-        return mean_metrics(per_query)
+        return MeansWithQueries(per_query)  # the card's intervals need the per-query values
 
     def get_config_dict(self) -> dict[str, Any]:
         return {"ks": list(self.ks), "queries": len(self.queries), "passages": len(self.corpus)}
@@ -66,7 +67,7 @@ def hybrid_on_dev(corpus: Corpus, model, dev_queries: Sequence[LabelledQuery], m
     choice = stage.choose_fusion(dev_queries, metric, rule)
     k = max(DEFAULT_KS)
     texts = [q.query for q in dev_queries]
-    hybrid, bm25 = (mean_metrics([query_metrics(ranked, q.relevant_ids, DEFAULT_KS, TRAINING_METRICS)
+    hybrid, bm25 = (MeansWithQueries([query_metrics(ranked, q.relevant_ids, DEFAULT_KS, TRAINING_METRICS)
                                   for ranked, q in zip(stage.rankings(texts, k, kind), dev_queries)])
                     for kind in ("hybrid", "bm25"))
     fusion = {**stage.fusion.record(), **choice.record(), "chosen_on": "dev", "dev_queries": len(dev_queries)}

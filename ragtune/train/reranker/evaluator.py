@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -12,9 +11,9 @@ import torch
 
 from ragtune.core.data import Corpus, LabelledQuery
 from ragtune.core.fusion import DEFAULT_WEIGHT_RULE, WeightChoice, choose_weight, fuse_all, ranking
-from ragtune.core.metrics import DEFAULT_KS, TRAINING_METRICS, mean_metrics, query_metrics
-from ragtune.core.model_card import add_card_section
+from ragtune.core.metrics import DEFAULT_KS, TRAINING_METRICS, query_metrics
 from ragtune.core.ranking import rerank_order
+from ragtune.core.significance import MeansWithQueries
 from ragtune.train.evaluator import DevMetricsEvaluator
 from ragtune.train.outputs import format_metrics_table
 
@@ -62,7 +61,7 @@ class DevRerankingEvaluator(DevMetricsEvaluator):
         ])) if self.queries else 0.0
 
     def metrics_of(self, rankings: Sequence[Sequence[str]]) -> dict[str, float]:
-        return mean_metrics([query_metrics(r, q.relevant_ids, self.ks, self.names)
+        return MeansWithQueries([query_metrics(r, q.relevant_ids, self.ks, self.names)
                              for r, q in zip(rankings, self.queries)])
 
     def scores(self, model) -> list[dict[str, float]]:
@@ -171,11 +170,3 @@ class DevReport:
     def console_table(self) -> str:
         return (f"Dev metrics ({self.dev_queries} held-out queries, top {self.rerank_top_n} of {self.first_stage} "
                 f"reranked):\n{self.table()}")
-
-    def add_to_card(self, output_dir: str | Path) -> None:
-        """The dev table in the model card, right after the card's own evaluation section."""
-        description = (f"{self.dev_queries} held-out queries; the reranker reorders the top {self.rerank_top_n} "
-                       f"passages of {self.first_stage} (base model: {self.base_model}). Binary relevance, "
-                       f"trec_eval definitions.")
-        add_card_section(Path(output_dir) / "README.md", "Dev metrics: first stage, base and fine-tuned reranker",
-                         f"{description}\n\n```\n{self.table()}\n```\n", before="Training Details")
