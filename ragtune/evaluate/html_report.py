@@ -125,9 +125,12 @@ def winner(payload: dict[str, Any]) -> str | None:
 
 
 def holm_p_values(payload: dict[str, Any]) -> dict[str, float]:
-    """Each compared system's p-value against the baseline, Holm-corrected across the systems compared."""
+    """Each compared system's p-value against the baseline, Holm-corrected across the systems compared (results.json's
+    ``p_holm``, computed here from the raw p-values for a payload without it)."""
     significance = payload.get("significance") or {}
     names = list(significance)
+    if all("p_holm" in significance[name] for name in names):
+        return {name: significance[name]["p_holm"] for name in names}
     return dict(zip(names, holm_adjust([significance[name]["p_value"] for name in names])))
 
 

@@ -7,10 +7,18 @@ import json
 import re
 from types import SimpleNamespace
 
+import pytest
+
 from ragtune.core.data import Corpus, LabelledQuery
 from ragtune.core.redaction import REDACTED
 from ragtune.core.significance import holm_adjust
-from ragtune.evaluate.html_report import drilldown_data, metric_intervals, render_results_html, table_keys
+from ragtune.evaluate.html_report import (
+    drilldown_data,
+    holm_p_values,
+    metric_intervals,
+    render_results_html,
+    table_keys,
+)
 
 KEY = "hf_" + "A1b2C3d4E5f6G7h8I9j0"  # key-shaped: shown() must redact it wherever it appears
 HOSTILE = "</script><script>alert('x')</script><b>bold</b>"
@@ -93,3 +101,12 @@ def test_drilldown_marks_misses_and_keeps_scores_json_safe():
 def test_no_secret_in_the_page():
     page, _ = render()
     assert KEY not in page and "\\u003c" + REDACTED[1:] in page  # in the drill-down's JSON
+
+
+def test_the_payloads_holm_p_values_are_used_when_present():
+    payload = make_run()[0]
+    for entry, p_holm in zip(payload["significance"].values(), (0.5, 0.75)):
+        entry["p_holm"] = p_holm
+    assert holm_p_values(payload) == {"dense": 0.5, "hybrid": 0.75}
+    del payload["significance"]["dense"]["p_holm"]
+    assert holm_p_values(payload) == pytest.approx({"dense": 0.04, "hybrid": 0.04})
