@@ -15,6 +15,7 @@ from ragtune.core.cli import add_weight_rule_arg, new_parser
 from ragtune.core.data import SAMPLE_CORPUS, SAMPLE_TRAIN, check_input_file
 from ragtune.core.errors import UserError
 from ragtune.core.metrics import DEFAULT_KS, TRAINING_METRICS
+from ragtune.core.model_card import hub_id_arg, language_arg, license_arg
 from ragtune.retrieval.first_stage import FIRST_STAGES
 from ragtune.retrieval.negatives import NEGATIVE_SOURCES
 
@@ -25,6 +26,18 @@ def new_training_parser(description: str | None, *, base_model: str, base_model_
     parser = new_parser(description)
     model = parser.add_argument_group("model")
     model.add_argument("--base_model", default=base_model, help=base_model_help)
+    model.add_argument("--base_model_id", type=hub_id_arg, default=None, metavar="ORG/NAME",
+                       help="The Hub id of the model a local --base_model folder is a copy of: the model card's "
+                            "base_model. Default: what the folder records (a Hugging Face cache path, its own card, "
+                            "its config.json), else left out of the card (never a local path).")
+    card = parser.add_argument_group("model card")
+    card.add_argument("--dataset_name", type=hub_id_arg, default=None, metavar="ORG/NAME",
+                      help="The Hub dataset the training data comes from, for the card's datasets metadata.")
+    card.add_argument("--language", nargs="+", type=language_arg, default=["vi"], metavar="CODE",
+                      help="The card's language metadata (ISO 639 codes).")
+    card.add_argument("--license", type=license_arg, default=None,
+                      help="The card's license (a Hub license id, e.g. apache-2.0, mit). Default: the base model's, "
+                           "as its card records it.")
     return parser, model
 
 

@@ -24,7 +24,7 @@ from ragtune.generation.prompt import format_user_message
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 QUICK = ["--max_steps", "2", "--epochs", "1", "--batch_size", "4", "--max_seq_length", "64", "--evaluation_steps", "1",
-         "--checkpoint_save_steps", "1", "--warmup_steps", "0", "--report_to", "none"]
+         "--checkpoint_save_steps", "1", "--warmup_steps", "0"]
 PHONE, EMAIL = "0912 345 678", "nguyen.van.a@example.com"
 # A mean and its 95% interval, as the evaluation tables print them.
 WITH_INTERVAL = re.compile(r"\d\.\d{4} \[\d\.\d\d, \d\.\d\d\]")
@@ -224,8 +224,7 @@ def adapter_run(tiny_qwen2, tmp_path_factory) -> Path:
                         "--output_dir", str(out), "--max_steps", "2", "--evaluation_steps", "1",
                         "--checkpoint_save_steps", "1", "--batch_size", "2", "--gradient_accumulation_steps", "1",
                         "--max_seq_length", "384", "--max_new_tokens", "4", "--max_dev_generations", "2",
-                        "--system_prompt", "Trả lời ngắn gọn.", "--license", "apache-2.0", "--report_to", "none",
-                        env=ONE_THREAD)
+                        "--system_prompt", "Trả lời ngắn gọn.", "--license", "apache-2.0", env=ONE_THREAD)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     return out
 
