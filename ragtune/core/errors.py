@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 logger = logging.getLogger("ragtune")
 
 USER_ERROR_EXIT_CODE = 2
+_AT_END_OF_MAIN: list[Callable[[], None]] = []
 INTERRUPTED_EXIT_CODE = 130
 
 
@@ -34,4 +35,13 @@ def run_main(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[
         # (files are written atomically, metrics.json last), so one line and the shell's code for SIGINT.
         logger.warning("Interrupted (Ctrl-C): stopped; rerun the same command to start again or resume")
         sys.exit(INTERRUPTED_EXIT_CODE)
+    finally:
+        while _AT_END_OF_MAIN:
+            _AT_END_OF_MAIN.pop()()
     sys.exit(code or 0)
+
+
+def release_when_main_ends(release: Callable[[], None]) -> None:
+    """Have :func:`run_main` call ``release`` when the script's main returns or raises (an output-dir lock): atexit
+    alone would leave it held when a script runs in-process, in a notebook or a test."""
+    _AT_END_OF_MAIN.append(release)

@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from ragtune.core.errors import UserError
+from ragtune.core.errors import UserError, release_when_main_ends
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +60,7 @@ class OutputDirLock:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 json.dump(record, handle)
             self.held = True
+            release_when_main_ends(self.release)
             atexit.register(self.release)
             return self
         raise UserError(f"{self.flag} {self.output_dir}: could not take {self.path}")
