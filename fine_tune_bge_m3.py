@@ -28,6 +28,8 @@ from ragtune.train.embedder.examples import build_training_examples
 from ragtune.train.embedder.modeling import load_embedding_model, training_prompts
 from ragtune.train.embedder.sampler import NoFalseNegativesBatchSampler, describe_batches
 from ragtune.train.embedder.trainer import EmbeddingTrainer
+from ragtune.train.evaluator import console_cutoffs
+from ragtune.train.next_steps import after_embedding_model, log_next_commands
 from ragtune.train.runner import TrainingRun, warn_if_below_bm25
 
 logger = logging.getLogger("fine_tune_bge_m3")
@@ -77,7 +79,8 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence = ()) -> int:
     before, after = run.base_dev_metrics(trainer), final_dev_metrics(evaluator, model, trainer)
     fusion, hybrid, bm25 = hybrid_on_dev(data.corpus, model, data.dev, args.metric_for_best_model,
                                          args.weight_rule) if data.dev and is_main_process() else (None, {}, {})
-    table = dev_table(len(data.dev), bm25, before, after, fusion, hybrid) if after else ""
+    table = dev_table(len(data.dev), bm25, before, after, fusion, hybrid,
+                      console_cutoffs(args.metric_for_best_model, args.verbose)) if after else ""
     warn_if_below_bm25(bm25, {"fine-tuned model": after, "hybrid": hybrid}, args.metric_for_best_model)
     code = run.finish(trainer, plan, save=trainer.save_model, table=table, metrics={
         "dev_metrics": {"bm25": bm25, "before": before, "after": after, **({"hybrid": hybrid} if hybrid else {})},
@@ -88,6 +91,7 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence = ()) -> int:
     })
     logger.info("Saved the fine-tuned model to %s (load with SentenceTransformer(%r))", args.output_dir,
                 args.output_dir)
+    log_next_commands(after_embedding_model(args))
     return code
 
 

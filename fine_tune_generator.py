@@ -32,13 +32,14 @@ from ragtune.retrieval.encoding import load_embedding_model
 from ragtune.train.generator.arguments import build_parser as kind_parser
 from ragtune.train.generator.arguments import validate_args
 from ragtune.train.generator.data import load_generator_data
-from ragtune.train.generator.evaluator import base_and_final_dev_metrics, dev_evaluator
+from ragtune.train.generator.evaluator import KeepAnswersByStep, base_and_final_dev_metrics, dev_evaluator
 from ragtune.train.generator.lora import add_lora, count_parameters, load_base_for_training, warn_if_adapter_unchanged
 from ragtune.train.generator.memory import estimate_run_memory, warn_if_over_gpu
 from ragtune.train.generator.merge import merge_adapter
 from ragtune.train.generator.outputs import describe_run, dev_example_rows, metrics_table, write_adapter_card
 from ragtune.train.generator.tokenize import ExampleTokenizer, show_trained_part, to_dataset, tokenize_examples
 from ragtune.train.generator.trainer import GeneratorTrainer
+from ragtune.train.next_steps import after_generator, log_next_commands
 from ragtune.train.runner import TrainingRun
 from ragtune.train.training_args import total_optimizer_steps
 
@@ -88,15 +89,15 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence = ()) -> int:
         args, data, counts, (len(train_tokens), train_cut), (len(dev_tokens), dev_cut), evaluator, memory,
         longest, run.metric_key))
     warn_if_over_gpu(memory, plan.device)
-    logger.info("One training example (the trained part between >>> and <<<):\n%s",
-                show_trained_part(tokenizer, train_tokens[0]))
+    log_training_example(show_trained_part(tokenizer, train_tokens[0]), args.verbose)
 
     collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100,
                                       pad_to_multiple_of=8 if torch.cuda.is_available() else None)
     trainer = GeneratorTrainer(model=model, args=plan.arguments, train_dataset=to_dataset(train_tokens),
                                eval_dataset=to_dataset(dev_tokens) if has_dev else None, data_collator=collator,
                                processing_class=tokenizer, answer_evaluator=evaluator,
-                               callbacks=run.trainer_callbacks(has_dev=has_dev))
+                               callbacks=[*run.trainer_callbacks(has_dev=has_dev),
+                                          *([KeepAnswersByStep(evaluator)] if evaluator else [])])
     interrupted = run.train(trainer, plan)
     if interrupted is not None:
         return interrupted
@@ -128,7 +129,19 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence = ()) -> int:
     code = run.finish(trainer, plan, save=save, metrics=metrics, table=table, curve_metrics=REFERENCE_ANSWER_METRICS)
     logger.info("Saved the LoRA adapter to %s: PeftModel.from_pretrained(%s, %r)", args.output_dir,
                 base_load_code(args.base_model), args.output_dir)
+    log_next_commands(after_generator(args))
     return code
+
+
+def log_training_example(example: str, verbose: bool) -> None:
+    """One training example with its trained part marked: the whole prompt with --verbose, else one line with the
+    prompt's last words (where the answer starts) and the trained part."""
+    if verbose:
+        logger.info("One training example (the trained part between >>> and <<<):\n%s", example)
+        return
+    prompt, marker, trained = example.partition(">>>")
+    logger.info("One training example's trained part between >>> and <<< (--verbose shows the whole prompt): "
+                "...%s%s%s", " ".join(prompt.split())[-40:], marker, " ".join(trained.split()))
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ from ragtune.core.errors import run_main
 from ragtune.retrieval.encoding import load_embedding_model
 from ragtune.retrieval.first_stage import HybridFusion
 from ragtune.train.distributed import is_main_process
+from ragtune.train.evaluator import console_cutoffs
+from ragtune.train.next_steps import after_reranker, log_next_commands
 from ragtune.train.reranker.arguments import build_parser as kind_parser
 from ragtune.train.reranker.arguments import validate_args
 from ragtune.train.reranker.evaluator import DevReport, dev_evaluator, final_dev_metrics, fusion_record
@@ -98,7 +100,8 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence = ()) -> int:
                        evaluator.first_stage_metrics if evaluator else {}, bm25, before, after, fusion, fused)
     warn_if_below_bm25(bm25, {"fine-tuned reranker": after, "fused reranker": fused}, args.metric_for_best_model)
 
-    code = run.finish(trainer, plan, save=trainer.save_model, table=report.console_table() if evaluator else "", metrics={
+    table = report.console_table(console_cutoffs(args.metric_for_best_model, args.verbose)) if evaluator else ""
+    code = run.finish(trainer, plan, save=trainer.save_model, table=table, metrics={
         "first_stage": mined.first_stage,
         "dev_metrics": report.dev_metrics(),
         "fusion": fusion,
@@ -109,6 +112,7 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence = ()) -> int:
         "pos_weight": examples.pos_weight, "hard_negative_sources": mined.sources,
     })
     logger.info("Saved the fine-tuned reranker to %s (load with CrossEncoder(%r))", args.output_dir, args.output_dir)
+    log_next_commands(after_reranker(args))
     return code
 
 

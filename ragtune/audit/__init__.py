@@ -184,7 +184,7 @@ def _log(result: AuditResult) -> None:
     if result.conflicting_labels:
         logger.warning("conflicting labels: %d query text(s) are labelled with different passages",
                        len(result.conflicting_labels))
-    logger.info("data audit done in %.1fs", result.seconds)
+    logger.debug("data audit done in %.1fs", result.seconds)  # findings are warned about above; timing is detail
 
 
 def pii_publish_refusal(metrics: Mapping[str, Any]) -> str | None:

@@ -20,18 +20,48 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
     """Defaults shown in ``--help``, and the module docstring's command examples kept as written."""
 
 
+class OneValuePerDest(argparse._StoreAction):
+    """argparse's "store", refusing one setting given two different values under two of its names.
+
+    A flag with aliases (``--epochs`` / ``--num_train_epochs``), or two flags writing one setting
+    (``--warmup_steps`` / ``--warmup_ratio``), would otherwise silently keep whichever came last. The same name
+    given twice keeps argparse's rule (the last wins), as does the same value under two names.
+    """
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        given = getattr(parser, "given_values", None)
+        if given is not None and option_string:
+            earlier = given.get(self.dest)
+            if earlier is not None and earlier[0] != option_string and earlier[1] != values:
+                parser.error(f"{earlier[0]} and {option_string} set the same thing, with different values "
+                             f"({earlier[1]} and {values}): give one of them")
+            given[self.dest] = (option_string, values)
+        super().__call__(parser, namespace, values, option_string)
+
+
 class ScrubbingParser(argparse.ArgumentParser):
     """argparse, whose own messages (unknown or mistyped flags, invalid values) never echo a secret.
 
     A mistyped ``--hub-token hf_…`` would otherwise be printed back as "unrecognized arguments: --hub-token hf_…".
     Errors are one line (no usage block), exit code 2; the secret flags' values, once parsed, are remembered so
-    that no log line shows them (:func:`ragtune.core.redaction.remember_secrets`).
+    that no log line shows them (:func:`ragtune.core.redaction.remember_secrets`). No abbreviations (argparse
+    would take ``--epoch`` for ``--epochs``): an unknown flag is an error naming the closest known one. A setting
+    given two different values under two names is refused (:class:`OneValuePerDest`).
     """
 
     command_line: Sequence[str] = ()
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+        self.register("action", "store", OneValuePerDest)
+        self.register("action", None, OneValuePerDest)
+        self.given_values: dict[str, tuple[str, Any]] = {}
+
     def parse_known_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:
         self.command_line = list(sys.argv[1:] if args is None else args)
+        self.given_values = {}
         return super().parse_known_args(args, namespace)
 
     def parse_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:
@@ -50,7 +80,8 @@ class ScrubbingParser(argparse.ArgumentParser):
 
 
 def new_parser(description: str | None) -> argparse.ArgumentParser:
-    """A parser for a ragtune script: argparse's own errors exit 2 with one line that shows no secret."""
+    """A parser for a ragtune script: argparse's own errors exit 2 with one line that shows no secret; no
+    abbreviated flags, "did you mean" for an unknown one."""
     return ScrubbingParser(description=description, formatter_class=HelpFormatter)
 
 

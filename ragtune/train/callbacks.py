@@ -1,5 +1,5 @@
 """Trainer callbacks every fine-tuning run uses: interruption checkpoints, save-best, early stopping, sampler epochs,
-the model-shaping settings recorded in each checkpoint."""
+the model-shaping settings recorded in each checkpoint, and the console (one line per dev evaluation)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers import EarlyStoppingCallback, TrainerCallback
+from transformers import EarlyStoppingCallback, ProgressCallback, TrainerCallback
 
 from ragtune.train.checkpoints import (
     CHECKPOINT_PREFIX,
+    SAVED_ONLY_MODEL,
+    checkpoint_problem,
     checkpoint_step,
     find_resumable_checkpoint,
     is_complete_checkpoint,
@@ -218,8 +220,10 @@ def exit_after_interrupt(callback: InterruptCheckpointCallback, output_dir: str,
         logger.warning("Interrupted before the first optimizer step: there is nothing to save. Rerunning the same "
                        "command starts fresh.")
     elif checkpoint is None:
-        logger.warning("Interrupted at step %d with no complete checkpoint saved: rerunning the same command starts "
-                       "fresh.", step)
+        weights_only = checkpoint_problem(Path(output_dir) / f"{CHECKPOINT_PREFIX}{step}") == SAVED_ONLY_MODEL
+        why = " (--save_only_model checkpoints hold no optimizer state)" if weights_only else ""
+        logger.warning("Interrupted at step %d with no resumable checkpoint saved%s: rerunning the same command starts "
+                       "fresh.", step, why)
     elif checkpoint_step(checkpoint) == step:
         logger.warning("Interrupted: checkpoint saved to %s. Run the same command with --resume_from_checkpoint auto "
                        "to continue.", checkpoint)
@@ -237,3 +241,105 @@ def exit_on_second_interrupt(output_dir: str) -> int:
     logger.warning("Second Ctrl-C: stopped at once without saving. Rerunning the same command %s.", where)
     sys.stdout.flush()
     return SECOND_INTERRUPT_EXIT_CODE
+
+
+# Evaluation bookkeeping the Trainer logs beside the dev metrics: kept in TensorBoard, left out of the console line.
+EVAL_BOOKKEEPING = ("runtime", "samples_per_second", "steps_per_second", "epoch")
+
+
+class DevSummaryCallback(TrainerCallback):
+    """One console line per dev evaluation, instead of the Trainer's raw dictionaries (which TensorBoard and
+    trainer_state.json keep): "dev @ step 20: ndcg@5 0.6123 (best 0.6123 at step 20), hit@5 ..., train loss 0.41".
+
+    ``metric_prefix`` is how the Trainer names the dev metrics (``eval_dev_``, ``eval_``), ``metric`` the one that
+    picks the best checkpoint; the other metrics shown are those at the same cutoff (``@5``), or all of them.
+    """
+
+    def __init__(self, metric_prefix: str, metric: str) -> None:
+        self.metric_prefix = metric_prefix
+        self.metric = metric
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if state.is_world_process_zero and metrics:
+            line = self.summary(state, metrics, getattr(args, "greater_is_better", True) is not False)
+            if line:
+                logger.info("%s", line)
+        return control
+
+    def summary(self, state: Any, metrics: dict[str, float], greater_is_better: bool = True) -> str | None:
+        key = self.metric_prefix + self.metric
+        if key not in metrics:
+            return None
+        step = state.global_step
+        best_value, best_step = best_in_history(state.log_history, key, greater_is_better)
+        best = f" (best {best_value:.4f} at step {best_step})" if best_value is not None else ""
+        others = ", ".join(f"{'dev loss' if name == 'loss' else name} {metrics[self.metric_prefix + name]:.4f}"
+                           for name in self.other_metrics(metrics))
+        loss = last_training_loss(state.log_history, step)
+        runtime = metrics.get(f"{self.metric_prefix.split('_')[0]}_runtime")
+        return (f"dev @ step {step}{' (base model)' if step == 0 else ''}: {self.metric} {metrics[key]:.4f}{best}"
+                + (f", {others}" if others else "") + (f"; train loss {loss:.4g}" if loss is not None else "")
+                + (f" [{runtime:.1f}s]" if runtime is not None else ""))
+
+    def other_metrics(self, metrics: dict[str, float]) -> list[str]:
+        cutoff = "@" + self.metric.split("@")[1] if "@" in self.metric else None
+        names = [k[len(self.metric_prefix):] for k in metrics if k.startswith(self.metric_prefix)]
+        return [name for name in names if name != self.metric and name not in EVAL_BOOKKEEPING
+                and (cutoff is None or name.endswith(cutoff))]
+
+
+def best_in_history(log_history: list[dict[str, Any]], key: str, greater_is_better: bool = True
+                    ) -> tuple[float | None, int | None]:
+    """The best value of ``key`` in the Trainer's log history and its step, among trained steps (the base model's
+    evaluation at step 0 is no checkpoint to go back to); a tie goes to the later step, as the best checkpoint does
+    (:class:`SaveBestCheckpointCallback`)."""
+    best_value, best_step = None, None
+    for entry in log_history:
+        value = entry.get(key)
+        if not entry.get("step"):
+            continue
+        if value is not None and (best_value is None or is_at_least_as_good(value, best_value, greater_is_better)):
+            best_value, best_step = value, int(entry.get("step", 0))
+    return best_value, best_step
+
+
+def last_training_loss(log_history: list[dict[str, Any]], step: int) -> float | None:
+    """The training loss most recently logged at or before ``step``."""
+    losses = [entry["loss"] for entry in log_history if "loss" in entry and entry.get("step", 0) <= step]
+    return losses[-1] if losses else None
+
+
+class ConsoleProgressCallback(ProgressCallback):
+    """The Trainer's progress bar without its raw log dictionaries: the bar shows the training loss and learning
+    rate, :class:`DevSummaryCallback` a line per dev evaluation. ``verbose`` brings the dictionaries back.
+
+    No evaluation bar either (the dev line says how long an evaluation took); with ``verbose`` there is one when
+    stderr is a terminal: drawn inside the training bar it moves the cursor with control codes, which a log file
+    would keep.
+    """
+
+    def __init__(self, verbose: bool = False) -> None:
+        super().__init__()
+        self.verbose = verbose
+
+    def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
+        if self.verbose and sys.stderr.isatty():
+            super().on_prediction_step(args, state, control, eval_dataloader=eval_dataloader, **kwargs)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.verbose:
+            super().on_log(args, state, control, logs=logs, **kwargs)
+        elif state.is_world_process_zero and self.training_bar is not None and logs and "loss" in logs:
+            postfix = {"loss": f"{logs['loss']:.4g}"}
+            if "learning_rate" in logs:
+                postfix["lr"] = f"{logs['learning_rate']:.2g}"
+            self.training_bar.set_postfix(postfix, refresh=False)
+
+
+def use_console_progress(trainer: Any, verbose: bool) -> None:
+    """Swap the Trainer's terminal progress callback for :class:`ConsoleProgressCallback`. A notebook's progress
+    widget (not a ProgressCallback) is left alone."""
+    callbacks = trainer.callback_handler.callbacks
+    if any(type(callback) is ProgressCallback for callback in callbacks):
+        trainer.remove_callback(ProgressCallback)
+        trainer.add_callback(ConsoleProgressCallback(verbose))

@@ -27,6 +27,10 @@ TRAINER_FILES = ("optimizer.pt", "scheduler.pt")
 # The model's weights as transformers, sentence-transformers and peft save them (one file, or shards and an index).
 WEIGHT_FILES = ("model.safetensors", "adapter_model.safetensors", "pytorch_model.bin", "adapter_model.bin")
 WEIGHT_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+# Why a checkpoint written with --save_only_model is not resumed. The Trainer writes optimizer.pt and scheduler.pt
+# before trainer_state.json: a checkpoint with trainer_state.json and weights but neither file was saved that way
+# (one whose save was cut short has no trainer_state.json).
+SAVED_ONLY_MODEL = "saved with --save_only_model (weights only, no optimizer.pt / scheduler.pt): not resumable"
 # Written into each checkpoint by ragtune.train.callbacks.ModelSettingsCallback.
 MODEL_SETTINGS_FILE = "ragtune_model_settings.json"
 # The flags that shape the trained model or its optimizer state (which parameters train and their shapes, the
@@ -133,6 +137,8 @@ def checkpoint_problem(path: str | Path) -> str | None:
         json.loads(state.read_text())
     except (OSError, ValueError) as err:
         return f"{TRAINER_STATE} does not parse ({first_line(err)})"
+    if not any((path / name).is_file() for name in TRAINER_FILES) and not weight_files(path)[1]:
+        return SAVED_ONLY_MODEL
     for name in TRAINER_FILES:
         if not (path / name).is_file():
             return f"no {name}"
@@ -162,17 +168,25 @@ def numbered_checkpoints(output_dir: Path) -> list[Path]:
 
 
 def find_resumable_checkpoint(output_dir: str | Path, quiet: bool = False) -> Path | None:
-    """Newest complete ``checkpoint-N`` in ``output_dir``; each one skipped is logged with the reason (unless quiet)."""
+    """Newest complete ``checkpoint-N`` in ``output_dir``; each one skipped is logged with the reason (unless quiet),
+    those written with --save_only_model together in one line."""
     output_dir = Path(output_dir)
     if not output_dir.is_dir():
         return None
+    weights_only: list[str] = []
+    found = None
     for path in numbered_checkpoints(output_dir):
         problem = checkpoint_problem(path)
         if problem is None:
-            return path
-        if not quiet:
+            found = path
+            break
+        if problem == SAVED_ONLY_MODEL:
+            weights_only.append(path.name)
+        elif not quiet:
             logger.warning("Skipping checkpoint %s: %s", path, problem)
-    return None
+    if weights_only and not quiet:
+        logger.warning("Skipping %s in %s: %s", ", ".join(weights_only), output_dir, SAVED_ONLY_MODEL)
+    return found
 
 
 def checkpoint_step(path: str | Path | None) -> int | None:
@@ -243,6 +257,9 @@ def warn_if_process_count_changed(checkpoint: str | Path | None, processes: int)
 def resolve_resume(resume: str, output_dir: str | Path, overwrite_finished: bool) -> str | None:
     """Turn --resume_from_checkpoint into a checkpoint path for ``Trainer.train`` (None = fresh start).
 
+    Read-only and quiet about what it decided (said once the flags are validated, :func:`log_resume_decision` and
+    the run's summary: no "starting fresh" line before a flag error); checkpoints it skips are warned about.
+
     ``overwrite_finished``: --overwrite_output_dir over a finished run starts fresh; over an
     interrupted one (no metrics.json yet) the same command resumes it, like any other run.
     """
@@ -250,11 +267,7 @@ def resolve_resume(resume: str, output_dir: str | Path, overwrite_finished: bool
         return None
     if resume == "auto":
         checkpoint = None if overwrite_finished else find_resumable_checkpoint(output_dir)
-        if checkpoint is None:
-            logger.info("No checkpoint to resume from in %s: starting fresh", output_dir)
-            return None
-        logger.info("Resuming from %s", checkpoint)
-        return str(checkpoint)
+        return str(checkpoint) if checkpoint is not None else None
     path = Path(resume)
     if not path.is_dir():
         raise UserError(f"--resume_from_checkpoint: no such checkpoint directory: {path}")
@@ -264,3 +277,19 @@ def resolve_resume(resume: str, output_dir: str | Path, overwrite_finished: bool
                         f"checkpoint, auto for the newest complete one, or none to start fresh)")
     return str(path)
 
+
+def log_resume_decision(checkpoint: str) -> None:
+    """One line: the checkpoint training resumes from (a fresh start is said in the run's summary)."""
+    logger.info("Resuming from %s", checkpoint)
+
+
+def remove_finished_run_checkpoints(state: Any, output_dir: str | Path) -> None:
+    """--no_keep_checkpoints, once a run has finished (metrics.json written): its ``checkpoint-N`` folders go, the
+    Trainer's state (the full log history) is written beside the final model first."""
+    output_dir = Path(output_dir)
+    state.save_to_json(str(output_dir / TRAINER_STATE))
+    folders = numbered_checkpoints(output_dir)
+    size = sum(f.stat().st_size for folder in folders for f in folder.rglob("*") if f.is_file())
+    for folder in folders:
+        shutil.rmtree(folder)
+    logger.info("--no_keep_checkpoints: removed %d checkpoint folder(s), %.2f GB", len(folders), size / 1e9)

@@ -29,6 +29,7 @@ from ragtune.core.output_paths import check_args_paths
 from ragtune.core.redaction import shown_in
 from ragtune.train.arguments import default_output_dir
 from ragtune.train.callbacks import (
+    DevSummaryCallback,
     InterruptCheckpointCallback,
     ModelSettingsCallback,
     SamplerEpochCallback,
@@ -38,6 +39,7 @@ from ragtune.train.callbacks import (
     exit_after_interrupt,
     exit_on_second_interrupt,
     save_interrupted_step,
+    use_console_progress,
 )
 from ragtune.train.cards import write_training_card
 from ragtune.train.checkpoints import (
@@ -45,7 +47,9 @@ from ragtune.train.checkpoints import (
     check_model_settings,
     check_output_dir,
     clear_finished_run,
+    log_resume_decision,
     model_settings,
+    remove_finished_run_checkpoints,
     resolve_resume,
     warn_if_process_count_changed,
 )
@@ -100,7 +104,7 @@ class TrainingRun:
 
     def __init__(self, args: argparse.Namespace, *, model_kind: str, output_suffix: str,
                  metric_prefix: str = "eval_dev_", callbacks: Sequence[TrainerCallback] = ()) -> None:
-        setup_logging(local_rank_is_main())
+        setup_logging(local_rank_is_main(), verbose=getattr(args, "verbose", False))
         self.started = time.time()
         self.args = args
         self.model_kind = model_kind
@@ -180,6 +184,8 @@ class TrainingRun:
                                 find_unused_parameters=find_unused_parameters)
         arguments = cls(**{**kwargs, **extra})
         resume_from = compute_on_main_and_share(lambda found=self.found_checkpoint: found)
+        if resume_from is not None:  # here, not in __init__: after the flags are validated (a fresh start: summary)
+            log_resume_decision(resume_from)
         warn_if_process_count_changed(resume_from, arguments.world_size)
         if has_dev:
             arguments.eval_on_start = resume_from is None
@@ -192,9 +198,11 @@ class TrainingRun:
 
     def trainer_callbacks(self, has_dev: bool) -> list[TrainerCallback]:
         """Interruption checkpoints, early stopping and save-best, the model settings recorded in each checkpoint,
-        sampler epochs, then the caller's callbacks."""
+        sampler epochs, the console's line per dev evaluation, then the caller's callbacks."""
         return [self.interrupt, *best_model_callbacks(self.args, has_dev),
-                ModelSettingsCallback(model_settings(self.args)), SamplerEpochCallback(), *self.extra_callbacks]
+                ModelSettingsCallback(model_settings(self.args)), SamplerEpochCallback(),
+                *([DevSummaryCallback(self.metric_prefix, self.args.metric_for_best_model)] if has_dev else []),
+                *self.extra_callbacks]
 
     def log_summary(self, title: str, plan: TrainingPlan, *, model: str, steps: int, fields: dict[str, Any],
                     batch_note: str = "") -> None:
@@ -212,7 +220,8 @@ class TrainingRun:
                      f"{args.batch_size} x {args.gradient_accumulation_steps} accumulation x {plan.world_size} "
                      f"process(es)){batch_note}",
             "steps": f"{steps} optimizer steps, lr {args.lr:g}, warm-up {args.warmup_steps:g}",
-            "output": args.output_dir,
+            "output": args.output_dir if plan.resume_from else f"{args.output_dir} (no checkpoint to resume from: "
+                                                               f"starting fresh)",
         }
         width = max(map(len, lines))
         logger.info("%s\n%s", title, "\n".join(f"  {name.ljust(width)}  {value}" for name, value in lines.items()))
@@ -237,6 +246,7 @@ class TrainingRun:
         if self.dev_rows is not None and is_main_process():
             write_dev_queries(self.output_dir, self.dev_rows)
         show_card_data_masked(trainer.model)  # checkpoints' cards: no personal value unmasked (--pii warn)
+        use_console_progress(trainer, getattr(self.args, "verbose", False))  # no raw log dictionaries on screen
         self.interrupt.install()
         try:
             try:
@@ -291,6 +301,8 @@ class TrainingRun:
             "query_expansions": self.expander.summary() if self.expander is not None else None,
             "config": args_to_config(self.args),
         }))
+        if not getattr(self.args, "keep_checkpoints", True):  # a finished run is never resumed
+            remove_finished_run_checkpoints(state, self.output_dir)
         if table:
             print(f"\n{table}\n")
         dev = metrics.get("dev_metrics") or {}

@@ -56,6 +56,11 @@ def total_optimizer_steps(num_examples: int, batch_size: int, grad_accum: int, e
     return max(1, math.ceil(batches / grad_accum)) * epochs
 
 
+def report_to(trackers: list[str]) -> list[str] | str:
+    """--report_to as TrainingArguments takes it: the trackers, or "none"."""
+    return "none" if "none" in trackers else list(trackers)
+
+
 def _has_accelerator() -> bool:
     """A GPU (or another torch accelerator) is present."""
     accelerator = getattr(torch, "accelerator", None)  # torch >= 2.6
@@ -99,12 +104,16 @@ def trainer_kwargs(args: argparse.Namespace, precision: Precision, has_dev: bool
         save_strategy="steps",
         save_steps=args.checkpoint_save_steps,
         save_total_limit=args.save_total_limit,
-        logging_steps=max(1, min(10, args.evaluation_steps)),
+        save_only_model=args.save_only_model,
+        logging_steps=args.logging_steps or max(1, min(10, args.evaluation_steps)),
         logging_first_step=True,
-        report_to=["tensorboard"],
+        report_to=report_to(args.report_to),
+        **({"run_name": args.run_name} if args.run_name else {}),
         seed=args.seed,
         data_seed=args.seed,
         dataloader_num_workers=args.dataloader_num_workers,
+        # Pinned memory only helps a copy to a GPU; on a CPU torch warns about it at every epoch.
+        dataloader_pin_memory=_has_accelerator(),
         # DDP (accelerate launch); frozen layers need nothing here (requires_grad=False parameters are
         # not DDP's). See the docstring for why this is per script and why not ddp_static_graph.
         ddp_find_unused_parameters=find_unused_parameters,

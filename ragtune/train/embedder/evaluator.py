@@ -10,7 +10,7 @@ from ragtune.core.ranking import dense_top_k, tie_ranks
 from ragtune.core.significance import MeansWithQueries
 from ragtune.retrieval.encoding import encode_passages, encode_queries
 from ragtune.retrieval.first_stage import FirstStage
-from ragtune.train.evaluator import DevMetricsEvaluator
+from ragtune.train.evaluator import DevMetricsEvaluator, cutoffs_note, evaluated_final_metrics
 from ragtune.train.outputs import format_metrics_table
 
 
@@ -47,13 +47,16 @@ class DevRetrievalEvaluator(DevMetricsEvaluator):
 
 
 def final_dev_metrics(evaluator: DevRetrievalEvaluator | None, model, trainer) -> dict[str, float]:
-    """The fine-tuned model's dev metrics, on the main process (under DDP the other ranks encode their share)."""
+    """The fine-tuned model's dev metrics: the best checkpoint's from the training log, or computed on the main
+    process (under DDP the other ranks encode their share) when that model was not evaluated in this history."""
     from sentence_transformers.util.distributed import distributed_evaluation
 
+    if evaluator is None:
+        return {}
+    if evaluated_final_metrics(trainer.state, f"eval_{evaluator.name}_") is not None:  # the same on every rank
+        return evaluator.final_metrics(model, trainer.state)
     with distributed_evaluation(model) as run_evaluator:
-        after = evaluator(model, epoch=trainer.state.epoch, steps=trainer.state.global_step) \
-            if evaluator and run_evaluator else {}
-    return {k.removeprefix("dev_"): v for k, v in after.items()}
+        return evaluator.final_metrics(model, trainer.state) if run_evaluator else {}
 
 
 def hybrid_on_dev(corpus: Corpus, model, dev_queries: Sequence[LabelledQuery], metric: str, rule: str
@@ -75,10 +78,11 @@ def hybrid_on_dev(corpus: Corpus, model, dev_queries: Sequence[LabelledQuery], m
 
 
 def dev_table(dev_queries: int, bm25: dict[str, float], before: dict[str, float], after: dict[str, float],
-              fusion: dict[str, Any] | None, hybrid: dict[str, float]) -> str:
-    """The printed dev table: BM25, the base and fine-tuned model, and the hybrid, marked as tuned on these queries."""
+              fusion: dict[str, Any] | None, hybrid: dict[str, float], ks: Sequence[int] = DEFAULT_KS) -> str:
+    """The printed dev table: BM25, the base and fine-tuned model, and the hybrid, marked as tuned on these queries;
+    ``ks``: the cutoffs shown (:func:`ragtune.train.evaluator.console_cutoffs`)."""
     columns = {"BM25": bm25, "base": before, "fine-tuned": after}
     if hybrid:
         columns[f"hybrid (dense weight {fusion['dense_weight']:.1f}; tuned here: optimistic)"] = hybrid
-    return (f"Dev metrics ({dev_queries} held-out queries):\n"
-            + format_metrics_table({k: v for k, v in columns.items() if v}, TRAINING_METRICS, DEFAULT_KS))
+    return (f"Dev metrics ({dev_queries} held-out queries){cutoffs_note(ks)}:\n"
+            + format_metrics_table({k: v for k, v in columns.items() if v}, TRAINING_METRICS, tuple(ks)))

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 from typing import Any, Callable, Sequence
+
+from transformers import TrainerCallback
 
 from ragtune.core.answer_metrics import REFERENCE_ANSWER_METRICS, bleu4, rouge_l, string_presence
 from ragtune.generation.inference import generate
 from ragtune.train.callbacks import TrainingInterrupted
-from ragtune.train.distributed import compute_on_main_and_share
+from ragtune.train.distributed import compute_on_main_and_share, is_main_process
+from ragtune.train.evaluator import evaluated_final_metrics, final_model_step
 from ragtune.train.outputs import dev_metrics_from_history
 
 logger = logging.getLogger(__name__)
@@ -81,6 +83,7 @@ class DevAnswerEvaluator:
         self.batch_size = batch_size
         self.should_stop = should_stop or never
         self.last_answers: list[str] = []
+        self.answers_by_step: dict[int, list[str]] = {}  # filled by KeepAnswersByStep
 
     def __len__(self) -> int:
         return len(self.references)
@@ -109,8 +112,9 @@ class DevAnswerEvaluator:
             return None
         self.last_answers = answers
         metrics = answer_metrics(answers, self.references)
-        logger.info("Dev answers (%d, greedy, <= %d new tokens) in %.1fs: %s", len(answers), self.max_new_tokens,
-                    time.perf_counter() - started, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+        # The console's line per evaluation is ragtune.train.callbacks.DevSummaryCallback's.
+        logger.debug("Dev answers (%d, greedy, <= %d new tokens) in %.1fs: %s", len(answers), self.max_new_tokens,
+                     time.perf_counter() - started, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
         return metrics
 
 
@@ -127,16 +131,31 @@ def base_and_final_dev_metrics(trainer: Any, evaluator: DevAnswerEvaluator | Non
                                ) -> tuple[dict[str, float], dict[str, float]]:
     """The base model's dev metrics (the first evaluation) and the final adapter's.
 
-    The final adapter's are taken from the history when the best adapter is the last step's, which was
-    just evaluated; otherwise its answers are generated again.
+    The final adapter's are the Trainer's logged ones when it evaluated exactly that adapter (the best, reloaded)
+    and its answers were kept (:class:`KeepAnswersByStep`; ``evaluator.last_answers`` are then those answers);
+    otherwise (a best step from before a resume) its answers are generated again.
     """
     keep = (*REFERENCE_ANSWER_METRICS, "loss")
     history = dev_metrics_from_history(trainer.state.log_history, "eval_")
     before = {k: v for k, v in history[0][1].items() if k in keep} if history else {}
     if not (evaluator and len(evaluator)):
         return before, {}
-    best = trainer.state.best_model_checkpoint
-    best_step = int(Path(best).name.split("-")[-1]) if best else None
-    if history and best_step == history[-1][0] == trainer.state.global_step:
-        return before, {k: v for k, v in history[-1][1].items() if k in keep}
+    logged = evaluated_final_metrics(trainer.state, "eval_")
+    answers = evaluator.answers_by_step.get(final_model_step(trainer.state))
+    if logged is not None and (answers is not None or not is_main_process()):  # only the main process answers
+        evaluator.last_answers = answers or []
+        return before, {k: v for k, v in logged.items() if k in keep}
     return before, evaluator(model)
+
+
+class KeepAnswersByStep(TrainerCallback):
+    """Keep each dev evaluation's answers under its step, so that the final adapter's answers (metrics.json's
+    ``dev_answers``) need not be generated again when the best adapter is reloaded."""
+
+    def __init__(self, evaluator: DevAnswerEvaluator) -> None:
+        self.evaluator = evaluator
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        if self.evaluator.last_answers:
+            self.evaluator.answers_by_step[state.global_step] = self.evaluator.last_answers
+        return control

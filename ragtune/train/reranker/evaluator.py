@@ -14,7 +14,7 @@ from ragtune.core.fusion import DEFAULT_WEIGHT_RULE, WeightChoice, choose_weight
 from ragtune.core.metrics import DEFAULT_KS, TRAINING_METRICS, query_metrics
 from ragtune.core.ranking import rerank_order
 from ragtune.core.significance import MeansWithQueries
-from ragtune.train.evaluator import DevMetricsEvaluator
+from ragtune.train.evaluator import DevMetricsEvaluator, cutoffs_note
 from ragtune.train.outputs import format_metrics_table
 
 logger = logging.getLogger(__name__)
@@ -119,9 +119,9 @@ def dev_evaluator(data, mined, args, batch_size: int) -> DevRerankingEvaluator:
 
 
 def final_dev_metrics(evaluator: DevRerankingEvaluator | None, model, trainer) -> dict[str, float]:
-    """The fine-tuned reranker's dev metrics (metric names without the ``dev_`` prefix)."""
-    after = evaluator(model, epoch=trainer.state.epoch, steps=trainer.state.global_step) if evaluator else {}
-    return {k.removeprefix("dev_"): v for k, v in after.items()}
+    """The fine-tuned reranker's dev metrics (metric names without the ``dev_`` prefix): the best checkpoint's from
+    the training log, computed again only when that model was not evaluated in this history."""
+    return evaluator.final_metrics(model, trainer.state) if evaluator else {}
 
 
 def fusion_record(evaluator: DevRerankingEvaluator, model, mined, metric: str, rule: str
@@ -158,15 +158,16 @@ class DevReport:
         return {"bm25": self.bm25, "first_stage": self.first_stage_metrics, "before": self.before,
                 "after": self.after, **({"fused": self.fused} if self.fused else {})}
 
-    def table(self) -> str:
+    def table(self, ks: Sequence[int] = DEFAULT_KS) -> str:
         columns = {"BM25": self.bm25} if self.first_stage != "bm25" else {}
         columns.update({f"first stage ({self.first_stage})": self.first_stage_metrics, "base reranker": self.before,
                         "fine-tuned": self.after})
         if self.fused:
             columns[f"fused (reranker weight {self.fusion['reranker_weight']:.1f}; tuned here: optimistic)"] = \
                 self.fused
-        return format_metrics_table(columns, TRAINING_METRICS, DEFAULT_KS)
+        return format_metrics_table(columns, TRAINING_METRICS, tuple(ks))
 
-    def console_table(self) -> str:
+    def console_table(self, ks: Sequence[int] = DEFAULT_KS) -> str:
+        """``ks``: the cutoffs shown (:func:`ragtune.train.evaluator.console_cutoffs`); the card shows every one."""
         return (f"Dev metrics ({self.dev_queries} held-out queries, top {self.rerank_top_n} of {self.first_stage} "
-                f"reranked):\n{self.table()}")
+                f"reranked){cutoffs_note(ks)}:\n{self.table(ks)}")
