@@ -5,7 +5,7 @@ where they fail: a page test that silently skips is no test.
 
 Also a command, to take the README's screenshot with the same browser:
 
-    python tests/browser.py outputs/eval/results.html docs/results_html.png [--open-query N]
+    python tests/browser.py outputs/eval/results.html docs/results_html.png [--open-query N] [--max-height PX]
 """
 
 from __future__ import annotations
@@ -105,15 +105,19 @@ def small_evaluation(tmp_path_factory, embedding_model: Path, generator: tuple[P
     return _EVALUATIONS[key]
 
 
-def screenshot(html: Path, png: Path, open_query: int | None = 0, width: int = 1100) -> Path:
-    """A full-page screenshot of ``html`` (one query's drill-down open), as the tests see the page."""
+def screenshot(html: Path, png: Path, open_query: int | None = 0, width: int = 1100,
+               max_height: int | None = None) -> Path:
+    """A full-page screenshot of ``html`` (one query's drill-down open), as the tests see the page; its top
+    ``max_height`` pixels when given."""
     with launched() as browser:
         page = browser.new_page(viewport={"width": width, "height": 900}, device_scale_factor=1)
         page.goto(Path(html).resolve().as_uri())
         if open_query is not None:
             page.locator("details.query").nth(open_query).locator("summary").click()
         png.parent.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(png), full_page=True)
+        height = page.evaluate("document.documentElement.scrollHeight")
+        clip = {"x": 0, "y": 0, "width": width, "height": min(height, max_height or height)}
+        page.screenshot(path=str(png), full_page=True, clip=clip)
     return png
 
 
@@ -123,7 +127,8 @@ if __name__ == "__main__":
     parser.add_argument("png", type=Path)
     parser.add_argument("--open-query", type=int, default=0, help="Index of the query whose drill-down is open.")
     parser.add_argument("--width", type=int, default=1100)
+    parser.add_argument("--max-height", type=int, default=None, help="Keep the top of the page only.")
     options = parser.parse_args()
     if chromium_path() is None:
         sys.exit("no Chromium found: apt-get install chromium")
-    print(screenshot(options.html, options.png, options.open_query, options.width))
+    print(screenshot(options.html, options.png, options.open_query, options.width, options.max_height))

@@ -392,7 +392,7 @@ def audit_list(payload: dict[str, Any]) -> str:
 CSS = """
 :root{--fg:#1b1b1b;--muted:#666;--line:#ddd;--hit:#e3f4e1;--win:#2e7d32;--base:#757575}
 *{box-sizing:border-box}body{margin:0;font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:var(--fg)}
-main{max-width:1200px;margin:auto;padding:12px}h1{font-size:1.4em;margin:.2em 0}h2{font-size:1.15em;margin-top:1.6em;
+main{max-width:1440px;margin:auto;padding:12px}h1{font-size:1.4em;margin:.2em 0}h2{font-size:1.15em;margin-top:1.6em;
 border-bottom:1px solid var(--line)}nav{display:inline}code{font-size:.9em;word-break:break-all}.small{font-size:.85em;color:var(--muted)}
 .scroll{overflow-x:auto}table{border-collapse:collapse;font-size:.9em}th,td{padding:4px 8px;border-bottom:1px solid
 var(--line);vertical-align:top}thead th{background:#f6f6f6;position:sticky;top:0;text-align:right}th.name{text-align:left;
