@@ -56,7 +56,7 @@ from ragtune.core.output_lock import OutputDirLock
 from ragtune.core.output_paths import check_args_paths
 from ragtune.evaluate.heldout import load_test_queries
 from ragtune.evaluate.judge import Judge
-from ragtune.evaluate.llm_stages import run_llm_stages
+from ragtune.evaluate.llm_stages import check_servers, run_llm_stages
 from ragtune.evaluate.publishing import base_answer_metrics, publish
 from ragtune.evaluate.reports import Report
 from ragtune.evaluate.systems import (
@@ -73,6 +73,7 @@ from ragtune.evaluate.systems import (
 )
 from ragtune.generation.generators import GeneratorSettings
 from ragtune.pipeline import PipelineParts, RAGPipeline
+from ragtune.pipeline.names import could_match, expected_names
 from ragtune.pipeline.spec import RerankerFusion, best_system, choose_expansions, write_systems
 from ragtune.retrieval.embedding_store import EmbeddingModelHandle
 
@@ -111,7 +112,8 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--allow_missing_ids", action="store_true",
                       help="Drop ground-truth ids that are not in the corpus (with a warning) instead of stopping.")
     data.add_argument("--dataset_name", default=None,
-                      help="Dataset name for model cards. Default: the corpus file name.")
+                      help="A Hub dataset id for the model cards' `datasets` (e.g. you/neorag-proptit). Default: none "
+                           "(a local file's name is not a dataset id).")
     add_audit_args(parser)
 
 
@@ -202,7 +204,9 @@ def add_generator_args(parser: argparse.ArgumentParser) -> None:
     gen.add_argument("--answer_k", type=int, nargs="+", default=[5],
                      help="Contexts given to the generator (one answer per query, system and value).")
     gen.add_argument("--answer_systems", nargs="+", default=None, metavar="SYSTEM",
-                     help="Systems whose contexts are used for answers (names as in results.md). Default: all.")
+                     help="Systems whose contexts the generator answers from: names as in results.md or "
+                          "shell-style patterns ('*' for all, '*reranker*'). Default: the baseline and the best "
+                          "system by --main_metric.")
 
 
 def add_server_args(group: Any, role: str, url_help: str, model_help: str) -> None:
@@ -235,7 +239,8 @@ def add_hub_args(parser: argparse.ArgumentParser) -> None:
     """Publishing the selected models to the Hugging Face Hub."""
     hub = parser.add_argument_group("publishing to the Hugging Face Hub")
     hub.add_argument("--push_to_hub", action="store_true",
-                     help="Publish the selected models (see --hub_embedding_repo / --hub_reranker_repo).")
+                     help="Publish the selected models (see --hub_embedding_repo, --hub_reranker_repo, "
+                          "--hub_generator_repo).")
     hub.add_argument("--hub_embedding_repo", default=None, metavar="USER/NAME",
                      help="Repo for the best later --embedding_models entry (or the only one).")
     hub.add_argument("--hub_reranker_repo", default=None, metavar="USER/NAME",
@@ -345,7 +350,8 @@ def check_hub_flags(args: argparse.Namespace) -> None:
         if args.hub_reranker_repo and not args.reranker_models:
             raise UserError("--hub_reranker_repo: no --reranker_models to publish")
     elif args.hub_embedding_repo or args.hub_reranker_repo or args.hub_generator_repo or args.dry_run:
-        logger.warning("--hub_embedding_repo/--hub_reranker_repo/--dry_run have no effect without --push_to_hub")
+        logger.warning("--hub_embedding_repo/--hub_reranker_repo/--hub_generator_repo/--dry_run have no effect "
+                       "without --push_to_hub")
     for code in args.language:
         if not re.fullmatch(r"[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*", code):
             raise UserError(f"--language: {code!r} is not a language code (ISO 639, e.g. vi or en); give several "
@@ -375,6 +381,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     # Data and models are checked (and the data audited) before anything heavy runs or is written.
     data = load_data(args)
+    check_servers(args)
     with OutputDirLock(args.output_dir):  # one run per output folder
         return evaluate(args, data, started)
 
@@ -440,23 +447,31 @@ def load_data(args: argparse.Namespace) -> EvaluationData:
     reranker_specs = [resolve_model(name, "--reranker_models") for name in args.reranker_models]
     assign_labels(embedding_specs)
     assign_labels(reranker_specs)
-    check_baseline(args, embedding_specs)
+    check_system_names(args, embedding_specs, reranker_specs)
     expander = load_expansions(args.expansions) if args.expansions else None
     audit = run_audit(corpus, train_queries, queries, policy=args.pii,
                       sources={"corpus": str(args.corpus), "train": str(args.train_data), "test": str(args.test_data)})
     return EvaluationData(audit.corpus, audit.test, audit.train, embedding_specs, reranker_specs, audit, expander)
 
 
-def check_baseline(args: argparse.Namespace, embedding_specs: Sequence[ModelSpec]) -> None:
-    """--baseline names BM25 or a system of one of the embedding models (its label, alone or with what follows):
-    checked before anything heavy runs (the exact name once the systems are known)."""
-    name = args.baseline
-    if name is None or name == "bm25":
-        return
-    labels = [spec.label for spec in embedding_specs]
-    if not any(name == label or name.startswith(label + " + ") for label in labels):
-        raise UserError(f"--baseline {name!r}: give bm25 or a system name as in results.md (an embedding model's "
-                        f"label, alone or as '<label> + bm25 (rrf)' ...); the models here: {', '.join(labels)}")
+def check_system_names(args: argparse.Namespace, embedding_specs: Sequence[ModelSpec],
+                       reranker_specs: Sequence[ModelSpec]) -> None:
+    """--baseline and --answer_systems name systems this run will evaluate: checked before anything heavy runs,
+    against the names the models give (ragtune.pipeline.names; weights not chosen yet), and exactly once the
+    systems are known."""
+    expected = expected_names(args.bm25, args.hybrid and bool(embedding_specs), [s.label for s in embedding_specs],
+                              [s.label for s in reranker_specs])
+    if args.baseline is not None and not could_match(args.baseline, expected):
+        raise UserError(f"--baseline {args.baseline!r} is not a system of this run; the systems (names as in "
+                        f"results.md): {', '.join(expected)}")
+    for pattern in args.answer_systems or ():
+        if not could_match(pattern, expected):
+            raise UserError(f"--answer_systems {pattern!r} matches no system of this run; the systems (names as in "
+                            f"results.md, or shell-style patterns such as '*' or '*reranker*'): "
+                            f"{', '.join(expected)}")
+    if args.answer_systems and not (args.generator_base_url or args.generator_local):
+        logger.warning("--answer_systems has no effect without a generator (--generator_local or "
+                       "--generator_base_url)")
 
 
 def prepare_folders(args: argparse.Namespace, audit: AuditResult) -> tuple[Path, Path]:

@@ -10,16 +10,24 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 from ragtune.core.errors import UserError
 from ragtune.evaluate.answers import evaluate_answers
 from ragtune.evaluate.judge import Judge
 from ragtune.evaluate.reports import Report
-from ragtune.evaluate.systems import add_per_query_metrics
-from ragtune.generation.generators import EndpointOptions, GeneratorSettings, build_generator
+from ragtune.evaluate.systems import System, add_per_query_metrics
+from ragtune.generation.generators import (
+    CHECK_TOKENS,
+    EndpointOptions,
+    GeneratorSettings,
+    answer_messages,
+    build_generator,
+)
 from ragtune.generation.llm_cache import CachedLLM, LLMCache
 from ragtune.generation.llm_client import OpenAIChatClient, openai_key_for
+from ragtune.pipeline.names import matching
+from ragtune.pipeline.spec import best_system
 from ragtune.retrieval.embedding_store import EmbeddingModelHandle
 
 logger = logging.getLogger(__name__)
@@ -29,11 +37,10 @@ def run_llm_stages(args: argparse.Namespace, report: Report, handles: Sequence[E
                    cache_dir: Path) -> Judge | None:
     """LLM-judged context metrics, then generated answers and their metrics; the reports are saved after each."""
     cache = LLMCache(cache_dir / "llm_cache.jsonl")
-    retry = dict(timeout=args.endpoint_timeout, retries=args.endpoint_retries, backoff=args.endpoint_backoff)
     judge = None
     try:
         if args.judge_base_url:
-            client = server_client(args, "judge", retry)
+            client = server_client(args, "judge")
             judge = Judge(CachedLLM(client, cache, args.judge_max_tokens), workers=args.judge_workers)
             judge_contexts(args, report, judge, client.url)
         if args.generator_base_url or args.generator_local:
@@ -45,12 +52,41 @@ def run_llm_stages(args: argparse.Namespace, report: Report, handles: Sequence[E
     return judge
 
 
-def server_client(args: argparse.Namespace, role: str, retry: dict[str, Any]) -> OpenAIChatClient:
-    """The chat client of the ``--<role>_base_url`` server (role "judge" or "generator"), with its model and key."""
+def answer_systems(args: argparse.Namespace, report: Report) -> list[System]:
+    """The systems the generator answers from: --answer_systems (names or shell-style patterns, checked against
+    the expected names before retrieval), by default the baseline and the best system by --main_metric (a
+    generator answers every query once per system and --answer_k: answering every system would multiply the
+    cost by the number of systems, ten and more with rerankers)."""
+    names = [s.name for s in report.systems]
+    if args.answer_systems:
+        chosen, unmatched = matching(args.answer_systems, names)
+        if unmatched:  # a weight typed in a pattern that the run chose otherwise
+            raise UserError(f"--answer_systems: {', '.join(map(repr, unmatched))} matches no system; the systems "
+                            f"are: {', '.join(names)}")
+    else:
+        best = best_system(names, [s.metrics.get(args.main_metric) for s in report.systems])
+        chosen = [report.baseline, *([best] if best not in (None, report.baseline) else [])]
+    return [s for s in report.systems if s.name in chosen]
+
+
+def check_servers(args: argparse.Namespace) -> None:
+    """One short request (not cached) to the judge's and the generator's servers, made before retrieval starts: a
+    server that is down, a model name it does not know or a wrong key fails in seconds with nothing written, not
+    after the retrieval (a rerun whose answers are all cached needs its servers up too)."""
+    for role in ("judge", "generator"):
+        if getattr(args, f"{role}_base_url"):
+            logger.info("Checking the %s server %s", role, getattr(args, f"{role}_base_url"))
+            server_client(args, role).complete(answer_messages("OK?", []), max_tokens=CHECK_TOKENS)
+
+
+def server_client(args: argparse.Namespace, role: str) -> OpenAIChatClient:
+    """The chat client of the ``--<role>_base_url`` server (role "judge" or "generator"), with its model, key and
+    the --endpoint_* timeout and retries."""
     base_url = getattr(args, f"{role}_base_url")
     return OpenAIChatClient(base_url, getattr(args, f"{role}_model"),
                             getattr(args, f"{role}_api_key") or openai_key_for(base_url), flag=f"--{role}_base_url",
-                            **retry)
+                            timeout=args.endpoint_timeout, retries=args.endpoint_retries,
+                            backoff=args.endpoint_backoff)
 
 
 def judge_contexts(args: argparse.Namespace, report: Report, judge: Judge, url: str) -> None:
@@ -75,15 +111,7 @@ def judge_contexts(args: argparse.Namespace, report: Report, judge: Judge, url: 
 def generate_answers(args: argparse.Namespace, report: Report, handles: Sequence[EmbeddingModelHandle],
                      cache: LLMCache, judge: Judge | None) -> None:
     """An answer per (system, --answer_k, query) from the system's contexts, with its metrics."""
-    names = [s.name for s in report.systems]
-    if args.answer_systems:
-        unknown = [n for n in args.answer_systems if n not in names]
-        if unknown:
-            raise UserError(f"--answer_systems: unknown system(s) {', '.join(unknown)}; systems are: "
-                            f"{', '.join(names)}")
-        chosen = [s for s in report.systems if s.name in args.answer_systems]
-    else:
-        chosen = list(report.systems)
+    chosen = answer_systems(args, report)
     # Built as the RAG pipeline builds it (predict_rag.py), from the settings systems.json records.
     generator = build_generator(GeneratorSettings.from_flags(args), cache, args.device,
                                 EndpointOptions.from_flags(args, workers=args.judge_workers))

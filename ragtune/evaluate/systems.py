@@ -32,6 +32,7 @@ from ragtune.core.expansions import QueryExpander
 from ragtune.core.fusion import DEFAULT_WEIGHT_RULE, WeightChoice, choose_weight, runs_from_top_k
 from ragtune.core.metrics import RANKING_METRICS, context_metrics, mean_metrics, query_metrics
 from ragtune.core.model_specs import ModelSpec
+from ragtune.pipeline.names import hybrid_name, rerank_name
 from ragtune.pipeline.rag import RAGPipeline, Ranking, rerank
 from ragtune.pipeline.spec import ModelSettings, RerankerFusion, SystemSpec, saved_reranker_fusion
 from ragtune.pipeline.stages import PipelineParts, RerankScores, bm25_run, dense_run, embedding_handle
@@ -94,7 +95,7 @@ def hybrid_specs(dense: SystemSpec, chosen: ChosenFusion) -> list[SystemSpec]:
     """``dense`` fused with BM25: reciprocal rank fusion, and weighted fusion as ``chosen`` (its weight's source
     noted: "metrics.json", "train_data" or "default", never the test queries)."""
     notes = {"weight_from": chosen.source, **({"weight_choice": chosen.choice} if chosen.choice else {})}
-    return [SystemSpec(f"{dense.name} + bm25 ({fusion.label})", "hybrid", dense.embedding, fusion,
+    return [SystemSpec(hybrid_name(dense.name, fusion.label), "hybrid", dense.embedding, fusion,
                        expansions=dense.expansions, expansions_source=dense.expansions_source,
                        notes=notes if fusion.method == "weighted" else {})
             for fusion in (RRF_FUSION, chosen.fusion)]
@@ -104,11 +105,11 @@ def rerank_spec(first: SystemSpec, reranker: ModelSettings, top_n: int, expander
                 fused: RerankerFusion | None = None) -> SystemSpec:
     """``first`` reranked over its top ``top_n`` (``fused``: fused with it, over the top N its weight was chosen
     at)."""
-    name = f"{first.name} + {reranker.label}"
+    name = rerank_name(first.name, reranker.label, fused.weight if fused is not None else None)
     notes = dict(first.notes)
     notes.pop("weight_choice", None)
     if fused is not None:
-        name, top_n = f"{name} (fused {fused.weight:g})", fused.depth
+        top_n = fused.depth
         notes.update({"reranker_weight_from": fused.source,
                       **({"reranker_weight_chosen_against": fused.against} if fused.against else {}),
                       **({"reranker_weight_choice": fused.choice} if fused.choice else {})})
@@ -186,7 +187,7 @@ def rerank_systems(first_stage: Sequence[System], reranker: RerankScores, corpus
     for system in first_stage:
         ranking = rerank(Ranking(system.ranked, system.scores, {}), texts, corpus, reranker, top_n, device,
                          batch_size)
-        out.append(System(name=f"{system.name} + {reranker.spec.label}", kind=kind,
+        out.append(System(name=rerank_name(system.name, reranker.spec.label), kind=kind,
                           embedding_model=system.embedding_model, reranker_model=reranker.spec.name,
                           ranked=ranking.ranked, scores=ranking.scores, info={"rerank_top_n": top_n}))
     return out

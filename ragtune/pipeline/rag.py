@@ -33,6 +33,7 @@ from ragtune.core.model_specs import assign_labels, resolve_model
 from ragtune.core.ranking import rerank_order
 from ragtune.generation.generators import EndpointOptions, GeneratorSettings, answer_messages, build_generator
 from ragtune.generation.llm_cache import LLMCache
+from ragtune.pipeline.names import hybrid_name, rerank_name
 from ragtune.pipeline.spec import ModelSettings, SystemSpec, choose_expansions, read_evaluation, saved_reranker_fusion
 from ragtune.pipeline.stages import PipelineParts, RerankScores, StageRun, embedding_handle
 from ragtune.retrieval.first_stage import HybridFusion
@@ -355,10 +356,11 @@ def build_spec(embedding_model: str | None, reranker_model: str | None, first_st
             logger.info("--reranker_model %s: fused with its saved weight %g over the top %d", reranker_model,
                         weight, top_n)
     expander = choose_expansions(explicit, [embedding, reranker])
-    name = " + ".join(filter(None, [embedding.label if embedding else "bm25",
-                                    f"bm25 ({fusion.label})" if fusion else None,
-                                    reranker.label if reranker else None]))
-    spec = SystemSpec(name + (f" (fused {weight:g})" if weight is not None else ""), first_stage,
-                      embedding_settings, fusion,
+    name = embedding.label if embedding else "bm25"
+    if fusion is not None:
+        name = hybrid_name(name, fusion.label)
+    if reranker is not None:
+        name = rerank_name(name, reranker.label, weight)
+    spec = SystemSpec(name, first_stage, embedding_settings, fusion,
                       ModelSettings.of(reranker, reranker_max_length) if reranker else None, top_n, weight)
     return spec.with_expansions(expander)

@@ -18,6 +18,7 @@ from ragtune.core.data import SAMPLE_CORPUS, SAMPLE_TEST, load_corpus, load_quer
 from ragtune.core.errors import UserError
 from ragtune.core.metrics import RANKING_METRICS
 from ragtune.core.model_specs import folder_fingerprint
+from ragtune.pipeline.names import WEIGHT, expected_names
 
 
 def base_args(models, out: Path, *extra: str) -> list[str]:
@@ -55,6 +56,9 @@ def test_results_json_structure(full_run, models):
                      "tiny-st-b + tiny-ce", "tiny-st + bm25 (weighted 0.5) + tiny-ce",
                      "tiny-st + bm25 (weighted 0.5) + tiny-ce (fused 0.5)", "tiny-st-b + bm25 (weighted 0.5) + tiny-ce",
                      "tiny-st-b + bm25 (weighted 0.5) + tiny-ce (fused 0.5)"]
+    # The names the flags naming systems are checked against before retrieval are these, weights aside.
+    expected = expected_names(True, True, ["tiny-st", "tiny-st-b"], ["tiny-ce"])
+    assert sorted(n.replace(WEIGHT, "0.5") for n in expected) == sorted(names)
     assert {s["info"].get("weight_from") for s in results["systems"] if "weighted" in s["name"]} == {"default"}
     assert {s["info"]["reranker_weight_from"] for s in results["systems"] if "fused" in s["name"]} == {"default"}
     # Every hybrid fuses the top 100 of BM25 and the dense model (the whole 72-passage corpus), whatever k; the
@@ -293,7 +297,7 @@ def test_publish_hub_error_keeps_results(fake_hub, models, full_run, tmp_path):
 
 def test_publish_flags_are_checked_first(tmp_path):
     proc = run_script("evaluate_rag.py", "--embedding_models", "--push_to_hub", "--output_dir", str(tmp_path))
-    assert proc.returncode == 2 and "--hub_embedding_repo and/or --hub_reranker_repo" in proc.stderr
+    assert proc.returncode == 2 and "--hub_embedding_repo, --hub_reranker_repo and/or --hub_generator_repo" in proc.stderr
     proc = run_script("evaluate_rag.py", "--embedding_models", "BAAI/bge-m3", "--push_to_hub", "--hub_reranker_repo",
                       "me/rr", "--output_dir", str(tmp_path))
     assert proc.returncode == 2 and "no --reranker_models to publish" in proc.stderr

@@ -91,11 +91,11 @@ def test_script_judge_generator_cache_and_failures(tiny_st, small_test_set, tmp_
         md = (out / "results.md").read_text()
         assert "llm_context_precision" in md and "## Judge" in md
 
-        # Rerun: everything comes from the cache.
+        # Rerun: everything comes from the cache; the only calls are the two servers' checks before retrieval.
         server.reset()
         proc = run_script("evaluate_rag.py", *args)
         assert proc.returncode == 0, proc.stderr[-3000:]
-        assert server.calls == 0
+        assert server.calls == 2
         rerun = json.loads((out / "results.json").read_text())
         for before, after in zip(results["systems"], rerun["systems"]):
             assert (after["metrics"], after["excluded"]) == (before["metrics"], before["excluded"])
@@ -103,15 +103,67 @@ def test_script_judge_generator_cache_and_failures(tiny_st, small_test_set, tmp_
         assert first_calls > 0
 
 
-def test_script_judge_down_keeps_results(tmp_path, small_test_set):
+@pytest.mark.parametrize("role", ["judge", "generator"])
+def test_a_server_that_is_down_fails_before_retrieval_with_nothing_written(tmp_path, small_test_set, role):
     out = tmp_path / "eval"
     proc = run_script("evaluate_rag.py", *script_args(out, small_test_set, "--embedding_models",
-                                                      "--judge_base_url", closed_port_url(), "--judge_model", "m"))
+                                                      f"--{role}_base_url", closed_port_url(), f"--{role}_model", "m"))
     assert proc.returncode == 2
     assert len(error_lines(proc)) == 1 and "Traceback" not in proc.stderr
-    assert "cannot connect" in error_lines(proc)[0] and "saved" in error_lines(proc)[0]
+    assert f"--{role}_base_url" in error_lines(proc)[0] and "cannot connect" in error_lines(proc)[0]
+    assert "BM25: done" not in proc.stderr and not out.exists()
+
+
+def test_a_judge_that_fails_mid_run_keeps_the_results(tmp_path, small_test_set):
+    calls = []
+
+    def responder(messages):  # answers the check before retrieval, then fails
+        calls.append(1)
+        return "OK" if len(calls) == 1 else (500, "internal error")
+
+    out = tmp_path / "eval"
+    with FakeOpenAI(responder) as server:
+        proc = run_script("evaluate_rag.py", *script_args(out, small_test_set, "--embedding_models", "--judge_base_url",
+                                                          server.base_url, "--judge_model", "m"))
+    assert proc.returncode == 2
+    assert len(error_lines(proc)) == 1 and "Traceback" not in proc.stderr
+    assert "HTTP 500" in error_lines(proc)[0] and "saved" in error_lines(proc)[0]
     results = json.loads((out / "results.json").read_text())
     assert results["systems"][0]["metrics"]["ndcg@5"] >= 0  # ranking metrics were kept
+
+
+def test_answers_come_from_the_baseline_and_the_best_system_unless_patterns_say_otherwise(models, small_test_set,
+                                                                                         tmp_path):
+    out = tmp_path / "eval"
+    with FakeOpenAI() as server:
+        args = script_args(out, small_test_set, "--embedding_models", str(models["st_a"]), str(models["st_b"]),
+                           "--generator_base_url", server.base_url, "--generator_model", "g", "--answer_k", "3",
+                           "--baseline", "tiny-st")
+        proc = run_script("evaluate_rag.py", *args)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        best = json.loads((out / "systems.json").read_text())["best"]
+        names = [s["name"] for s in json.loads((out / "results.json").read_text())["systems"]]
+        assert len(names) == 7 and best != "tiny-st"
+        assert set(pd.read_csv(out / "answers.csv", encoding="utf-8-sig")["system"]) == {"tiny-st", best}
+
+        proc = run_script("evaluate_rag.py", *args, "--answer_systems", "*(rrf)", "bm25")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        answered = set(pd.read_csv(out / "answers.csv", encoding="utf-8-sig")["system"])
+        assert answered == {n for n in names if n.endswith("(rrf)")} | {"bm25"} and len(answered) == 3
+
+
+@pytest.mark.parametrize("flag, value", [("--answer_systems", "tiny-st + bm25 (rff)"), ("--baseline", "tiny_st")])
+def test_a_system_name_that_will_not_exist_fails_before_retrieval(models, small_test_set, tmp_path, flag, value):
+    out = tmp_path / "eval"
+    with FakeOpenAI() as server:
+        proc = run_script("evaluate_rag.py", *script_args(out, small_test_set, "--embedding_models",
+                                                          str(models["st_a"]), "--generator_base_url",
+                                                          server.base_url, "--generator_model", "g", flag, value))
+    assert proc.returncode == 2
+    assert len(error_lines(proc)) == 1 and "Traceback" not in proc.stderr
+    line = error_lines(proc)[0]
+    assert f"{flag} {value!r}" in line and "tiny-st + bm25 (weighted <weight>)" in line, line
+    assert "BM25: done" not in proc.stderr and not out.exists()
 
 
 @pytest.mark.parametrize("mode", ["garbage_body", "garbage_content", "http500"])
@@ -134,7 +186,9 @@ def test_script_generator_or_judge_garbage_exits_2(tmp_path, small_test_set, mod
     expected = {"garbage_body": "not an OpenAI chat completion", "http500": "HTTP 500",
                 "garbage_content": "malformed after a retry"}[mode]
     assert re.search(expected, lines[0]), lines[0]
-    assert (out / "results.json").exists()
+    # A server that answers garbage from the start fails its check, before anything is written; one whose answers
+    # are well-formed but useless is found out mid-run, and the results computed so far are kept.
+    assert (out / "results.json").exists() == (mode == "garbage_content")
 
 
 def test_script_local_generator(tiny_gpt2, tmp_path, small_test_set):
