@@ -1,9 +1,10 @@
 #!/usr/bin/env python
-"""Benchmark base vs fine-tuned retrievers and rerankers on held-out queries, and publish the winners.
+r"""Benchmark base vs fine-tuned retrievers and rerankers on held-out queries, and publish the winners.
 
-    python evaluate_rag.py --corpus data/CLB_PROPTIT.csv --test_data data/test.xlsx \
+    python evaluate_rag.py --corpus CLB_PROPTIT.csv --test_data data/train_data_proptit_test.xlsx \
+        --train_data data/train_data_proptit_train.xlsx \
         --embedding_models BAAI/bge-m3 outputs/bge-m3-finetuned \
-        --reranker_models BAAI/bge-reranker-v2-m3 outputs/bge-reranker-v2-m3-finetuned --k 3 5 7
+        --reranker_models outputs/bge-reranker-v2-m3-reranker
 
 Systems, side by side: BM25; each embedding model; each embedding model fused with BM25 (hybrid:
 reciprocal rank fusion, and weighted fusion of normalised scores); each embedding model and each
@@ -76,6 +77,7 @@ from ragtune.pipeline import PipelineParts, RAGPipeline
 from ragtune.pipeline.names import could_match, expected_names
 from ragtune.pipeline.spec import RerankerFusion, best_system, choose_expansions, write_systems
 from ragtune.retrieval.embedding_store import EmbeddingModelHandle
+from ragtune.train.next_steps import after_evaluation, log_next_commands
 
 logger = logging.getLogger("evaluate_rag")
 
@@ -406,7 +408,8 @@ def evaluate(args: argparse.Namespace, data: EvaluationData, started: float) -> 
     if args.push_to_hub:
         base_answers = base_answer_metrics(args, report, cache_dir) if args.hub_generator_repo else None
         publish(args, report, base_answers)
-    logger.info("Done in %.1fs: %s", time.perf_counter() - started, output_dir / "results.md")
+    logger.info("Done in %.1fs: %s", time.perf_counter() - started, output_dir / "results.html")
+    log_next_commands(after_evaluation(args))
     return 0
 
 

@@ -46,6 +46,7 @@ from ragtune.core.data import (
 from ragtune.core.errors import UserError, run_main
 from ragtune.core.output_lock import OutputDirLock
 from ragtune.core.output_paths import check_args_paths
+from ragtune.train.next_steps import after_split, log_next_commands
 
 logger = logging.getLogger("ragtune.split")
 
@@ -274,6 +275,7 @@ def split_and_write(args: argparse.Namespace, query_file: QueryFile, train_path:
                 test_path, args.seed, len(groups), summary["split"]["rows_in_near_duplicate_groups"],
                 summary["audit"]["leakage"]["leaked_test_queries"])
     print(json.dumps(summary, ensure_ascii=False, indent=2))
+    log_next_commands(after_split(args.corpus, train_path))
     return 0
 
 

@@ -99,7 +99,8 @@ def small_evaluation(tmp_path_factory, embedding_model: Path, generator: tuple[P
         folder, adapter = generator
         code = evaluate_rag.main(["--test_data", str(base / "test.csv"), "--embedding_models", str(embedding_model),
                                   "--k", "3", "5", "--generator_local", str(folder), "--generator_adapter",
-                                  str(adapter), "--generator_max_new_tokens", "6", "--output_dir", str(base / "eval")])
+                                  str(adapter), "--generator_max_new_tokens", "6", "--answer_systems", "*",
+                                  "--output_dir", str(base / "eval")])
         assert code == 0
         _EVALUATIONS[key] = base / "eval"
     return _EVALUATIONS[key]

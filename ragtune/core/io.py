@@ -11,12 +11,14 @@ filter). No terminal colour code reaches a log line: stderr is often a log file 
 from __future__ import annotations
 
 import functools
+import importlib.abc
 import json
 import logging
 import re
+import sys
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # Libraries whose INFO lines are request-level noise in a training or evaluation log, at any verbosity.
@@ -127,7 +129,8 @@ def setup_logging(is_main_process: bool = True, quiet: Sequence[str] = (), verbo
         logging.getLogger(name).setLevel(library_level)
     for noisy in (*NOISY_LOGGERS, *quiet):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    route_transformers_logging(verbose)
+    # Set when the libraries load, not now: importing them takes seconds that a flag error should not wait for.
+    when_imported("transformers", functools.partial(route_transformers_logging, verbose))
     for name in {name for name, _ in HARMLESS_RECORDS}:
         library_logger = logging.getLogger(name)
         for old in [f for f in library_logger.filters if isinstance(f, DropRecordsStartingWith)]:
@@ -137,7 +140,48 @@ def setup_logging(is_main_process: bool = True, quiet: Sequence[str] = (), verbo
     if not verbose:
         for category, message in HARMLESS_WARNINGS:
             warnings.filterwarnings("ignore", message=message, category=category)
-    quiet_library_progress_bars()
+    when_imported("transformers", quiet_transformers_progress_bars)
+    when_imported("sentence_transformers.base.model_card", quiet_model_card_progress_bar)
+
+
+class _AfterImport(importlib.abc.MetaPathFinder):
+    """Runs the callbacks registered for a module right after the module is first imported.
+
+    Written here because the standard library has no post-import hook (wrapt's would add a dependency for 20
+    lines): the finder asks the other finders for the module's spec and wraps its loader's ``exec_module``.
+    """
+
+    pending: dict[str, list[Callable[[], None]]] = {}
+
+    def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
+        if name not in self.pending:
+            return None
+        for finder in sys.meta_path:
+            spec = None if finder is self else getattr(finder, "find_spec", lambda *a: None)(name, path, target)
+            if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
+                load = spec.loader.exec_module
+
+                def exec_module(module: Any) -> None:
+                    load(module)
+                    for callback in self.pending.pop(name, []):
+                        callback()
+
+                spec.loader.exec_module = exec_module
+                return spec
+        return None
+
+
+_AFTER_IMPORT = _AfterImport()
+
+
+def when_imported(module: str, callback: Callable[[], None]) -> None:
+    """Call ``callback`` now if ``module`` is imported, else right after its first import."""
+    if module in sys.modules:
+        callback()
+        return
+    _AfterImport.pending.setdefault(module, []).append(callback)
+    if _AFTER_IMPORT not in sys.meta_path:
+        sys.meta_path.insert(0, _AFTER_IMPORT)
 
 
 def route_transformers_logging(verbose: bool) -> None:
@@ -157,9 +201,9 @@ def route_transformers_logging(verbose: bool) -> None:
             report_logger.addFilter(LoadReportSummary())
 
 
-def quiet_library_progress_bars() -> None:
-    """No "Loading weights" / "Writing model shards" (transformers) or "Computing widget examples"
-    (sentence-transformers) bars; Hub download bars and the Trainer's own bar stay."""
+def quiet_transformers_progress_bars() -> None:
+    """No "Loading weights" / "Writing model shards" bars (transformers); Hub download bars and the Trainer's own
+    bar stay."""
     import huggingface_hub.utils as hub_utils
     import transformers
 
@@ -167,10 +211,12 @@ def quiet_library_progress_bars() -> None:
     transformers.utils.logging.disable_progress_bar()  # also turns the Hub's off: turned back on below
     if hub_bars_were_on:
         hub_utils.enable_progress_bars()
-    try:  # sentence-transformers has no switch for this bar: its module-level tqdm gets disable=True
-        from sentence_transformers.base import model_card
-    except ImportError:
-        return
+
+
+def quiet_model_card_progress_bar() -> None:
+    """No "Computing widget examples" bar: sentence-transformers has no switch for it, so its model-card module's
+    tqdm gets disable=True."""
+    model_card = sys.modules["sentence_transformers.base.model_card"]
     if not isinstance(getattr(model_card, "tqdm", None), functools.partial):
         model_card.tqdm = functools.partial(model_card.tqdm, disable=True)
 

@@ -1,7 +1,8 @@
-"""The command a finished training run suggests next, with the folders it really wrote.
+"""The command a finished run suggests next, with the files and folders it really wrote.
 
-The chain is embedding model -> reranker -> generator -> evaluate_rag.py; each script ends by printing the next
-link, so that a user never has to guess an output folder's name or which flag takes it.
+The chain is split -> embedding model -> reranker -> generator -> evaluate_rag.py -> predict_rag.py (or the ask
+page); each script ends by printing the next link, so that a user never has to guess an output folder's name or
+which flag takes it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,17 @@ logger = logging.getLogger(__name__)
 
 # evaluate_rag.py's --test_data when the run trained on something else than the sample data (which has a test split).
 TEST_FILE_PLACEHOLDER = "YOUR_TEST_FILE"
+# predict_rag.py's --queries: the questions to answer, which no run has seen.
+QUERIES_PLACEHOLDER = "YOUR_QUERIES.xlsx"
+# fine_tune_bge_m3.py's --corpus after a split that was given none.
+CORPUS_PLACEHOLDER = "YOUR_CORPUS.csv"
+PLACEHOLDERS = {
+    TEST_FILE_PLACEHOLDER: "held-out labelled queries never trained on; python -m ragtune.split cuts them from a "
+                           "query file",
+    QUERIES_PLACEHOLDER: "the questions to answer (CSV, XLSX or JSONL with a query column; labels, if any, are "
+                         "scored)",
+    CORPUS_PLACEHOLDER: "the passages the queries are labelled against",
+}
 
 
 Flags = list[tuple[str, "str | None"]]
@@ -79,10 +91,24 @@ def after_generator(args: argparse.Namespace) -> list[str]:
                                               ("--generator_adapter", args.output_dir), *evaluation_data_flags(args)])]
 
 
+def after_split(corpus: str | None, train_path: Path) -> list[str]:
+    """python -m ragtune.split -> the embedding model, trained on the train side only."""
+    return [shell_command("fine_tune_bge_m3.py", [("--corpus", corpus or CORPUS_PLACEHOLDER),
+                                                  ("--train_data", str(train_path))])]
+
+
+def after_evaluation(args: argparse.Namespace) -> list[str]:
+    """evaluate_rag.py -> the best system on new questions (a predictions file), or the page to ask it."""
+    system = [("--from", args.output_dir), ("--system", "best")]
+    return [shell_command("predict_rag.py", [*system, ("--queries", QUERIES_PLACEHOLDER),
+                                             ("--output", "predictions.xlsx")]),
+            shell_command("-m ragtune.app", system)]
+
+
 def log_next_commands(commands: list[str]) -> None:
-    """The last lines of a finished run: what to run next."""
+    """The last lines of a finished run: what to run next, and what its placeholders stand for."""
     lines = list(commands)
-    if any(TEST_FILE_PLACEHOLDER in command for command in commands):
-        lines.append(f"({TEST_FILE_PLACEHOLDER}: held-out labelled queries never trained on; python -m ragtune.split "
-                     f"cuts them from a query file)")
+    for placeholder, meaning in PLACEHOLDERS.items():
+        if any(placeholder in command for command in commands):
+            lines.append(f"({placeholder}: {meaning})")
     logger.info("Next: %s", "\n      ".join(lines))

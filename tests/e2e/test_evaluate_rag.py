@@ -45,6 +45,7 @@ def test_reports_are_written(full_run):
     for name in ("results.json", "results.md", "results.png", "per_query.csv"):
         assert (out / name).stat().st_size > 0, name
     assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"Next: python predict_rag.py --from {out} --system best" in full_run["first"].stderr
 
 
 def test_results_json_structure(full_run, models):
@@ -174,7 +175,7 @@ def test_bad_input_exits_2_with_one_line(case, tmp_path):
         "rerank_top_n": "--rerank_top_n must be at least 1",
         "missing_corpus": "--corpus: file not found",
         "baseline_no_bm25": "--baseline bm25 compares every system with BM25: drop --no_bm25",
-        "unknown_baseline": "--baseline 'nope': give bm25 or a system name as in results.md",
+        "unknown_baseline": "--baseline 'nope' is not a system of this run; the systems .*: bm25$",
     }[case]
     if case == "unknown_path":
         args += ["./no/such/model"]

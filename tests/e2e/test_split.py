@@ -80,6 +80,7 @@ def test_near_copies_land_on_one_side_and_the_test_side_leaks_nothing(tmp_path, 
         assert proc.returncode == 0, proc.stderr
         summary = json.loads(proc.stdout)
         assert summary["audit"]["leakage"]["leaked_test_queries"] == 0
+        assert f"Next: python fine_tune_bge_m3.py --corpus YOUR_CORPUS.csv --train_data {out}" in proc.stderr
         assert summary["split"]["near_duplicate_groups"] == len(PLANTED)
         train = {row[0] for row in read_csv(out / "queries_train.csv")[1]}
         test = {row[0] for row in read_csv(out / "queries_test.csv")[1]}

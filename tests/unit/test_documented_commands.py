@@ -25,7 +25,7 @@ def readme_commands() -> list[str]:
     commands = []
     for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
         for command in block.replace("\\\n", " ").splitlines():
-            command = command.split(" #")[0].strip()
+            command = re.sub(r"^(\w+=\S+ )+", "", command.split(" #")[0].strip())  # FOO=1 python ...
             if command.startswith("python ") and "pytest" not in command:
                 commands.append(command)
     return commands
@@ -39,16 +39,26 @@ def notebook_commands() -> list[str]:
     return [line[1:] for line in lines if line.startswith("!python ")]
 
 
+# The folders the chain's scripts create by default (README "The whole chain").
+CHAIN_FOLDERS = {"outputs/bge-m3-finetuned", "outputs/bge-reranker-v2-m3-reranker",
+                 "outputs/Qwen2.5-1.5B-Instruct-generator", "outputs/eval"}
+
+
+def load(key: str):
+    """The module of a script (``fine_tune_bge_m3.py``, ``-m ragtune.split``...)."""
+    sys.path.insert(0, str(REPO))
+    try:
+        return importlib.import_module(SCRIPTS[key])
+    finally:
+        sys.path.remove(str(REPO))
+
+
 def parse(command: str) -> None:
     words = shlex.split(command.replace("{DATA}", "/data").replace('"$MINILM"', "/models/minilm"))
     assert words[0] == "python", command
     key = " ".join(words[1:3]) if words[1] == "-m" else words[1]
     assert key in SCRIPTS, f"unknown script in {command!r}"
-    sys.path.insert(0, str(REPO))
-    try:
-        module = importlib.import_module(SCRIPTS[key])
-    finally:
-        sys.path.remove(str(REPO))
+    module = load(key)
     args = words[3:] if words[1] == "-m" else words[2:]
     try:
         module.build_parser().parse_args(args)
@@ -67,3 +77,21 @@ def test_the_readme_and_the_notebook_hold_the_chain():
 @pytest.mark.parametrize("command", readme_commands() + notebook_commands())
 def test_every_documented_command_parses(command):
     parse(command)
+
+
+def help_examples(script: str) -> list[str]:
+    """The example commands at the top of a script's --help, continuation lines joined."""
+    text = load(script).build_parser().format_help()
+    assert not re.search(r"\S {5,}--", text), f"{script} --help joins its example's lines into one"
+    return [line.strip() for line in text.replace("\\\n", " ").splitlines() if line.strip().startswith("python ")]
+
+
+@pytest.mark.parametrize("script", ["fine_tune_bge_m3.py", "fine_tune_reranker.py", "fine_tune_generator.py",
+                                    "evaluate_rag.py", "predict_rag.py"])
+def test_the_example_in_each_scripts_help_parses_and_names_the_folders_the_chain_creates(script):
+    examples = help_examples(script)
+    assert examples, f"{script} --help shows no example"
+    for command in examples:
+        parse(command)
+        for folder in re.findall(r"outputs/[\w.-]+", command):
+            assert folder in CHAIN_FOLDERS, f"{script} --help names {folder}, a folder no script creates by default"

@@ -8,6 +8,7 @@ import argparse
 import logging
 import shlex
 import warnings
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -17,7 +18,14 @@ from ragtune.core import io
 from ragtune.core.data import SAMPLE_CORPUS, SAMPLE_TRAIN
 from ragtune.train.callbacks import ConsoleProgressCallback, DevSummaryCallback, use_console_progress
 from ragtune.train.evaluator import DevMetricsEvaluator, evaluated_final_metrics
-from ragtune.train.next_steps import after_embedding_model, after_generator, after_reranker
+from ragtune.train.next_steps import (
+    after_embedding_model,
+    after_evaluation,
+    after_generator,
+    after_reranker,
+    after_split,
+    log_next_commands,
+)
 
 HISTORY = [
     {"eval_dev_ndcg@5": 0.40, "eval_dev_hit@5": 0.5, "eval_dev_ndcg@3": 0.3, "eval_runtime": 1.0, "step": 0},
@@ -198,3 +206,23 @@ def test_the_next_commands_name_the_real_folders_and_parse_with_the_next_scripts
         words = shlex.split(command)
         assert words[0] == "python"
         parsers[words[1]].parse_args(words[2:])  # every flag exists there (an unknown one exits 2)
+
+
+def test_the_split_and_the_evaluation_name_their_next_command_with_the_files_they_wrote(caplog):
+    import predict_rag
+    import ragtune.app
+    from ragtune.train.embedder.arguments import build_parser as embedder_parser
+
+    parsers = {"fine_tune_bge_m3.py": embedder_parser(), "predict_rag.py": predict_rag.build_parser(),
+               "-m ragtune.app": ragtune.app.build_parser()}
+    after = after_split(None, Path("data/my queries_train.xlsx"))
+    assert after == ["python fine_tune_bge_m3.py --corpus YOUR_CORPUS.csv --train_data 'data/my queries_train.xlsx'"]
+    evaluation = after_evaluation(argparse.Namespace(output_dir="outputs/my eval"))
+    assert evaluation == ["python predict_rag.py --from 'outputs/my eval' --system best --queries YOUR_QUERIES.xlsx "
+                          "--output predictions.xlsx", "python -m ragtune.app --from 'outputs/my eval' --system best"]
+    for command in after + evaluation:
+        script = command.split(" --")[0].removeprefix("python ")
+        parsers[script].parse_args(shlex.split(command.removeprefix(f"python {script}")))
+    with caplog.at_level(logging.INFO, logger="ragtune.train.next_steps"):
+        log_next_commands(after + evaluation)
+    assert "(YOUR_CORPUS.csv: the passages" in caplog.text and "(YOUR_QUERIES.xlsx: the questions" in caplog.text
