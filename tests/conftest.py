@@ -35,6 +35,11 @@ sys.path.insert(0, str(TESTS))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Under pytest-xdist (the README's test command runs two workers on 2 cores), each worker and every script it starts
+# computes on one thread: two processes with two OpenMP threads each on two cores spin-wait on each other.
+if "PYTEST_XDIST_WORKER" in os.environ:
+    for threads in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(threads, "1")
 
 from tiny_models import build_tiny_cross_encoder, build_tiny_encoder, build_tiny_sentence_transformer  # noqa: E402
 
