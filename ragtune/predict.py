@@ -24,7 +24,7 @@ from typing import Any, Sequence
 from ragtune.core.answer_metrics import bleu4, rouge_l, string_presence
 from ragtune.core.data import Corpus, load_corpus
 from ragtune.core.errors import UserError
-from ragtune.core.io import write_json
+from ragtune.core.io import write_json, write_xlsx
 from ragtune.core.metrics import DEFAULT_KS, RANKING_METRICS, context_metrics, mean_metrics, query_metrics
 from ragtune.generation.generators import EndpointOptions, GeneratorSettings
 from ragtune.pipeline import Passage, RAGPipeline
@@ -190,7 +190,7 @@ def write_predictions(path: str | Path, query_file: QueryFile, predictions: Pred
         tmp.write_text("".join(json.dumps(row, ensure_ascii=False, default=str) + "\n" for row in rows),
                        encoding="utf-8")
     elif suffix == ".xlsx":
-        pd.DataFrame(fit_cells(rows)).to_excel(tmp, index=False, engine="openpyxl")
+        write_xlsx(pd.DataFrame(fit_cells(rows)), tmp)
     else:
         pd.DataFrame(rows).to_csv(tmp, index=False, encoding="utf-8-sig")  # a BOM: spreadsheets read it as UTF-8
     tmp.replace(path)

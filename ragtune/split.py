@@ -44,6 +44,7 @@ from ragtune.core.data import (
     read_text,
 )
 from ragtune.core.errors import UserError, run_main
+from ragtune.core.io import write_xlsx
 from ragtune.core.output_lock import OutputDirLock
 from ragtune.core.output_paths import check_args_paths
 from ragtune.train.next_steps import after_split, log_next_commands
@@ -91,7 +92,7 @@ class QueryFile:
         if suffix in JSON_LINES:
             path.write_text("".join(self.rows[i] + "\n" for i in indices), encoding=encoding)
         elif suffix in SPREADSHEETS:
-            self.rows.iloc[indices].to_excel(path, index=False, sheet_name=self.sheet_name, engine="openpyxl")
+            write_xlsx(self.rows.iloc[indices], path, sheet_name=self.sheet_name)
         else:
             self.rows.iloc[indices].to_csv(path, index=False, sep=SEPARATORS[suffix], encoding=encoding)
 

@@ -235,6 +235,23 @@ def write_json(path: str | Path, payload: Any) -> None:
     write_text(path, json.dumps(payload, indent=2, ensure_ascii=False, default=_json_default))
 
 
+def write_xlsx(frame: Any, path: str | Path, sheet_name: str = "Sheet1") -> None:
+    """Write a pandas DataFrame as an XLSX sheet whose text cells stay text.
+
+    pandas hands openpyxl every string as is, and openpyxl stores one that starts with "=" as a formula: a query
+    "=1+1" copied by a split would come back as 2, and a generated answer "=HYPERLINK(...)" would become a link
+    Excel follows. What was read from a file or generated is data, never a formula.
+    """
+    import pandas as pd  # lazy: pandas is a heavy import for the scripts that never write a spreadsheet
+
+    with pd.ExcelWriter(path, engine="openpyxl") as writer:
+        frame.to_excel(writer, index=False, sheet_name=sheet_name)
+        for row in writer.sheets[sheet_name].iter_rows():
+            for cell in row:
+                if cell.data_type == "f":
+                    cell.data_type = "s"
+
+
 def _json_default(value: Any) -> Any:
     if hasattr(value, "item"):
         return value.item()
