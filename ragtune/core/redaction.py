@@ -10,7 +10,8 @@ What ragtune shows: every text that shows data or flags (log lines of every logg
 metrics.json, reports) goes through :func:`shown`: secrets redacted as above, and personal values
 masked as the data audit says (``--pii warn``). Core cannot import the audit, so the audit hands its
 masking in (:func:`set_data_masker`); log lines get it through a log-record factory installed once
-(:func:`set_data_masker`, :func:`remember_secrets`), so that no logger, ours or a library's, is missed.
+(:func:`set_data_masker`, :func:`remember_secrets`), so that no logger, ours or a library's, is missed; Python
+warnings and the traceback of an uncaught exception get it too.
 
 argparse's own messages (an unknown or mistyped flag, an invalid choice) echo the command line:
 :func:`scrub_command_line_message` keeps the values of the secret flags, of every flag the parser does
@@ -25,7 +26,10 @@ import difflib
 import logging
 import os
 import re
+import sys
+import traceback
 from dataclasses import dataclass, field
+from types import TracebackType
 from typing import Any, Callable, Collection, Iterable, Mapping, Sequence
 
 REDACTED = "<redacted>"
@@ -136,10 +140,18 @@ def shown_in(value: Any) -> Any:
 
 
 def _install_log_guard() -> None:
-    """Every log record's message through :func:`shown`, once per process, whatever logger or handler emits it."""
+    """Every log record's message through :func:`shown`, once per process, whatever logger or handler emits it.
+
+    Python warnings are routed into logging (``logging.captureWarnings``) to get the same, and an uncaught
+    exception's traceback is printed through :func:`shown` too: a library's warning or a bug's message can quote a
+    query or a passage. The guard stays for the rest of the process (in a notebook, after ``main`` returns): it only
+    ever hides more.
+    """
     if _POLICY.log_guard:
         return
     _POLICY.log_guard = True
+    logging.captureWarnings(True)
+    sys.excepthook = _shown_traceback
     make_record = logging.getLogRecordFactory()
 
     def guarded_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
@@ -152,6 +164,10 @@ def _install_log_guard() -> None:
         return record
 
     logging.setLogRecordFactory(guarded_record)
+
+
+def _shown_traceback(kind: type[BaseException], value: BaseException, trace: TracebackType | None) -> None:
+    sys.stderr.write(shown("".join(traceback.format_exception(kind, value, trace))))
 
 
 # ---------------------------------------------------------------------------- argparse's messages

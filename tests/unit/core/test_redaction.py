@@ -4,8 +4,11 @@ values masked once the audit says so (``--pii warn``)."""
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 
 import pytest
+from conftest import REPO
 from planted_pii import PLANTED, assert_nothing_leaks
 
 from ragtune.audit.pii import mask_shown_data
@@ -91,3 +94,31 @@ def test_shown_texts_mask_personal_values_once_the_audit_says_so(caplog, data_sh
     assert "•" in caplog.text
     mask_shown_data("off")
     assert shown(sentences[1]) == sentences[1]
+
+
+GUARDED_PROCESS = """
+import sys, warnings
+from ragtune.audit.pii import mask_shown_data
+from ragtune.core.io import setup_logging
+setup_logging()
+mask_shown_data(sys.argv[1])
+text = sys.argv[2]
+warnings.warn("a library quotes its input: " + text)
+raise ValueError("a bug quotes its input: " + text)
+"""
+
+
+@pytest.mark.parametrize("pii", ["warn", "off"])
+def test_warnings_and_a_bug_traceback_mask_personal_values(pii):
+    """A library's warning and a bug's traceback go through the same masking as log lines (one process each:
+    pytest records warnings itself, and the traceback is the interpreter's)."""
+    sentences = " ".join(sentence for sentence, _, _ in PLANTED)
+    done = subprocess.run([sys.executable, "-c", GUARDED_PROCESS, pii, sentences], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 1
+    assert "UserWarning: a library quotes its input" in done.stderr
+    assert "ValueError: a bug quotes its input" in done.stderr and "Traceback" in done.stderr
+    if pii == "warn":
+        assert_nothing_leaks(done.stderr)
+    else:  # the masking is what hides them: off, they show
+        assert PLANTED[0][2] in done.stderr
