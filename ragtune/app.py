@@ -116,7 +116,13 @@ class AskService:
             raise UserError("the question is empty")
         if len(question) > MAX_QUESTION_CHARS:
             raise UserError(f"the question is longer than {MAX_QUESTION_CHARS} characters")
-        k = self.default_k if k is None else int(k)
+        if system is not None and not isinstance(system, str):
+            raise UserError(f"system must be a system's name, got {system!r}")
+        if k is None:
+            k = self.default_k
+        elif isinstance(k, bool) or not isinstance(k, (int, str)) or not str(k).strip().isdigit():
+            raise UserError(f"k must be a whole number of passages, got {k!r}")
+        k = int(k)
         if not 1 <= k <= MAX_K:
             raise UserError(f"k must be in 1..{MAX_K}, got {k}")
         started = time.perf_counter()
@@ -172,7 +178,10 @@ def make_handler(service: AskService) -> type[BaseHTTPRequestHandler]:
                 if not isinstance(request, dict):
                     raise UserError("send a JSON object {question, system, k}")
                 result = service.ask(str(request.get("question") or ""), request.get("system"), request.get("k"))
-            except (UserError, ValueError, TypeError) as err:
+            except ValueError:  # a Content-Length or body that is not JSON (json's and int's errors are ValueErrors)
+                self.send_json(HTTPStatus.BAD_REQUEST, {"error": "send a JSON object {question, system, k}"})
+                return
+            except UserError as err:
                 self.send_json(HTTPStatus.BAD_REQUEST, {"error": shown(str(err))})
                 return
             except Exception as err:  # noqa: BLE001 - the page says what failed; the server keeps serving
@@ -198,10 +207,11 @@ def make_handler(service: AskService) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def serve(service: AskService, host: str, port: int) -> ThreadingHTTPServer:
-    """A server bound to ``host:port`` (not yet serving); a port in use is a user error."""
+def listen(host: str, port: int) -> ThreadingHTTPServer:
+    """A server bound to ``host:port``, not yet serving (its handler is set once the models are loaded): a port in
+    use is a user error found before minutes of model loading, not after."""
     try:
-        server = ThreadingHTTPServer((host, port), make_handler(service))
+        server = ThreadingHTTPServer((host, port), BaseHTTPRequestHandler)
     except OSError as err:
         raise UserError(f"--host {host} --port {port}: cannot listen there ({err.strerror or err})") from err
     server.daemon_threads = True
@@ -212,19 +222,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(quiet=("sentence_transformers", "transformers"))
     validate_args(args)
-    if args.cache_dir:
-        Path(args.cache_dir).mkdir(parents=True, exist_ok=True)
-    service = AskService.from_args(args)
-    first = service.pipeline(None)
-    first.check_generator("warm-up")  # a generator that cannot answer fails now, in one line
-    first.retrieve("warm-up", 1)  # models loaded and the corpus encoded before the first question
-    server = serve(service, args.host, args.port)
-    host, port = server.server_address[:2]
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
-        logger.warning("--host %s: the page is reachable from other machines on your network", args.host)
-    logger.info("Serving %s (%d systems) on http://%s:%d/ (Ctrl-C stops)", first.name, len(service.order), host,
-                port)
+    server = listen(args.host, args.port)
     try:
+        if args.cache_dir:
+            Path(args.cache_dir).mkdir(parents=True, exist_ok=True)
+        service = AskService.from_args(args)
+        first = service.pipeline(None)
+        first.check_generator("warm-up")  # a generator that cannot answer fails now, in one line
+        first.retrieve("warm-up", 1)  # models loaded and the corpus encoded before the first question
+        server.RequestHandlerClass = make_handler(service)
+        host, port = server.server_address[:2]
+        if args.host not in ("127.0.0.1", "localhost", "::1"):
+            logger.warning("--host %s: the page is reachable from other machines on your network", args.host)
+        logger.info("Serving %s (%d systems) on http://%s:%d/ (Ctrl-C stops)", first.name, len(service.order),
+                    host, port)
         server.serve_forever()
     finally:
         server.server_close()

@@ -8,6 +8,7 @@ import csv
 import json
 import queue
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -110,3 +111,17 @@ def test_bad_flags_exit_2_with_one_line(flags, message):
     result = subprocess.run([sys.executable, "-m", "ragtune.app", *flags], cwd=REPO, capture_output=True, text=True,
                             timeout=300)
     assert_one_clear_error(result, message)
+
+
+def test_a_port_in_use_is_one_line_before_anything_is_loaded_or_written(tmp_path):
+    """The port is taken before the models load (minutes for a real model): the user hears it at once, and the
+    cache folder a loaded model would fill is never created."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cache = tmp_path / "cache"
+        result = subprocess.run([sys.executable, "-m", "ragtune.app", "--first_stage", "bm25", "--no_generator",
+                                 "--port", str(port), "--cache_dir", str(cache)], cwd=REPO, capture_output=True,
+                                text=True, timeout=300)
+    assert_one_clear_error(result, f"--host 127.0.0.1 --port {port}: cannot listen there", out=cache)
