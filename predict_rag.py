@@ -28,8 +28,13 @@ from ragtune.core.data import SAMPLE_TEST
 from ragtune.core.errors import UserError, run_main
 from ragtune.core.io import setup_logging
 from ragtune.core.output_lock import OutputDirLock
-from ragtune.core.output_paths import check_args_paths
-from ragtune.pipeline.arguments import add_generator_args, add_run_args, add_system_args, validate_pipeline_args
+from ragtune.pipeline.arguments import (
+    add_generator_args,
+    add_run_args,
+    add_system_args,
+    check_pipeline_paths,
+    validate_pipeline_args,
+)
 from ragtune.predict import (
     OUTPUT_FORMATS,
     build_pipeline,
@@ -71,7 +76,7 @@ def validate_args(args: argparse.Namespace) -> None:
         raise UserError(f"--output {args.output} is a folder; give a file")
     args.cache_dir = args.cache_dir or str(default_cache_dir(args.output))
     args.metrics_output = str(default_metrics_path(args.output))
-    check_args_paths(args, outputs=("output", "cache_dir", "metrics_output"))
+    check_pipeline_paths(args, outputs=("output", "cache_dir", "metrics_output"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

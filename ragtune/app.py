@@ -33,7 +33,13 @@ from ragtune.core.expansions import load_expansions
 from ragtune.core.io import setup_logging
 from ragtune.core.redaction import shown
 from ragtune.pipeline import Passage, RAGPipeline
-from ragtune.pipeline.arguments import add_generator_args, add_run_args, add_system_args, validate_pipeline_args
+from ragtune.pipeline.arguments import (
+    add_generator_args,
+    add_run_args,
+    add_system_args,
+    check_pipeline_paths,
+    validate_pipeline_args,
+)
 from ragtune.pipeline.spec import read_evaluation
 from ragtune.predict import build_pipeline
 
@@ -68,6 +74,7 @@ def validate_args(args: argparse.Namespace) -> None:
         raise UserError(f"--k must be at most {MAX_K}, got {args.k}")
     if not 0 <= args.port <= 65535:
         raise UserError(f"--port must be in 0..65535, got {args.port}")
+    check_pipeline_paths(args, outputs=("cache_dir",))
 
 
 # ---------------------------------------------------------------------------- the systems behind the page

@@ -28,6 +28,7 @@ from ragtune.core.io import write_json, write_xlsx
 from ragtune.core.metrics import DEFAULT_KS, RANKING_METRICS, context_metrics, mean_metrics, query_metrics
 from ragtune.generation.generators import EndpointOptions, GeneratorSettings
 from ragtune.pipeline import Passage, RAGPipeline
+from ragtune.pipeline.arguments import RERANK_TOP_N
 from ragtune.pipeline.spec import read_evaluation
 from ragtune.split import QueryFile, read_query_file
 
@@ -78,7 +79,8 @@ def build_pipeline(args: Any) -> RAGPipeline:
                                            endpoint=endpoint, expansions=args.expansions, cache_dir=args.cache_dir,
                                            device=args.device, batch_size=args.batch_size)
     return RAGPipeline.from_models(args.corpus, args.embedding_model, args.reranker_model, args.first_stage,
-                                   dense_weight=args.dense_weight, rerank_top_n=args.rerank_top_n,
+                                   dense_weight=args.dense_weight,
+                                   rerank_top_n=args.rerank_top_n or RERANK_TOP_N,
                                    fuse_reranker=not args.no_reranker_fusion, expansions=args.expansions,
                                    generator=None if args.no_generator else generator, endpoint=endpoint,
                                    cache_dir=args.cache_dir, device=args.device, batch_size=args.batch_size or 32,

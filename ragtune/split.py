@@ -243,9 +243,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.pii == "redact":
         raise UserError("--pii redact: python -m ragtune.split writes the rows as they are; use --pii warn or error "
                         "here, and --pii redact in the script that trains on them")
-    check_args_paths(args, outputs=("output_dir", "report"))
+    train_path, test_path = output_paths(Path(args.train_data), args.output_dir)
+    check_args_paths(args, outputs=("output_dir", "report"),
+                     more_outputs={"the train side": train_path, "the test side": test_path})
     query_file = read_query_file(args.train_data)
-    train_path, test_path = output_paths(query_file.path, args.output_dir)
     check_outputs((train_path, test_path), query_file.path, args.overwrite)
     with OutputDirLock(args.output_dir):
         return split_and_write(args, query_file, train_path, test_path)

@@ -6,6 +6,8 @@ predictions) and calls :func:`check_output_paths` while it validates its flags, 
 written. Refused, in one line naming both flags:
 
 - an output that is an input (``--report c.csv`` with ``--corpus c.csv``: the corpus would become markdown);
+- two outputs at one path (``--report out/q_train.csv`` beside the split's own ``out/q_train.csv``): the second
+  write would replace the first;
 - an output inside an input folder (a report written into the base model's folder);
 - an input folder inside an output folder (``--base_model outputs/x/checkpoint-40 --output_dir outputs/x``:
   training there may remove or replace it);
@@ -32,10 +34,15 @@ def check_output_paths(outputs: Mapping[str, PathLike | None], inputs: Mapping[s
     """
     local_inputs = {flag: Path(value).resolve() for flag, value in inputs.items()
                     if value is not None and str(value) and Path(value).exists()}
+    written: dict[Path, str] = {}
     for out_flag, value in outputs.items():
         if value is None or not str(value):
             continue
         out = Path(value).resolve()
+        if out in written:
+            raise UserError(f"{out_flag} {value} is the same path as {written[out]}: one would overwrite the other; "
+                            f"choose another {out_flag}")
+        written[out] = out_flag
         for in_flag, source in local_inputs.items():
             if out == source:
                 raise UserError(f"{out_flag} {value} is the same path as {in_flag}: writing there would overwrite "
@@ -55,12 +62,17 @@ MODEL_FLAGS = ("base_model", "embedding_model", "embedding_models", "reranker_mo
                "generator_local", "generator_adapter", "from_dir")
 
 
-def check_args_paths(args: Any, outputs: Iterable[str]) -> None:
+def check_args_paths(args: Any, outputs: Iterable[str], more_outputs: Mapping[str, PathLike | None] | None = None,
+                     more_inputs: Mapping[str, PathLike | None] | None = None) -> None:
     """:func:`check_output_paths` for a script's parsed flags: ``outputs`` are its output flag names; its inputs
     are whichever of :data:`DATA_FLAGS` and :data:`MODEL_FLAGS` it has (lists of models included). A data flag
-    naming a folder is left to the data loader, which says that it is not a file."""
+    naming a folder is left to the data loader, which says that it is not a file. ``more_outputs`` /
+    ``more_inputs``: paths no flag names (the split's two files, the models an evaluation recorded), by what
+    they are."""
     data = {flag: path for flag, path in flag_paths(args, DATA_FLAGS).items() if not Path(path).is_dir()}
-    check_output_paths(flag_paths(args, outputs), {**data, **flag_paths(args, MODEL_FLAGS)})
+    # The flags last: a clash is reported on the flag, which the user can change.
+    check_output_paths({**(more_outputs or {}), **flag_paths(args, outputs)},
+                       {**data, **flag_paths(args, MODEL_FLAGS), **(more_inputs or {})})
 
 
 def flag_paths(args: Any, names: Iterable[str]) -> dict[str, Any]:

@@ -4,14 +4,18 @@ flag means the same thing in both, and is checked the same way."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ragtune.core.data import SAMPLE_CORPUS
 from ragtune.core.errors import UserError
+from ragtune.core.output_paths import check_args_paths
+from ragtune.pipeline.spec import read_evaluation
 from ragtune.retrieval.first_stage import FIRST_STAGES
 
 # Flags that name the system's models and fusions: --from rebuilds them from the evaluation instead.
-MODEL_FLAGS = ("embedding_model", "reranker_model", "first_stage", "dense_weight", "no_reranker_fusion",
-               "max_seq_length", "reranker_max_length")
+MODEL_FLAGS = ("embedding_model", "reranker_model", "first_stage", "dense_weight", "rerank_top_n",
+               "no_reranker_fusion", "max_seq_length", "reranker_max_length")
+RERANK_TOP_N = 20  # the reranker's depth without --from, as evaluate_rag.py's default
 
 
 def add_system_args(parser: argparse.ArgumentParser) -> None:
@@ -35,9 +39,9 @@ def add_system_args(parser: argparse.ArgumentParser) -> None:
                              "none, bm25 without an embedding model.")
     system.add_argument("--dense_weight", type=float, default=None,
                         help="The hybrid's dense weight at depth 100, instead of the one the embedding model saved.")
-    system.add_argument("--rerank_top_n", type=int, default=20,
-                        help="First-stage passages the reranker reorders (a reranker that saved a fusion weight "
-                             "reranks and fuses the top N it was chosen at).")
+    system.add_argument("--rerank_top_n", type=int, default=None,
+                        help=f"First-stage passages the reranker reorders, without --from (default {RERANK_TOP_N}; "
+                             "a reranker that saved a fusion weight reranks and fuses the top N it was chosen at).")
     system.add_argument("--no_reranker_fusion", action="store_true",
                         help="Rerank alone, even when the reranker saved a fusion weight.")
     system.add_argument("--max_seq_length", type=int, default=None, help="Embedding model's tokens per input.")
@@ -76,7 +80,7 @@ def add_run_args(parser: argparse.ArgumentParser, cache_help: str) -> None:
 def validate_pipeline_args(args: argparse.Namespace) -> None:
     """The flags above: numbers in range, --from or model flags (not both), generator flags that go together."""
     for flag in ("k", "rerank_top_n", "generator_max_new_tokens", "generator_workers"):
-        if getattr(args, flag) < 1:
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
             raise UserError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
     if args.batch_size is not None and args.batch_size < 1:
         raise UserError(f"--batch_size must be at least 1, got {args.batch_size}")
@@ -84,6 +88,8 @@ def validate_pipeline_args(args: argparse.Namespace) -> None:
         raise UserError(f"--dense_weight must be in [0, 1], got {args.dense_weight}")
     if args.endpoint_retries < 0 or args.endpoint_timeout <= 0 or args.endpoint_backoff < 0:
         raise UserError("--endpoint_retries and --endpoint_backoff must be >= 0 and --endpoint_timeout > 0")
+    if args.cache_dir and Path(args.cache_dir).exists() and not Path(args.cache_dir).is_dir():
+        raise UserError(f"--cache_dir {args.cache_dir} is a file; give a folder")
     if args.from_dir:
         given = [f"--{flag}" for flag in MODEL_FLAGS if getattr(args, flag) not in (None, False)]
         if given:
@@ -101,3 +107,10 @@ def validate_pipeline_args(args: argparse.Namespace) -> None:
         raise UserError("--generator_adapter is a LoRA for --generator_local; give --generator_local too")
     if args.no_generator and (args.generator_local or args.generator_base_url):
         raise UserError("--no_generator with --generator_local/--generator_base_url: choose one")
+
+
+def check_pipeline_paths(args: argparse.Namespace, outputs: tuple[str, ...]) -> None:
+    """The output guard for a script that runs a pipeline: with --from, the corpus and models the evaluation
+    recorded are inputs too (no flag names them, and --output must not replace them)."""
+    recorded = read_evaluation(args.from_dir).input_paths() if args.from_dir else None
+    check_args_paths(args, outputs=outputs, more_inputs=recorded)

@@ -222,6 +222,18 @@ class Evaluation:
     def names(self) -> list[str]:
         return [s.name for s in self.systems]
 
+    def input_paths(self) -> dict[str, str]:
+        """The local files and folders this evaluation's systems read (corpus, models, generator), by what they are:
+        inputs an output must not overwrite."""
+        found = {"the evaluated corpus (--from)": self.corpus.get("path")}
+        for spec in self.systems:
+            for role, model in (("embedding model", spec.embedding), ("reranker", spec.reranker)):
+                if model is not None and model.path:
+                    found[f"the evaluated {role} {model.label or model.name} (--from)"] = model.path
+        for role in ("local", "adapter"):
+            found[f"the evaluated generator's {role} files (--from)"] = (self.generator or {}).get(role)
+        return {what: path for what, path in found.items() if path}
+
     def system(self, name: str = "best", flag: str = "--system") -> SystemSpec:
         """The system called ``name``; ``best``: the best by the evaluation's main metric."""
         wanted = self.best if name == "best" else name

@@ -46,10 +46,18 @@ def inputs(tmp_path) -> dict[str, Path]:
     return copies
 
 
-def _audit_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+def _module(module: str, *args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "-m", "ragtune.audit", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+def _audit_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return _module("ragtune.audit", *args, cwd=cwd)
+
+
+def _split(*args: str) -> subprocess.CompletedProcess:
+    return _module("ragtune.split", *args)
 
 
 # ---------------------------------------------------------------------------- the guard
@@ -82,6 +90,45 @@ def test_evaluation_report_onto_the_test_queries_is_refused(inputs, tmp_path):
                         "--audit_report", str(inputs["test"]), "--output_dir", str(out))
     assert_one_clear_error(result, "--audit_report", out)
     assert _digest(inputs["test"]) == before
+
+
+def _bm25_evaluation(inputs: dict[str, Path], out: Path) -> Path:
+    result = run_script("evaluate_rag.py", *_BM25_ONLY, "--corpus", str(inputs["corpus"]), "--test_data",
+                        str(inputs["test"]), "--output_dir", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+def test_predictions_and_the_ask_pages_cache_onto_what_an_evaluation_read_are_refused(inputs, tmp_path):
+    """With --from no flag names the corpus or the models: the guard reads them from the evaluation."""
+    evaluation = _bm25_evaluation(inputs, tmp_path / "eval")
+    before = _digest(inputs["corpus"])
+    result = run_script("predict_rag.py", "--from", str(evaluation), "--output", str(inputs["corpus"]))
+    assert_one_clear_error(result, f"--output {inputs['corpus']} is the same path as the evaluated corpus (--from)")
+    result = subprocess.run([sys.executable, "-m", "ragtune.app", "--from", str(evaluation), "--port", "0",
+                             "--cache_dir", str(inputs["corpus"])], cwd=REPO, capture_output=True, text=True,
+                            timeout=300)
+    assert_one_clear_error(result, f"--cache_dir {inputs['corpus']} is a file; give a folder")
+    assert _digest(inputs["corpus"]) == before
+
+
+def test_predictions_onto_the_query_file_are_refused(inputs, tmp_path):
+    before = _digest(inputs["test"])
+    result = run_script("predict_rag.py", "--first_stage", "bm25", "--queries", str(inputs["test"]), "--output",
+                        str(inputs["test"]))
+    assert_one_clear_error(result, f"--output {inputs['test']} is the same path as --queries")
+    assert _digest(inputs["test"]) == before
+
+
+@pytest.mark.parametrize("report, message", [("train", "is the same path as --train_data"),
+                                             ("out/train_train.csv", "is the same path as the train side")])
+def test_the_splits_report_onto_its_input_or_its_own_output_is_refused(report, message, inputs, tmp_path):
+    before = _digest(inputs["train"])
+    report = inputs["train"] if report == "train" else tmp_path / report
+    result = _split("--train_data", str(inputs["train"]), "--output_dir", str(tmp_path / "out"), "--report",
+                    str(report))
+    assert_one_clear_error(result, f"--report {report} {message}", tmp_path / "out")
+    assert _digest(inputs["train"]) == before
 
 
 def test_output_dir_inside_the_base_model_folder_is_refused(tiny_st, inputs, tmp_path):
@@ -152,6 +199,24 @@ def test_a_second_run_on_a_locked_output_dir_stops_and_names_the_first(script, t
         result = run_script(script, *args, "--output_dir", str(out))
         assert_one_clear_error(result, f"--output_dir {out} is in use by another run (pid {holder.pid}")
         assert _tree(out) == before  # the other run's lock and files untouched
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+@pytest.mark.parametrize("script", ["predict_rag.py", "ragtune.split"])
+def test_predictions_and_a_split_stop_on_a_folder_another_run_holds(script, inputs, tmp_path):
+    """predict_rag.py holds its cache folder (answers are appended there), the split its output folder."""
+    out = tmp_path / "held"
+    holder = _hold_lock(out)
+    try:
+        before = _tree(out)
+        args = (["--first_stage", "bm25", "--output", str(tmp_path / "p.csv"), "--cache_dir", str(out)]
+                if script == "predict_rag.py" else ["--train_data", str(inputs["train"]), "--output_dir", str(out)])
+        result = run_script(script, *args) if script == "predict_rag.py" else _split(*args)
+        flag = "--cache_dir" if script == "predict_rag.py" else "--output_dir"
+        assert_one_clear_error(result, f"{flag} {out} is in use by another run (pid {holder.pid}")
+        assert _tree(out) == before and not (tmp_path / "p.csv").exists()
     finally:
         holder.kill()
         holder.wait()

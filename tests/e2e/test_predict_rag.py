@@ -134,7 +134,8 @@ def write(path: Path, text: str) -> Path:
 
 
 @pytest.mark.parametrize("case", ["no_evaluation", "unknown_system", "no_query_column", "empty_queries",
-                                  "blank_expansion", "self_expansion", "dead_endpoint"])
+                                  "blank_expansion", "self_expansion", "dead_endpoint", "from_and_model_flags",
+                                  "broken_local_generator"])
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(case, evaluation, tmp_path):
     out = tmp_path / "out" / "predictions.csv"
     args = ["--from", str(evaluation), "--no_generator", "--output", str(out)]
@@ -146,6 +147,8 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(case, evaluation, tm
         "blank_expansion": "line 2: blank expansion for 'clb'",
         "self_expansion": "contains its own abbreviation 'clb' (self-referencing)",
         "dead_endpoint": "--generator_base_url http://127.0.0.1",
+        "from_and_model_flags": "rebuilds the evaluated system: drop --rerank_top_n",
+        "broken_local_generator": "--generator_local: cannot load the model in",
     }[case]
     if case == "no_evaluation":
         (tmp_path / "empty").mkdir()
@@ -163,6 +166,12 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(case, evaluation, tm
     elif case == "dead_endpoint":
         args = ["--generator_base_url", closed_port_url(), "--generator_model", "g", "--endpoint_retries", "0",
                 "--output", str(out)]
+    elif case == "from_and_model_flags":
+        args += ["--rerank_top_n", "10"]  # --from runs the reranker at the depth it was evaluated at
+    elif case == "broken_local_generator":
+        (tmp_path / "generator").mkdir()
+        write(tmp_path / "generator" / "config.json", "{not json")
+        args = ["--generator_local", str(tmp_path / "generator"), "--output", str(out)]
     result = run_script("predict_rag.py", *args)
     assert_one_clear_error(result, expected, out.parent)
     if case == "unknown_system":

@@ -23,6 +23,14 @@ def test_an_output_equal_to_an_input_is_refused(tmp_path):
         check_output_paths({"--report": str(tmp_path / "sub" / ".." / "c.csv")}, {"--corpus": data})
 
 
+def test_two_outputs_at_one_path_are_refused(tmp_path):
+    report = tmp_path / "out" / "q_train.csv"
+    with pytest.raises(UserError, match="--report .* is the same path as the train side: one would overwrite"):
+        check_output_paths({"the train side": report, "--report": tmp_path / "out" / ".." / "out" / "q_train.csv"},
+                           {})
+    check_output_paths({"the train side": report, "--report": tmp_path / "audit.md"}, {})
+
+
 def test_outputs_beside_inputs_and_hub_ids_pass(tmp_path):
     (tmp_path / "c.csv").write_text("x")
     check_output_paths({"--output_dir": tmp_path / "out", "--report": tmp_path / "audit.md"},
