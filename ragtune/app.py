@@ -27,6 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Sequence
 
+from ragtune.audit.pii import mask_shown_data
 from ragtune.core.cli import new_parser
 from ragtune.core.errors import UserError, run_main
 from ragtune.core.expansions import load_expansions
@@ -59,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     server.add_argument("--host", default="127.0.0.1",
                         help="Address to listen on. 127.0.0.1: this machine only; 0.0.0.0 opens it to your network.")
     server.add_argument("--port", type=int, default=7860, help="Port (0: any free port; the address is logged).")
+    server.add_argument("--pii", choices=("warn", "off"), default="warn",
+                        help="warn: personal values (phones, e-mails, ID and account numbers, birth dates) in the "
+                             "passages and answers are masked on the page, as in every report; off: shown as they "
+                             "are.")
     server.add_argument("--k", type=int, default=5, help="Passages retrieved per question (and given to the "
                                                          "generator); the page can change it.")
     add_system_args(parser)  # the same system and generator flags as predict_rag.py
@@ -229,6 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(quiet=("sentence_transformers", "transformers"))
     validate_args(args)
+    mask_shown_data(args.pii)
     server = listen(args.host, args.port)
     try:
         if args.cache_dir:

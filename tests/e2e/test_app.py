@@ -4,6 +4,7 @@ is fetched from outside the app; bad flags are one line and exit 2."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import queue
@@ -13,12 +14,15 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
+from typing import Iterator
 
 import pandas as pd
 import pytest
 from browser import launched, record_requests, require_browser, small_evaluation
 from conftest import REPO, assert_one_clear_error
+from planted_pii import PLANTED, assert_nothing_leaks
 
 from ragtune.core.data import SAMPLE_CORPUS, load_corpus, load_queries
 
@@ -35,11 +39,12 @@ def evaluation(tmp_path_factory, tiny_st, tiny_gpt2) -> Path:
     return small_evaluation(tmp_path_factory, tiny_st, tiny_gpt2)  # the results.html tests' evaluation
 
 
-@pytest.fixture(scope="module")
-def app_url(evaluation):
-    """The app on a free port (--port 0: the OS picks one, the app logs the address), stopped afterwards."""
-    process = subprocess.Popen([sys.executable, "-m", "ragtune.app", "--from", str(evaluation), "--port", "0"],
-                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+@contextlib.contextmanager
+def running_app(*flags: str) -> Iterator[str]:
+    """``python -m ragtune.app FLAGS`` on a free port (--port 0: the OS picks one, the app logs the address):
+    its URL once it serves; stopped afterwards."""
+    process = subprocess.Popen([sys.executable, "-m", "ragtune.app", *flags, "--port", "0"], cwd=REPO,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in process.stdout], daemon=True).start()
     deadline, seen = time.monotonic() + STARTUP_SECONDS, []
@@ -59,6 +64,12 @@ def app_url(evaluation):
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def app_url(evaluation):
+    with running_app("--from", str(evaluation)) as url:
+        yield url
 
 
 def evaluated(folder: Path, system: str, row: str) -> tuple[list[str], str]:
@@ -125,3 +136,19 @@ def test_a_port_in_use_is_one_line_before_anything_is_loaded_or_written(tmp_path
                                  "--port", str(port), "--cache_dir", str(cache)], cwd=REPO, capture_output=True,
                                 text=True, timeout=300)
     assert_one_clear_error(result, f"--host 127.0.0.1 --port {port}: cannot listen there", out=cache)
+
+
+@pytest.mark.parametrize("pii", ["warn", "off"])
+def test_the_page_masks_personal_values_unless_told_not_to(pii, tmp_path):
+    corpus = tmp_path / "corpus.csv"
+    pd.DataFrame({"id": range(1, len(PLANTED) + 1), "text": [s for s, _, _ in PLANTED]}).to_csv(corpus, index=False)
+    with running_app("--corpus", str(corpus), "--first_stage", "bm25", "--no_generator", "--pii", pii) as url:
+        request = urllib.request.Request(url + "api/ask", data=json.dumps(
+            {"question": "số điện thoại email tài khoản", "k": len(PLANTED)}).encode(),
+            headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            page_text = json.dumps(json.load(response), ensure_ascii=False)
+    if pii == "warn":
+        assert_nothing_leaks(page_text)
+    else:
+        assert PLANTED[0][2] in page_text
