@@ -28,6 +28,7 @@ from ragtune.core.answer_metrics import REFERENCE_ANSWER_METRICS
 from ragtune.core.errors import run_main
 from ragtune.generation.chat import end_of_turn_ids
 from ragtune.generation.inference import base_load_code, generation_config_for, load_tokenizer
+from ragtune.generation.prompt import write_prompt_settings
 from ragtune.retrieval.encoding import load_embedding_model
 from ragtune.train.generator.arguments import build_parser as kind_parser
 from ragtune.train.generator.arguments import validate_args
@@ -118,6 +119,7 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence = ()) -> int:
     def save(output_dir: str) -> None:
         trainer.save_model(output_dir)  # the adapter and the tokenizer (with its chat template)
         generation_config_for(model, tokenizer, args.max_new_tokens).save_pretrained(output_dir)
+        write_prompt_settings(output_dir, args.system_prompt)
         write_adapter_card(output_dir, args.base_model, before, after, len(evaluator or []), vars(args))
         if args.merge:
             check = [t.prompt_ids for t in (dev_tokens or train_tokens)[:4]]

@@ -16,7 +16,7 @@ from conftest import LAUNCH_SCRIPT, REPO, assert_one_clear_error, run_script
 from launch_script import Recorder, SigtermAt
 
 from ragtune.core.data import SAMPLE_CORPUS, SAMPLE_TRAIN
-from ragtune.generation.prompt import rag_messages
+from ragtune.generation.prompt import rag_messages, trained_system_prompt
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 # The issue's template command; its values are the defaults.
@@ -136,9 +136,14 @@ def test_sigterm_saves_a_checkpoint_and_the_process_exits_143(tiny_qwen2, tmp_pa
 
 
 def test_evaluate_rag_generates_with_the_trained_adapter_and_the_training_prompt(tiny_qwen2, tmp_path):
+    """A system prompt holding a phone number: masked where it is shown (metrics.json, under --pii warn), used
+    exactly by the evaluation."""
+    prompt = "Trả lời ngắn. Hotline 0912 345 678."
     out = tmp_path / "adapter"
     assert run_script("fine_tune_generator.py", "--base_model", str(tiny_qwen2), *SHORT, "--output_dir", str(out),
-                      env=ONE_THREAD).returncode == 0
+                      "--system_prompt", prompt, env=ONE_THREAD).returncode == 0
+    assert trained_system_prompt(str(out)) == prompt
+    assert "0912 345 678" not in (out / "metrics.json").read_text(encoding="utf-8")
     report = tmp_path / "eval"
     result = run_script("evaluate_rag.py", "--corpus", str(SAMPLE_CORPUS), "--test_data", str(SAMPLE_TRAIN),
                         "--embedding_models", "--answer_k", "3", "--generator_local", str(tiny_qwen2),
@@ -160,7 +165,7 @@ def test_evaluate_rag_generates_with_the_trained_adapter_and_the_training_prompt
     corpus = load_corpus(SAMPLE_CORPUS)
     top, _ = bm25_top_k(BM25Index(corpus.texts), list(rows["query"]), 3, tie_ranks(corpus.ids))
     model, tokenizer = load_generator(str(tiny_qwen2), str(out))
-    expected = generate_from_messages(model, tokenizer, [rag_messages(q, [corpus.texts[i] for i in idx])
+    expected = generate_from_messages(model, tokenizer, [rag_messages(q, [corpus.texts[i] for i in idx], prompt)
                                                          for q, idx in zip(rows["query"], top)], 4)
     assert list(rows["answer"].astype(str)) == expected
 

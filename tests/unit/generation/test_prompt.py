@@ -7,7 +7,13 @@ import json
 from ragtune.evaluate.answers import answer_messages
 from ragtune.generation.chat import end_of_turn_ids
 from ragtune.generation.inference import load_tokenizer, prompt_ids_for
-from ragtune.generation.prompt import DEFAULT_SYSTEM_PROMPT, format_user_message, rag_messages, trained_system_prompt
+from ragtune.generation.prompt import (
+    DEFAULT_SYSTEM_PROMPT,
+    format_user_message,
+    rag_messages,
+    trained_system_prompt,
+    write_prompt_settings,
+)
 
 
 def test_contexts_are_numbered_before_the_question_and_an_empty_system_prompt_is_left_out():
@@ -27,6 +33,10 @@ def test_the_system_prompt_an_adapter_was_trained_with_is_used(tmp_path):
     (tmp_path / "metrics.json").write_text(json.dumps({"config": {"system_prompt": ""}}))
     # Trained with --system_prompt '': evaluate_rag.py's prompt has no system turn either (issue 17, item 5).
     assert [m["role"] for m in answer_messages("Ai?", ["một"], trained_system_prompt(str(tmp_path)))] == ["user"]
+    # The exact prompt saved beside the adapter wins over metrics.json's shown (masked) copy.
+    write_prompt_settings(tmp_path, "Gọi 0912 345 678.")
+    (tmp_path / "metrics.json").write_text(json.dumps({"config": {"system_prompt": "Gọi 09•••••678."}}))
+    assert trained_system_prompt(str(tmp_path)) == "Gọi 0912 345 678."
 
 
 def test_prompt_ids_end_with_the_assistant_turn_and_thinking_off(tiny_qwen2, tiny_qwen3):
