@@ -25,7 +25,7 @@ from ragtune.audit.report import pii_summary_line
 from ragtune.core.io import write_text
 from ragtune.core.metrics import RANKING_METRICS, split_metric_key
 from ragtune.core.redaction import shown
-from ragtune.core.significance import bootstrap_ci, holm_adjust
+from ragtune.core.significance import bootstrap_ci, few_queries_caveat, holm_adjust
 
 HTML_FILE = "results.html"
 # Resamples per interval: the table shows two decimals of ~40 intervals, and the page is rewritten after each stage.
@@ -257,8 +257,9 @@ def _table_note(payload: dict[str, Any]) -> str:
         note += (f"Δ: mean paired difference with the baseline and its bootstrap interval ({first['resamples']} "
                  "resamples); p: two-sided paired randomisation test, Holm-corrected across the "
                  f"{len(significance)} systems compared; * p &lt; 0.05. ")
-        if first.get("caveat"):
-            note += f"<b>Caution, {_e(first['caveat'])}.</b> "
+    caveat = few_queries_caveat(payload["config"]["test_data"]["queries"])  # the intervals need it without a Δ too
+    if caveat:
+        note += f"<b>Caution, {_e(caveat)}.</b> "
     if any(split_metric_key(k)[0] in LOWER_IS_BETTER for k in table_keys(payload)):
         note += "↓: lower is better. "
     return f"<p class=\"small\">{note}bleu4 is a corpus-level score: no interval.</p>"

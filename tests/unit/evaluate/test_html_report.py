@@ -123,3 +123,11 @@ def test_page_fits_a_phone_and_prints_without_its_controls():
     page = render_full_run()
     assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in page
     assert "@media (max-width:600px)" in page and "@media print{.controls{display:none}" in page
+
+
+def test_intervals_from_few_queries_carry_the_caveat_without_a_comparison_too():
+    payload, corpus, queries, systems, records = make_run()
+    payload["significance"] = {}  # one system, or only the baseline: no Δ column to carry it
+    details = drilldown_data(payload, queries, systems, corpus, records, depth=2)
+    page = render_results_html(payload, details, metric_intervals(systems, table_keys(payload)))
+    assert "<b>Caution, only 2 queries: the interval and p-value are rough.</b>" in page
