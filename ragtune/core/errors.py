@@ -11,6 +11,8 @@ import logging
 import sys
 from typing import Callable, Sequence
 
+from ragtune.core.redaction import shown
+
 logger = logging.getLogger("ragtune")
 
 USER_ERROR_EXIT_CODE = 2
@@ -28,7 +30,7 @@ def run_main(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[
         code = main(argv)
     except UserError as err:
         # Without configured handlers, logging's last-resort handler still prints it to stderr.
-        logger.error("error: %s", err)
+        logger.error("error: %s", shown(str(err)))  # a file flag's value can be a pasted token
         sys.exit(USER_ERROR_EXIT_CODE)
     except KeyboardInterrupt:
         # Ctrl-C outside training (loading, mining, evaluation): nothing half-written is kept as finished

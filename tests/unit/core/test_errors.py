@@ -14,6 +14,8 @@ from ragtune.core.errors import UserError, run_main
 def main(argv):
     if argv == ["user-error"]:
         raise UserError("--corpus c.csv row 3: blank text")
+    if argv == ["key-in-a-path"]:  # a token pasted into a file flag, echoed by the error about the file
+        raise UserError("--corpus: file not found: hf_" + "a1B2c3D4e5F6g7H8i9J0")
     if argv == ["ctrl-c"]:
         raise KeyboardInterrupt
     raise RuntimeError("a bug")
@@ -29,6 +31,8 @@ def _run(arg: str) -> subprocess.CompletedProcess:
 def test_user_errors_exit_2_in_one_line_and_bugs_keep_their_traceback():
     user = _run("user-error")
     assert user.returncode == 2 and user.stderr.strip() == "error: --corpus c.csv row 3: blank text"
+    pasted = _run("key-in-a-path")
+    assert pasted.returncode == 2 and pasted.stderr.strip() == "error: --corpus: file not found: <redacted>"
     bug = _run("bug")
     assert bug.returncode == 1 and "Traceback" in bug.stderr and "RuntimeError: a bug" in bug.stderr
 
