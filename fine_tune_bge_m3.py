@@ -21,8 +21,8 @@ from ragtune.core.errors import run_main
 from ragtune.retrieval.first_stage import FirstStage
 from ragtune.retrieval.negatives import mine_candidates, mining_source
 from ragtune.train.distributed import is_main_process
+from ragtune.train.embedder.arguments import OUTPUT_SUFFIX, validate_args
 from ragtune.train.embedder.arguments import build_parser as kind_parser
-from ragtune.train.embedder.arguments import validate_args
 from ragtune.train.embedder.evaluator import DevRetrievalEvaluator, dev_table, final_dev_metrics, hybrid_on_dev
 from ragtune.train.embedder.examples import build_training_examples
 from ragtune.train.embedder.modeling import load_embedding_model, training_prompts
@@ -42,7 +42,7 @@ def build_parser():
 def main(argv: Sequence[str] | None = None, callbacks: Sequence = ()) -> int:
     """Run the script; ``callbacks`` are extra TrainerCallbacks (tests and benchmarks observe training)."""
     args = build_parser().parse_args(argv)
-    run = TrainingRun(args, model_kind="embedding model", output_suffix="finetuned", callbacks=callbacks)
+    run = TrainingRun(args, model_kind="embedding model", output_suffix=OUTPUT_SUFFIX, callbacks=callbacks)
     validate_args(args)
 
     # Data and model: everything is checked before anything is written.

@@ -30,8 +30,8 @@ from ragtune.generation.chat import end_of_turn_ids
 from ragtune.generation.inference import base_load_code, generation_config_for, load_tokenizer
 from ragtune.generation.prompt import write_prompt_settings
 from ragtune.retrieval.encoding import load_embedding_model
+from ragtune.train.generator.arguments import OUTPUT_SUFFIX, validate_args
 from ragtune.train.generator.arguments import build_parser as kind_parser
-from ragtune.train.generator.arguments import validate_args
 from ragtune.train.generator.data import load_generator_data
 from ragtune.train.generator.evaluator import KeepAnswersByStep, base_and_final_dev_metrics, dev_evaluator
 from ragtune.train.generator.lora import add_lora, count_parameters, load_base_for_training, warn_if_adapter_unchanged
@@ -54,7 +54,7 @@ def build_parser():
 def main(argv: Sequence[str] | None = None, callbacks: Sequence = ()) -> int:
     """Run the script; ``callbacks`` are extra TrainerCallbacks (tests and benchmarks observe training)."""
     args = build_parser().parse_args(argv)
-    run = TrainingRun(args, model_kind="adapter", output_suffix="generator", metric_prefix="eval_",
+    run = TrainingRun(args, model_kind="adapter", output_suffix=OUTPUT_SUFFIX, metric_prefix="eval_",
                       callbacks=callbacks)
     validate_args(args)
 

@@ -26,8 +26,8 @@ from ragtune.retrieval.first_stage import HybridFusion
 from ragtune.train.distributed import is_main_process
 from ragtune.train.evaluator import console_cutoffs
 from ragtune.train.next_steps import after_reranker, log_next_commands
+from ragtune.train.reranker.arguments import OUTPUT_SUFFIX, validate_args
 from ragtune.train.reranker.arguments import build_parser as kind_parser
-from ragtune.train.reranker.arguments import validate_args
 from ragtune.train.reranker.evaluator import DevReport, dev_evaluator, final_dev_metrics, fusion_record
 from ragtune.train.reranker.examples import (
     build_reranker_examples,
@@ -51,7 +51,7 @@ def build_parser():
 def main(argv: Sequence[str] | None = None, callbacks: Sequence = ()) -> int:
     """Run the script; ``callbacks`` are extra TrainerCallbacks (tests and benchmarks observe training)."""
     args = build_parser().parse_args(argv)
-    run = TrainingRun(args, model_kind="reranker", output_suffix="reranker", callbacks=callbacks)
+    run = TrainingRun(args, model_kind="reranker", output_suffix=OUTPUT_SUFFIX, callbacks=callbacks)
     validate_args(args)
 
     # Data and models: everything is checked before anything is written.

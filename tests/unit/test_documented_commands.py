@@ -39,9 +39,20 @@ def notebook_commands() -> list[str]:
     return [line[1:] for line in lines if line.startswith("!python ")]
 
 
-# The folders the chain's scripts create by default (README "The whole chain").
-CHAIN_FOLDERS = {"outputs/bge-m3-finetuned", "outputs/bge-reranker-v2-m3-reranker",
-                 "outputs/Qwen2.5-1.5B-Instruct-generator", "outputs/eval"}
+def chain_folders() -> set[str]:
+    """The folders the chain's scripts create by default, from the scripts' own defaults: each training script's
+    outputs/<default base model>-<its suffix>, and evaluate_rag.py's --output_dir."""
+    from ragtune.train.arguments import default_output_dir
+    from ragtune.train.embedder import arguments as embedder
+    from ragtune.train.generator import arguments as generator
+    from ragtune.train.reranker import arguments as reranker
+
+    folders = {load("evaluate_rag.py").build_parser().get_default("output_dir")}
+    for script, kind in (("fine_tune_bge_m3.py", embedder), ("fine_tune_reranker.py", reranker),
+                         ("fine_tune_generator.py", generator)):
+        base_model = load(script).build_parser().get_default("base_model")
+        folders.add(default_output_dir(base_model, kind.OUTPUT_SUFFIX))
+    return folders
 
 
 def load(key: str):
@@ -74,6 +85,21 @@ def test_the_readme_and_the_notebook_hold_the_chain():
         assert any(step in c for c in notebook), step
 
 
+def test_the_folders_the_readme_and_the_notebook_name_are_the_ones_the_scripts_create():
+    """A folder a command reads (--embedding_model outputs/...) is one a script creates by default, or one an
+    earlier command named with --output_dir or --output."""
+    notebook = json.loads((REPO / "notebooks" / "neorag_t4.ipynb").read_text(encoding="utf-8"))
+    texts = {"README.md": (REPO / "README.md").read_text(encoding="utf-8"),
+             "the notebook": "".join("".join(cell["source"]) for cell in notebook["cells"])}
+    created = chain_folders()
+    assert created == {"outputs/bge-m3-finetuned", "outputs/bge-reranker-v2-m3-reranker",
+                       "outputs/Qwen2.5-1.5B-Instruct-generator", "outputs/eval"}  # the names the README shows
+    for where, text in texts.items():
+        named = set(re.findall(r"--output(?:_dir)?\s+(outputs/[\w.-]+)", text))
+        for folder in re.findall(r"outputs/[\w.-]+", text):
+            assert folder in created | named, f"{where} names {folder}, a path no command creates"
+
+
 @pytest.mark.parametrize("command", readme_commands() + notebook_commands())
 def test_every_documented_command_parses(command):
     parse(command)
@@ -94,4 +120,4 @@ def test_the_example_in_each_scripts_help_parses_and_names_the_folders_the_chain
     for command in examples:
         parse(command)
         for folder in re.findall(r"outputs/[\w.-]+", command):
-            assert folder in CHAIN_FOLDERS, f"{script} --help names {folder}, a folder no script creates by default"
+            assert folder in chain_folders(), f"{script} --help names {folder}, a folder no script creates by default"

@@ -6,6 +6,9 @@ import argparse
 
 from ragtune.train.arguments import add_negative_args, add_run_args, new_training_parser, validate_training_args
 
+# The default --output_dir is outputs/<base model name>-finetuned (ragtune.train.arguments.default_output_dir).
+OUTPUT_SUFFIX = "finetuned"
+
 
 def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     """The embedding script's flags, with the template command's values as defaults."""

@@ -12,6 +12,9 @@ from ragtune.generation.prompt import DEFAULT_SYSTEM_PROMPT, DEFAULT_UNANSWERABL
 from ragtune.train.arguments import add_run_args, new_training_parser, validate_training_args
 from ragtune.train.generator.lora import check_qlora_available
 
+# The default --output_dir is outputs/<base model name>-generator (ragtune.train.arguments.default_output_dir).
+OUTPUT_SUFFIX = "generator"
+
 DEFAULT_BASE_MODEL = "Qwen/Qwen2.5-1.5B-Instruct"
 
 

@@ -8,6 +8,9 @@ from ragtune.core.errors import UserError
 from ragtune.core.metrics import DEFAULT_KS
 from ragtune.train.arguments import add_negative_args, add_run_args, new_training_parser, validate_training_args
 
+# The default --output_dir is outputs/<base model name>-reranker (ragtune.train.arguments.default_output_dir).
+OUTPUT_SUFFIX = "reranker"
+
 
 def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     """The reranker script's flags, with the template command's values as defaults."""
