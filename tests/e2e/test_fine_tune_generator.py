@@ -10,12 +10,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from conftest import LAUNCH_SCRIPT, REPO, assert_one_clear_error, run_script
 from launch_script import Recorder, SigtermAt
 
-from ragtune.core.data import SAMPLE_CORPUS, SAMPLE_TRAIN
+from ragtune.core.data import SAMPLE_CORPUS, SAMPLE_TRAIN, load_corpus, load_queries, split_queries
+from ragtune.core.expansions import load_expansions, load_saved
 from ragtune.generation.prompt import rag_messages, trained_system_prompt
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -139,11 +141,18 @@ def test_evaluate_rag_generates_with_the_trained_adapter_and_the_training_prompt
     """A system prompt holding a phone number: masked where it is shown (metrics.json, under --pii warn), used
     exactly by the evaluation."""
     prompt = "Trả lời ngắn. Hotline 0912 345 678."
-    out = tmp_path / "adapter"
+    out, expansions = tmp_path / "adapter", tmp_path / "map.csv"
+    expansions.write_text("clb,câu lạc bộ robotics\n", encoding="utf-8")
     assert run_script("fine_tune_generator.py", "--base_model", str(tiny_qwen2), *SHORT, "--output_dir", str(out),
-                      "--system_prompt", prompt, env=ONE_THREAD).returncode == 0
+                      "--system_prompt", prompt, "--expansions", str(expansions), env=ONE_THREAD).returncode == 0
     assert trained_system_prompt(str(out)) == prompt
     assert "0912 345 678" not in (out / "metrics.json").read_text(encoding="utf-8")
+    # The run's own dev queries, and the expansion map its distractors' first stage applied, kept with the adapter.
+    _, dev = split_queries(load_queries(SAMPLE_TRAIN, load_corpus(SAMPLE_CORPUS)), 0.2, 42)
+    written = pd.read_csv(out / "dev_queries.csv", encoding="utf-8-sig", dtype=str, keep_default_na=False)
+    assert written["Query"].tolist() == [q.query for q in dev]
+    assert written["source"].tolist() == [f"{SAMPLE_TRAIN} row {q.row}" for q in dev]
+    assert load_saved(out).entries == load_expansions(str(expansions)).entries
     report = tmp_path / "eval"
     result = run_script("evaluate_rag.py", "--corpus", str(SAMPLE_CORPUS), "--test_data", str(SAMPLE_TRAIN),
                         "--embedding_models", "--answer_k", "3", "--generator_local", str(tiny_qwen2),
@@ -153,14 +162,11 @@ def test_evaluate_rag_generates_with_the_trained_adapter_and_the_training_prompt
     answers = list(report.rglob("answers.csv"))
     assert answers
     # The answers are those of the adapter on the training prompt: the same greedy generation here.
-    import pandas as pd
-
+    from ragtune.core.bm25 import BM25Index
+    from ragtune.core.ranking import bm25_top_k, tie_ranks
     from ragtune.generation.inference import generate_from_messages, load_generator
 
     rows = pd.read_csv(answers[0], keep_default_na=False).head(3)
-    from ragtune.core.bm25 import BM25Index
-    from ragtune.core.data import load_corpus
-    from ragtune.core.ranking import bm25_top_k, tie_ranks
 
     corpus = load_corpus(SAMPLE_CORPUS)
     top, _ = bm25_top_k(BM25Index(corpus.texts), list(rows["query"]), 3, tie_ranks(corpus.ids))

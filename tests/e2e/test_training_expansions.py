@@ -63,3 +63,21 @@ def test_a_self_referencing_expansion_is_refused_before_anything_is_written(tiny
     result = run_script("fine_tune_reranker.py", "--base_model", str(tiny_st), "--expansions", str(bad),
                         "--output_dir", str(out))
     assert_one_clear_error(result, "bad.csv", out)
+
+
+def test_the_reranker_script_mines_and_scores_its_first_stage_on_expanded_queries(tiny_cross_encoder, expansions,
+                                                                                   tmp_path):
+    out = tmp_path / "out"
+    result = run_script("fine_tune_reranker.py", "--base_model", str(tiny_cross_encoder), "--expansions",
+                        str(expansions), "--output_dir", str(out), "--num_hard_negatives", "1",
+                        "--num_random_negatives", "0", *QUICK)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert load_saved(out).entries == load_expansions(str(expansions)).entries
+    _, dev = split_queries(load_queries(SAMPLE_TRAIN, load_corpus(SAMPLE_CORPUS)), 0.2, 42)
+    written = pd.read_csv(out / "dev_queries.csv", encoding="utf-8-sig", dtype=str, keep_default_na=False)
+    assert written["row"].astype(int).tolist() == [q.row for q in dev]
+    # Its first stage (BM25 here) ran on the expanded queries: the dev column equals an expanded first stage's.
+    expanded = _bm25_dev_metrics(dev, load_expansions(str(expansions)))
+    assert expanded != _bm25_dev_metrics(dev)
+    assert {key: metrics["dev_metrics"]["bm25"][key] for key in expanded} == pytest.approx(expanded)
