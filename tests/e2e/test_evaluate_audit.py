@@ -64,6 +64,7 @@ def test_pii_redact_evaluates_a_redacted_copy_and_writes_no_value(tmp_path):
     assert results["data_audit"]["pii"]["counts"] == {"phone": 1} and results["data_audit"]["pii"]["redacted"]
     per_query = (out / "per_query.csv").read_text(encoding="utf-8-sig")
     assert "Em gọi số [SĐT_1] của chủ nhiệm" in per_query
+    assert "Em gọi số [SĐT_1] của chủ nhiệm" in (out / "results.html").read_text(encoding="utf-8")  # the page too
     for path in [p for p in out.rglob("*") if p.is_file()]:
         assert PHONE.encode() not in path.read_bytes(), path
     assert PHONE not in proc.stdout + proc.stderr

@@ -106,9 +106,10 @@ def test_generator_and_evaluation_show_no_personal_value_under_pii_warn(planted_
         "--generator_adapter", str(adapter), "--generator_max_new_tokens", "4", "--output_dir", str(evaluation),
         "--audit_report", str(evaluation / "audit.md"), env=ONE_THREAD)
     assert_nothing_written_or_printed(evaluated, evaluation)
-    for name in ("results.json", "results.md", "per_query.csv", "answers.csv"):
+    for name in ("results.json", "results.md", "per_query.csv", "answers.csv", "results.html"):
         assert (evaluation / name).is_file(), name
-    assert "•" in (evaluation / "per_query.csv").read_text(encoding="utf-8-sig")  # masked, not dropped
+    for name in ("per_query.csv", "results.html"):
+        assert "•" in (evaluation / name).read_text(encoding="utf-8-sig"), name  # masked, not dropped
 
 
 ENCODER_RUNS = {
