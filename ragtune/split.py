@@ -21,7 +21,6 @@ import codecs
 import io
 import json
 import logging
-import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -204,17 +203,14 @@ def output_paths(input_path: Path, output_dir: Path) -> tuple[Path, Path]:
             output_dir / f"{input_path.stem}_test{input_path.suffix}")
 
 
-def check_outputs(paths: Sequence[Path], input_path: Path, overwrite: bool) -> None:
-    """Refuse outputs that are the input (always) or that exist (unless ``overwrite``), before anything is written."""
+def check_outputs(paths: Sequence[Path], overwrite: bool) -> None:
+    """Refuse outputs that exist (unless ``overwrite``) or cannot be files, before anything is written (an output
+    that is the input, or a link to it, is the output guard's: check_args_paths)."""
     for path in paths:
         if path.parent.exists() and not path.parent.is_dir():
             raise UserError(f"--output_dir: {path.parent} is a file, not a folder")
         if path.is_dir():
             raise UserError(f"--output_dir: {path} is a folder; remove it or choose another --output_dir")
-        is_input = path.resolve() == input_path.resolve() or (path.exists() and os.path.samefile(path, input_path))
-        if is_input:
-            raise UserError(f"--output_dir: writing {path} would overwrite the input file --train_data {input_path}; "
-                            f"choose another --output_dir")
         if path.exists() and not overwrite:
             raise UserError(f"--output_dir: {path} already exists; pass --overwrite to replace it")
 
@@ -245,9 +241,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "here, and --pii redact in the script that trains on them")
     train_path, test_path = output_paths(Path(args.train_data), args.output_dir)
     check_args_paths(args, outputs=("output_dir", "report"),
-                     more_outputs={"the train side": train_path, "the test side": test_path})
+                     more_outputs={"the train side of --output_dir": train_path,
+                                   "the test side of --output_dir": test_path})
     query_file = read_query_file(args.train_data)
-    check_outputs((train_path, test_path), query_file.path, args.overwrite)
+    check_outputs((train_path, test_path), args.overwrite)
     with OutputDirLock(args.output_dir):
         return split_and_write(args, query_file, train_path, test_path)
 

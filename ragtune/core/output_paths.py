@@ -41,19 +41,25 @@ def check_output_paths(outputs: Mapping[str, PathLike | None], inputs: Mapping[s
         out = Path(value).resolve()
         if out in written:
             raise UserError(f"{out_flag} {value} is the same path as {written[out]}: one would overwrite the other; "
-                            f"choose another {out_flag}")
+                            f"choose another {_flag_of(out_flag)}")
         written[out] = out_flag
         for in_flag, source in local_inputs.items():
-            if out == source:
+            if out == source or (out.exists() and os.path.samefile(out, source)):  # a link to the input too
                 raise UserError(f"{out_flag} {value} is the same path as {in_flag}: writing there would overwrite "
-                                f"your input; choose another {out_flag}")
+                                f"your input; choose another {_flag_of(out_flag)}")
             if source.is_dir() and source in out.parents:
                 raise UserError(f"{out_flag} {value} lies inside the {in_flag} folder {source}: choose an "
-                                f"{out_flag} outside your inputs")
+                                f"{_flag_of(out_flag)} outside your inputs")
             if source.is_dir() and out in source.parents:
                 raise UserError(f"{in_flag} {source} lies inside {out_flag} {value}, which this run writes to (and "
-                                f"may clear): copy it elsewhere or choose another {out_flag}")
+                                f"may clear): copy it elsewhere or choose another {_flag_of(out_flag)}")
         check_writable(out, out_flag)
+
+
+def _flag_of(output: str) -> str:
+    """The flag a user changes to move an output: the output's own flag, or the one a derived output's name ends
+    with ("the train side of --output_dir")."""
+    return output if output.startswith("--") else output.rsplit(" ", 1)[-1]
 
 
 # Flags of ragtune scripts that name what a run reads: data files, and models (local folders, GGUF files, Hub ids).

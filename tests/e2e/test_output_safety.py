@@ -121,7 +121,7 @@ def test_predictions_onto_the_query_file_are_refused(inputs, tmp_path):
 
 
 @pytest.mark.parametrize("report, message", [("train", "is the same path as --train_data"),
-                                             ("out/train_train.csv", "is the same path as the train side")])
+                                             ("out/train_train.csv", "is the same path as the train side of --output_dir")])
 def test_the_splits_report_onto_its_input_or_its_own_output_is_refused(report, message, inputs, tmp_path):
     before = _digest(inputs["train"])
     report = inputs["train"] if report == "train" else tmp_path / report

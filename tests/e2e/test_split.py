@@ -234,7 +234,8 @@ def test_outputs_that_exist_need_overwrite_and_the_input_is_never_one(tmp_path):
     (linked / "q_train.csv").symlink_to(source)
     before = digest(source)
     proc = split("--train_data", str(source), "--output_dir", str(linked), "--overwrite", cwd=tmp_path)
-    assert_one_clear_error(proc, "would overwrite the input file --train_data")
+    assert_one_clear_error(proc, f"the train side of --output_dir {linked / 'q_train.csv'} is the same path as "
+                                 "--train_data: writing there would overwrite your input; choose another --output_dir")
     assert digest(source) == before and sorted(p.name for p in linked.iterdir()) == ["q_train.csv"]
 
 

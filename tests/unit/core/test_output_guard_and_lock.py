@@ -25,10 +25,17 @@ def test_an_output_equal_to_an_input_is_refused(tmp_path):
 
 def test_two_outputs_at_one_path_are_refused(tmp_path):
     report = tmp_path / "out" / "q_train.csv"
-    with pytest.raises(UserError, match="--report .* is the same path as the train side: one would overwrite"):
-        check_output_paths({"the train side": report, "--report": tmp_path / "out" / ".." / "out" / "q_train.csv"},
-                           {})
-    check_output_paths({"the train side": report, "--report": tmp_path / "audit.md"}, {})
+    with pytest.raises(UserError, match="--report .* is the same path as the train side of --output_dir: one would "
+                                        "overwrite the other; choose another --report"):
+        check_output_paths({"the train side of --output_dir": report,
+                            "--report": tmp_path / "out" / ".." / "out" / "q_train.csv"}, {})
+    check_output_paths({"the train side of --output_dir": report, "--report": tmp_path / "audit.md"}, {})
+    link = tmp_path / "link.csv"  # a hard link to an input is that input (a symbolic one resolves to it)
+    (tmp_path / "c.csv").write_text("x")
+    os.link(tmp_path / "c.csv", link)
+    with pytest.raises(UserError, match="the test side of --output_dir .* is the same path as --train_data: .* "
+                                        "choose another --output_dir"):
+        check_output_paths({"the test side of --output_dir": link}, {"--train_data": tmp_path / "c.csv"})
 
 
 def test_outputs_beside_inputs_and_hub_ids_pass(tmp_path):
