@@ -48,6 +48,7 @@ logger = logging.getLogger("ragtune.app")
 
 MAX_QUESTION_CHARS = 2000
 MAX_K = 50
+BAD_REQUEST = "send a JSON object {question, system, k}"
 
 
 # ---------------------------------------------------------------------------- flags
@@ -185,14 +186,8 @@ def make_handler(service: AskService) -> type[BaseHTTPRequestHandler]:
                 self.send_json(HTTPStatus.NOT_FOUND, {"error": "not found"})
                 return
             try:
-                length = int(self.headers.get("Content-Length") or 0)
-                request = json.loads(self.rfile.read(min(length, 64 * 1024)) or b"{}")
-                if not isinstance(request, dict):
-                    raise UserError("send a JSON object {question, system, k}")
+                request = self.read_request()
                 result = service.ask(str(request.get("question") or ""), request.get("system"), request.get("k"))
-            except ValueError:  # a Content-Length or body that is not JSON (json's and int's errors are ValueErrors)
-                self.send_json(HTTPStatus.BAD_REQUEST, {"error": "send a JSON object {question, system, k}"})
-                return
             except UserError as err:
                 self.send_json(HTTPStatus.BAD_REQUEST, {"error": shown(str(err))})
                 return
@@ -201,6 +196,17 @@ def make_handler(service: AskService) -> type[BaseHTTPRequestHandler]:
                 self.send_json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": shown(f"{type(err).__name__}: {err}")})
                 return
             self.send_json(HTTPStatus.OK, result)
+
+        def read_request(self) -> dict[str, Any]:
+            """The request's JSON object; anything else is the sender's error."""
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+                request = json.loads(self.rfile.read(min(length, 64 * 1024)) or b"{}")
+            except ValueError as err:  # int's and json's errors (UnicodeDecodeError included)
+                raise UserError(BAD_REQUEST) from err
+            if not isinstance(request, dict):
+                raise UserError(BAD_REQUEST)
+            return request
 
         def send_json(self, status: HTTPStatus, payload: dict[str, Any]) -> None:
             self.send(status, json.dumps(payload, ensure_ascii=False).encode("utf-8"), "application/json")
