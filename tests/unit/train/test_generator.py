@@ -121,6 +121,26 @@ def test_rag_examples_hold_labelled_passages_and_distractors_and_unanswerable_on
     assert answerable[0].prompt_messages() == rag_messages(answerable[0].question, answerable[0].contexts)
 
 
+def test_distractors_are_retrieved_for_the_expanded_query_and_the_prompt_keeps_the_question_as_asked():
+    """--expansions: the distractors' first stage sees the query as the pipeline's will; the model is asked the
+    question as written."""
+    from ragtune.core.data import load_corpus, load_queries
+    from ragtune.core.expansions import QueryExpander
+    from ragtune.train.generator.data import build_rag_examples, retrieve_distractors
+
+    expander = QueryExpander({"clb": "câu lạc bộ robotics", "raic": "robotics and ai club"})
+    corpus = load_corpus(SAMPLE_CORPUS)
+    queries = load_queries(SAMPLE_TRAIN, corpus)
+    assert any(expander(q.query) != q.query for q in queries)
+    data = load_generator_data(str(SAMPLE_TRAIN), str(SAMPLE_CORPUS), 0.0, 42, 2, None, 0.0, "", expander=expander)
+    expanded = build_rag_examples(queries, corpus, retrieve_distractors(queries, corpus, expander=expander), 2,
+                                  None, 42, str(SAMPLE_TRAIN))
+    plain = load_generator_data(str(SAMPLE_TRAIN), str(SAMPLE_CORPUS), 0.0, 42, 2, None, 0.0, "")
+    assert [e.contexts for e in data.train] == [e.contexts for e in expanded]
+    assert [e.contexts for e in data.train] != [e.contexts for e in plain.train]
+    assert [e.question for e in data.train] == [q.query for q in queries]
+
+
 def test_chat_and_instruction_jsonl(tmp_path):
     chat = tmp_path / "chat.jsonl"
     chat.write_text("\n".join(json.dumps({"messages": [{"role": "user", "content": f"Câu {i}?"},
