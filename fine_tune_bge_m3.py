@@ -11,26 +11,18 @@ before, during and after training; the best checkpoint by the dev metric is the 
 
 from __future__ import annotations
 
+import argparse
 import logging
 from typing import Sequence
 
-from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
-from sentence_transformers.sentence_transformer.training_args import SentenceTransformerTrainingArguments
-
 from ragtune.core.errors import run_main
+from ragtune.core.io import setup_logging
 from ragtune.retrieval.first_stage import FirstStage
 from ragtune.retrieval.negatives import mine_candidates, mining_source
-from ragtune.train.distributed import is_main_process
+from ragtune.train.distributed import is_main_process, local_rank_is_main
 from ragtune.train.embedder.arguments import OUTPUT_SUFFIX, validate_args
 from ragtune.train.embedder.arguments import build_parser as kind_parser
-from ragtune.train.embedder.evaluator import DevRetrievalEvaluator, dev_table, final_dev_metrics, hybrid_on_dev
-from ragtune.train.embedder.examples import build_training_examples
-from ragtune.train.embedder.modeling import load_embedding_model, training_prompts
-from ragtune.train.embedder.sampler import NoFalseNegativesBatchSampler, describe_batches
-from ragtune.train.embedder.trainer import EmbeddingTrainer
-from ragtune.train.evaluator import console_cutoffs
 from ragtune.train.next_steps import after_embedding_model, log_next_commands
-from ragtune.train.runner import TrainingRun, warn_if_below_bm25
 
 logger = logging.getLogger("fine_tune_bge_m3")
 
@@ -42,8 +34,27 @@ def build_parser():
 def main(argv: Sequence[str] | None = None, callbacks: Sequence = ()) -> int:
     """Run the script; ``callbacks`` are extra TrainerCallbacks (tests and benchmarks observe training)."""
     args = build_parser().parse_args(argv)
-    run = TrainingRun(args, model_kind="embedding model", output_suffix=OUTPUT_SUFFIX, callbacks=callbacks)
+    setup_logging(local_rank_is_main(), verbose=args.verbose)
     validate_args(args)
+    return fine_tune(args, callbacks)
+
+
+def fine_tune(args: argparse.Namespace, callbacks: Sequence) -> int:
+    """The run itself, on flags that passed their checks: data, model, training, the saved results."""
+    # The training stack is imported once the flags are good: torch, transformers and sentence-transformers
+    # take ~10 s to import, too long to wait for a mistyped flag's one line.
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+    from sentence_transformers.sentence_transformer.training_args import SentenceTransformerTrainingArguments
+
+    from ragtune.train.embedder.evaluator import DevRetrievalEvaluator, dev_table, final_dev_metrics, hybrid_on_dev
+    from ragtune.train.embedder.examples import build_training_examples
+    from ragtune.train.embedder.modeling import load_embedding_model, training_prompts
+    from ragtune.train.embedder.sampler import NoFalseNegativesBatchSampler, describe_batches
+    from ragtune.train.embedder.trainer import EmbeddingTrainer
+    from ragtune.train.evaluator import console_cutoffs
+    from ragtune.train.runner import TrainingRun, warn_if_below_bm25
+
+    run = TrainingRun(args, model_kind="embedding model", output_suffix=OUTPUT_SUFFIX, callbacks=callbacks)
 
     # Data and model: everything is checked before anything is written.
     data = run.load_labelled_data(expanded=True)  # --expansions: the model is a first stage

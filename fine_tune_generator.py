@@ -18,31 +18,23 @@ Trainer: the transformers Trainer, not TRL's SFTTrainer (see ragtune/train/gener
 
 from __future__ import annotations
 
+import argparse
 import logging
 from typing import Sequence
 
-import torch
-from transformers import DataCollatorForSeq2Seq, TrainingArguments
-
 from ragtune.core.answer_metrics import REFERENCE_ANSWER_METRICS
 from ragtune.core.errors import run_main
+from ragtune.core.io import setup_logging
 from ragtune.generation.chat import end_of_turn_ids
-from ragtune.generation.inference import base_load_code, generation_config_for, load_tokenizer
 from ragtune.generation.prompt import write_prompt_settings
 from ragtune.retrieval.encoding import load_embedding_model
+from ragtune.train.distributed import local_rank_is_main
 from ragtune.train.generator.arguments import OUTPUT_SUFFIX, validate_args
 from ragtune.train.generator.arguments import build_parser as kind_parser
 from ragtune.train.generator.data import load_generator_data
-from ragtune.train.generator.evaluator import KeepAnswersByStep, base_and_final_dev_metrics, dev_evaluator
-from ragtune.train.generator.lora import add_lora, count_parameters, load_base_for_training, warn_if_adapter_unchanged
 from ragtune.train.generator.memory import estimate_run_memory, warn_if_over_gpu
-from ragtune.train.generator.merge import merge_adapter
-from ragtune.train.generator.outputs import describe_run, dev_example_rows, metrics_table, write_adapter_card
 from ragtune.train.generator.tokenize import ExampleTokenizer, show_trained_part, to_dataset, tokenize_examples
-from ragtune.train.generator.trainer import GeneratorTrainer
 from ragtune.train.next_steps import after_generator, log_next_commands
-from ragtune.train.runner import TrainingRun
-from ragtune.train.training_args import total_optimizer_steps
 
 logger = logging.getLogger("fine_tune_generator")
 
@@ -54,9 +46,34 @@ def build_parser():
 def main(argv: Sequence[str] | None = None, callbacks: Sequence = ()) -> int:
     """Run the script; ``callbacks`` are extra TrainerCallbacks (tests and benchmarks observe training)."""
     args = build_parser().parse_args(argv)
+    setup_logging(local_rank_is_main(), verbose=args.verbose)
+    validate_args(args)
+    return fine_tune(args, callbacks)
+
+
+def fine_tune(args: argparse.Namespace, callbacks: Sequence) -> int:
+    """The run itself, on flags that passed their checks: data, model, training, the saved results."""
+    # The training stack is imported once the flags are good: torch, transformers and sentence-transformers
+    # take ~10 s to import, too long to wait for a mistyped flag's one line.
+    import torch
+    from transformers import DataCollatorForSeq2Seq, TrainingArguments
+
+    from ragtune.generation.inference import base_load_code, generation_config_for, load_tokenizer
+    from ragtune.train.generator.evaluator import KeepAnswersByStep, base_and_final_dev_metrics, dev_evaluator
+    from ragtune.train.generator.lora import (
+        add_lora,
+        count_parameters,
+        load_base_for_training,
+        warn_if_adapter_unchanged,
+    )
+    from ragtune.train.generator.merge import merge_adapter
+    from ragtune.train.generator.outputs import describe_run, dev_example_rows, metrics_table, write_adapter_card
+    from ragtune.train.generator.trainer import GeneratorTrainer
+    from ragtune.train.runner import TrainingRun
+    from ragtune.train.training_args import total_optimizer_steps
+
     run = TrainingRun(args, model_kind="adapter", output_suffix=OUTPUT_SUFFIX, metric_prefix="eval_",
                       callbacks=callbacks)
-    validate_args(args)
 
     # Data: everything is checked before anything is written. Every rank builds the same (seeded) examples.
     data = load_generator_data(args.train_data, args.corpus, args.dev_ratio, args.seed, args.num_distractors,

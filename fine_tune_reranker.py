@@ -13,33 +13,18 @@ reranked, before, during and after training; the best checkpoint by the dev metr
 
 from __future__ import annotations
 
+import argparse
 import logging
 from typing import Sequence
 
-import torch
-from sentence_transformers.cross_encoder import CrossEncoderTrainingArguments
-from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
-
 from ragtune.core.errors import run_main
+from ragtune.core.io import setup_logging
 from ragtune.retrieval.encoding import load_embedding_model
 from ragtune.retrieval.first_stage import HybridFusion
-from ragtune.train.distributed import is_main_process
-from ragtune.train.evaluator import console_cutoffs
+from ragtune.train.distributed import is_main_process, local_rank_is_main
 from ragtune.train.next_steps import after_reranker, log_next_commands
 from ragtune.train.reranker.arguments import OUTPUT_SUFFIX, validate_args
 from ragtune.train.reranker.arguments import build_parser as kind_parser
-from ragtune.train.reranker.evaluator import DevReport, dev_evaluator, final_dev_metrics, fusion_record
-from ragtune.train.reranker.examples import (
-    build_reranker_examples,
-    clamp_negative_counts,
-    describe_examples,
-    mine_and_retrieve,
-    pair_lengths,
-)
-from ragtune.train.reranker.modeling import load_reranker
-from ragtune.train.reranker.trainer import RerankerTrainer
-from ragtune.train.runner import TrainingRun, warn_if_below_bm25
-from ragtune.train.training_args import total_optimizer_steps
 
 logger = logging.getLogger("fine_tune_reranker")
 
@@ -51,8 +36,34 @@ def build_parser():
 def main(argv: Sequence[str] | None = None, callbacks: Sequence = ()) -> int:
     """Run the script; ``callbacks`` are extra TrainerCallbacks (tests and benchmarks observe training)."""
     args = build_parser().parse_args(argv)
-    run = TrainingRun(args, model_kind="reranker", output_suffix=OUTPUT_SUFFIX, callbacks=callbacks)
+    setup_logging(local_rank_is_main(), verbose=args.verbose)
     validate_args(args)
+    return fine_tune(args, callbacks)
+
+
+def fine_tune(args: argparse.Namespace, callbacks: Sequence) -> int:
+    """The run itself, on flags that passed their checks: data, model, training, the saved results."""
+    # The training stack is imported once the flags are good: torch, transformers and sentence-transformers
+    # take ~10 s to import, too long to wait for a mistyped flag's one line.
+    import torch
+    from sentence_transformers.cross_encoder import CrossEncoderTrainingArguments
+    from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
+
+    from ragtune.train.evaluator import console_cutoffs
+    from ragtune.train.reranker.evaluator import DevReport, dev_evaluator, final_dev_metrics, fusion_record
+    from ragtune.train.reranker.examples import (
+        build_reranker_examples,
+        clamp_negative_counts,
+        describe_examples,
+        mine_and_retrieve,
+        pair_lengths,
+    )
+    from ragtune.train.reranker.modeling import load_reranker
+    from ragtune.train.reranker.trainer import RerankerTrainer
+    from ragtune.train.runner import TrainingRun, warn_if_below_bm25
+    from ragtune.train.training_args import total_optimizer_steps
+
+    run = TrainingRun(args, model_kind="reranker", output_suffix=OUTPUT_SUFFIX, callbacks=callbacks)
 
     # Data and models: everything is checked before anything is written.
     data = run.load_labelled_data()

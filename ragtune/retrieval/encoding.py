@@ -7,11 +7,10 @@ Top-k is :func:`ragtune.core.ranking.dense_top_k`, the one ``evaluate_rag.py`` u
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-import torch
-
-from ragtune.core.models import load_or_explain
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +31,9 @@ def load_embedding_model(name: str | None, flag: str = "--embedding_model", devi
     """An optional embedding model named by a flag (a SentenceTransformer), or None when the flag is unset."""
     if not name:
         return None
+    # Imported here: torch and sentence-transformers take seconds that a script's flag checks should not wait for.
     from sentence_transformers import SentenceTransformer
+
+    from ragtune.core.models import load_or_explain
 
     return load_or_explain(SentenceTransformer, name, flag, device=device)

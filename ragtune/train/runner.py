@@ -23,7 +23,7 @@ from ragtune.audit import AuditResult, run_audit, write_audit_report
 from ragtune.core.cli import args_to_config
 from ragtune.core.data import Corpus, LabelledQuery, load_corpus, load_queries, split_queries
 from ragtune.core.expansions import QueryExpander, load_expansions, load_saved
-from ragtune.core.io import setup_logging, write_json
+from ragtune.core.io import write_json
 from ragtune.core.output_lock import OutputDirLock
 from ragtune.core.output_paths import check_args_paths
 from ragtune.core.redaction import shown_in
@@ -104,7 +104,6 @@ class TrainingRun:
 
     def __init__(self, args: argparse.Namespace, *, model_kind: str, output_suffix: str,
                  metric_prefix: str = "eval_dev_", callbacks: Sequence[TrainerCallback] = ()) -> None:
-        setup_logging(local_rank_is_main(), verbose=getattr(args, "verbose", False))
         self.started = time.time()
         self.args = args
         self.model_kind = model_kind

@@ -70,3 +70,35 @@ def test_evaluate_rag_rejects_a_jsonl_line_that_is_not_an_object(tmp_path):
     errors = [line for line in result.stderr.splitlines() if " ERROR " in line]
     assert len(errors) == 1 and f"--test_data: {path} line 3: expected a JSON object" in errors[0], result.stderr
     assert "got a list" in errors[0]
+
+
+# What a flag check imports: run the script's main() in a fresh interpreter and list the heavy modules loaded.
+_IMPORTED_BY_A_FLAG_ERROR = r"""
+import os, runpy, sys
+sys.argv = sys.argv[1:]
+sys.path.insert(0, os.path.dirname(sys.argv[0]))  # as `python script.py` does
+try:
+    runpy.run_path(sys.argv[0], run_name="__main__")
+finally:
+    heavy = sorted(m for m in ("torch", "transformers", "sentence_transformers", "peft") if m in sys.modules)
+    print("heavy modules:", heavy, file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("script", ["fine_tune_bge_m3.py", "fine_tune_reranker.py", "fine_tune_generator.py"])
+@pytest.mark.parametrize("args, message", [
+    (["--lora_rr", "4"], "unrecognized arguments: --lora_rr"),
+    (["--lr", "0"], "--lr must be positive"),
+    (["--train_data", "missing.csv"], "--train_data: file not found: missing.csv"),
+], ids=["mistyped", "bad value", "missing file"])
+def test_a_flag_error_is_told_before_the_training_stack_is_imported(script, args, message, tmp_path):
+    """A typo gets its one line in about a second, not after ~10 s of importing torch and transformers."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    result = subprocess.run([sys.executable, "-c", _IMPORTED_BY_A_FLAG_ERROR, str(REPO / script), *args],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]
+    assert "heavy modules: []" in result.stderr and "Traceback" not in result.stderr

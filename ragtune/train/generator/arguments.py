@@ -10,7 +10,6 @@ from ragtune.core.errors import UserError
 from ragtune.core.model_specs import is_gguf
 from ragtune.generation.prompt import DEFAULT_SYSTEM_PROMPT, DEFAULT_UNANSWERABLE_ANSWER
 from ragtune.train.arguments import add_run_args, new_training_parser, validate_training_args
-from ragtune.train.generator.lora import check_qlora_available
 
 # The default --output_dir is outputs/<base model name>-generator (ragtune.train.arguments.default_output_dir).
 OUTPUT_SUFFIX = "generator"
@@ -98,3 +97,16 @@ def validate_args(args: argparse.Namespace) -> None:
                             "train LoRA on it without --qlora")
         check_qlora_available()
         args.gradient_checkpointing = True
+
+
+def check_qlora_available() -> None:
+    """--qlora needs a CUDA GPU and bitsandbytes; say so in one line before anything is loaded."""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise UserError("--qlora needs a CUDA GPU (bitsandbytes 4-bit); none found. Drop --qlora to train LoRA on "
+                        "a 16/32-bit base instead")
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError as err:
+        raise UserError("--qlora needs the bitsandbytes package: pip install bitsandbytes") from err

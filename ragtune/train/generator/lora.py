@@ -22,19 +22,6 @@ class ParameterCounts:
         return self.trainable / self.total if self.total else 0.0
 
 
-def check_qlora_available() -> None:
-    """--qlora needs a CUDA GPU and bitsandbytes; say so in one line before anything is loaded."""
-    import torch
-
-    if not torch.cuda.is_available():
-        raise UserError("--qlora needs a CUDA GPU (bitsandbytes 4-bit); none found. Drop --qlora to train LoRA on "
-                        "a 16/32-bit base instead")
-    try:
-        import bitsandbytes  # noqa: F401
-    except ImportError as err:
-        raise UserError("--qlora needs the bitsandbytes package: pip install bitsandbytes") from err
-
-
 def quantization_config(compute_dtype: Any):
     """4-bit NF4 with double quantisation (QLoRA's recipe), computing in the training precision."""
     from transformers import BitsAndBytesConfig
