@@ -216,6 +216,7 @@ def test_saved_depths_are_applied_as_chosen(models, saved_run, tmp_path, caplog)
     texts = [q.query for q in load_queries(SAMPLE_TEST, corpus)]
     stage = FirstStage(corpus, SentenceTransformer(str(dense), device="cpu"), kind="hybrid",
                        fusion=HybridFusion("weighted", 0.5, 10))
+    # 20: every passage a depth-10 fusion can return (the top 10 of each source).
     assert_same_order_up_to_float_noise(top_ids(out, "dense-d10 + bm25 (weighted 0.5)", 7), stage.runs(texts, 20))
     # The same weight over the whole corpus ranks otherwise: the depth is part of the weight.
     assert top_ids(out, "dense-d10 + bm25 (weighted 0.5)", 7) != \

@@ -7,11 +7,13 @@ checks themselves are tested in tests/unit/train/test_arguments.py.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import unicodedata
 from pathlib import Path
 
 import pytest
-from conftest import run_script
+from conftest import REPO, run_script
 
 
 def _corpus_dir(tmp_path: Path) -> tuple[list[str], str]:
@@ -93,12 +95,8 @@ finally:
 ], ids=["mistyped", "bad value", "missing file"])
 def test_a_flag_error_is_told_before_the_training_stack_is_imported(script, args, message, tmp_path):
     """A typo gets its one line in about a second, not after ~10 s of importing torch and transformers."""
-    import subprocess
-    import sys
-
-    from conftest import REPO
-
     result = subprocess.run([sys.executable, "-c", _IMPORTED_BY_A_FLAG_ERROR, str(REPO / script), *args],
                             cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]
     assert "heavy modules: []" in result.stderr and "Traceback" not in result.stderr
+    assert not list(tmp_path.iterdir()), "a flag error writes nothing (not even the default output dir's lock)"
